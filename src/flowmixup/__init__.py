@@ -1,0 +1,1 @@
+"""Flow-Mixup and its baselines for multi-label classification with corrupted labels."""
