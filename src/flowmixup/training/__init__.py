@@ -1,0 +1,4 @@
+"""Training: ``run(cfg) -> summary`` and its parts."""
+from .trainer import run
+
+__all__ = ["run"]

@@ -1,0 +1,368 @@
+"""The 2019 Tianchi "Hefei" ECG competition data: the paper's ECG-55 and ECG-12 datasets.
+
+Raw formats:
+
+- a record ``<id>.txt``: the header ``I II V1 V2 V3 V4 V5 V6`` then 5,000 rows (500 Hz, 10 s) of 8 integers;
+  one unit is 4.88 microvolts (:data:`UNIT_MV` millivolts);
+- a label file: one record per line, tab-separated ``file, age, sex, label, label, ...`` (age/sex may be empty,
+  lines may end in tabs), UTF-8 Chinese label names.
+
+A dataset is a *selection*: which label files (``sources``, each with the folder holding its records), which classes
+(``classes``, in the project's order), and what to do with a label outside them (``other_labels``):
+
+- ``error``: a DataError naming the file and line (ECG-55: every label of the preliminary round is a class);
+- ``drop_record``: the record is left out (ECG-12 default: only records described entirely by the 12 classes);
+- ``drop_label``: the label is removed, and a record left with no label is left out.
+
+The same record id listed twice (in one source or in two sources sharing a records folder) is a DataError naming
+both lines (``duplicates: error``), or only the first listing is kept (``duplicates: first``).
+Splits: random 7:1:2 (train/val/test), seeded, over the selected records (the paper: the official test set is not
+available).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from flowmixup.data.base import DataError, LabeledArrays, LazyH5Array, random_split_indices
+from flowmixup.data.cache import ON_BAD_RECORD, build_cache, cache_is_valid, open_cache, read_row_data
+
+log = logging.getLogger(__name__)
+
+LEADS = ("I", "II", "V1", "V2", "V3", "V4", "V5", "V6")
+N_SAMPLES = 5000
+UNIT_MV = 0.00488  # one integer unit = 4.88 microvolts
+OTHER_LABELS = ("error", "drop_record", "drop_label")
+DUPLICATES = ("error", "first")
+PREPARE_COMMAND = "python scripts/prepare_data.py dataset={name} dataset.root={root}"
+
+
+# ----------------------------------------------------------------------------------------------- raw readers
+def read_record(path: str | os.PathLike) -> np.ndarray:
+    """One record as float32 millivolts, shape (8, 5000) in :data:`LEADS` order (integers x 0.00488).
+
+    A missing file or header, a row without exactly 8 values, a non-integer value or a row count other than 5,000
+    raises DataError naming the file and line.
+    """
+    path = Path(path)
+    try:
+        fh = open(path, "rb")
+    except OSError as err:
+        raise DataError(f"{path}: record unreadable ({err.strerror or err})") from err
+    with fh:
+        header = fh.readline()
+        if tuple(header.split()) != LEADS:
+            shown = header[:80].decode("utf-8", "replace").strip()
+            raise DataError(f"{path}, line 1: header {shown!r}, expected {' '.join(LEADS)!r}")
+        try:
+            ints = np.loadtxt(fh, dtype=np.int32, ndmin=2, comments=None)
+        except ValueError:
+            ints = None
+    if ints is None or ints.shape[1] != len(LEADS):
+        _diagnose(path)  # raises, naming the line
+        raise DataError(f"{path}: unreadable samples")  # pragma: no cover - _diagnose always raises first
+    if ints.shape[0] != N_SAMPLES:
+        raise DataError(
+            f"{path}, line {ints.shape[0] + 2}: {ints.shape[0]} rows of samples, expected {N_SAMPLES} "
+            f"(lines 2 to {N_SAMPLES + 1})"
+        )
+    return (ints.T * UNIT_MV).astype(np.float32)
+
+
+def _diagnose(path: Path) -> None:
+    """The slow path of :func:`read_record`: find the first bad line and raise a DataError naming it."""
+    with open(path, "rb") as fh:
+        for lineno, raw in enumerate(fh, 1):
+            if lineno == 1:
+                continue
+            fields = raw.split()
+            if not fields:
+                continue
+            if len(fields) != len(LEADS):
+                raise DataError(f"{path}, line {lineno}: {len(fields)} values, expected {len(LEADS)} (one per lead)")
+            for col, tok in enumerate(fields):
+                try:
+                    int(tok)
+                except ValueError:
+                    shown = tok[:20].decode("utf-8", "replace")
+                    raise DataError(
+                        f"{path}, line {lineno}: value {shown!r} for lead {LEADS[col]} is not an integer"
+                    ) from None
+    raise DataError(f"{path}: samples unreadable")
+
+
+@dataclass(frozen=True)
+class LabelRow:
+    """One line of a label file."""
+
+    file: str
+    age: str
+    sex: str
+    labels: tuple[str, ...]
+    line: int
+
+
+def read_label_rows(path: str | os.PathLike) -> list[LabelRow]:
+    """Every record line of a label file, with its line number (blank lines are ignored).
+
+    A line without a file name or without any label, a record listed twice or text that is not UTF-8 raises
+    DataError naming the file and line.
+    """
+    path = Path(path)
+    try:
+        raw_lines = path.read_bytes().split(b"\n")
+    except OSError as err:
+        raise DataError(f"{path}: label file unreadable ({err.strerror or err})") from err
+    rows: list[LabelRow] = []
+    seen: dict[str, int] = {}
+    for lineno, raw in enumerate(raw_lines, 1):
+        try:
+            line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8").rstrip("\r")
+        except UnicodeDecodeError as err:
+            raise DataError(f"{path}, line {lineno}: not UTF-8 text ({err.reason})") from None
+        if not line.strip():
+            continue
+        parts = line.split("\t")
+        name = parts[0].strip()
+        if not name:
+            raise DataError(f"{path}, line {lineno}: no record file name in the first column")
+        labels = tuple(dict.fromkeys(p.strip() for p in parts[3:] if p.strip()))
+        if not labels:
+            raise DataError(f"{path}, line {lineno}: record {name} has no label (expected file, age, sex, label...)")
+        if name in seen:
+            raise DataError(f"{path}, line {lineno}: record {name} already listed on line {seen[name]}")
+        seen[name] = lineno
+        age = parts[1].strip() if len(parts) > 1 else ""
+        sex = parts[2].strip() if len(parts) > 2 else ""
+        rows.append(LabelRow(name, age, sex, labels, lineno))
+    return rows
+
+
+def read_labels(path: str | os.PathLike) -> dict[str, list[str]]:
+    """Record file name -> its labels (file order), for one label file."""
+    return {r.file: list(r.labels) for r in read_label_rows(path)}
+
+
+# ----------------------------------------------------------------------------------------------- selection
+def _plain(obj: Any) -> Any:
+    """OmegaConf containers -> plain dicts/lists (loaders may be called with DictConfig arguments)."""
+    try:
+        from omegaconf import DictConfig, ListConfig, OmegaConf
+
+        if isinstance(obj, (DictConfig, ListConfig)):
+            return OmegaConf.to_container(obj, resolve=True)
+    except ImportError:  # pragma: no cover
+        pass
+    return obj
+
+
+def _check_sources(sources: Mapping[str, Mapping[str, str]]) -> dict[str, dict[str, str]]:
+    sources = _plain(sources)
+    if not isinstance(sources, Mapping) or not sources:
+        raise DataError(f"sources must map a name to {{label_file, records_dir}}, got {sources!r}")
+    out = {}
+    for key, src in sources.items():
+        if not isinstance(src, Mapping) or "label_file" not in src or "records_dir" not in src:
+            raise DataError(f"source '{key}' must give label_file and records_dir, got {src!r}")
+        out[str(key)] = {"label_file": str(src["label_file"]), "records_dir": str(src["records_dir"])}
+    return out
+
+
+@dataclass
+class Selection:
+    """The records a dataset config selects: ``paths[i]`` with multi-hot ``y[i]`` over ``classes``."""
+
+    ids: list[str]  # "<source>/<file>"
+    paths: list[Path]
+    y: np.ndarray  # (N, C) uint8
+    classes: list[str]
+    counts: dict[str, Any]
+
+
+def select_records(
+    root: str | os.PathLike,
+    sources: Mapping[str, Mapping[str, str]],
+    classes: Sequence[str],
+    other_labels: str = "error",
+    duplicates: str = "error",
+) -> Selection:
+    """Apply a selection (see the module docstring) to the label files under ``root``; reads no record."""
+    root = Path(root)
+    sources = _check_sources(sources)
+    classes = [str(c) for c in _plain(classes)]
+    if len(set(classes)) != len(classes) or not classes:
+        raise DataError(f"classes must be a non-empty list of distinct names, got {classes}")
+    if other_labels not in OTHER_LABELS:
+        raise DataError(f"other_labels must be one of {OTHER_LABELS}, got {other_labels!r}")
+    if duplicates not in DUPLICATES:
+        raise DataError(f"duplicates must be one of {DUPLICATES}, got {duplicates!r}")
+    index = {c: i for i, c in enumerate(classes)}
+    ids, paths, ys = [], [], []
+    seen: dict[Path, tuple[Path, int]] = {}
+    counts: dict[str, Any] = {"sources": {}, "dropped_other_labels": 0, "dropped_duplicates": 0}
+    for key, src in sources.items():
+        label_file = root / src["label_file"]
+        records_dir = root / src["records_dir"]
+        rows = read_label_rows(label_file)
+        kept = 0
+        for row in rows:
+            record_path = records_dir / row.file
+            if record_path in seen:
+                if duplicates == "error":
+                    other = seen[record_path]
+                    raise DataError(
+                        f"{label_file}, line {row.line}: record {record_path} is also listed in {other[0]}, "
+                        f"line {other[1]} (set duplicates: first to keep the first listing)"
+                    )
+                counts["dropped_duplicates"] += 1
+                continue
+            seen[record_path] = (label_file, row.line)
+            outside = [lab for lab in row.labels if lab not in index]
+            if outside:
+                if other_labels == "error":
+                    raise DataError(
+                        f"{label_file}, line {row.line}: label(s) {outside} of record {row.file} are not in the "
+                        f"{len(classes)} classes of this dataset (other_labels: error)"
+                    )
+                if other_labels == "drop_record":
+                    counts["dropped_other_labels"] += 1
+                    continue
+            inside = [index[lab] for lab in row.labels if lab in index]
+            if not inside:  # drop_label left nothing
+                counts["dropped_other_labels"] += 1
+                continue
+            y = np.zeros(len(classes), dtype=np.uint8)
+            y[inside] = 1
+            ids.append(f"{key}/{row.file}")
+            paths.append(record_path)
+            ys.append(y)
+            kept += 1
+        counts["sources"][key] = {"listed": len(rows), "selected": kept}
+    y = np.stack(ys) if ys else np.zeros((0, len(classes)), dtype=np.uint8)
+    counts["records"] = len(ids)
+    counts["per_class"] = {c: int(n) for c, n in zip(classes, y.sum(axis=0))}
+    return Selection(ids, paths, y, classes, counts)
+
+
+# ------------------------------------------------------------------------------------------------ the cache
+def cache_config(
+    name: str, sources: Mapping[str, Mapping[str, str]], classes: Sequence[str], other_labels: str, duplicates: str
+) -> dict[str, Any]:
+    """What identifies a Tianchi cache: the label files, classes and rules (not where the records live)."""
+    sources = _check_sources(sources)
+    return {
+        "dataset": str(name),
+        "label_files": {k: v["label_file"] for k, v in sources.items()},
+        "classes": [str(c) for c in _plain(classes)],
+        "other_labels": other_labels,
+        "duplicates": duplicates,
+        "leads": list(LEADS),
+        "samples": N_SAMPLES,
+        "unit_mv": UNIT_MV,
+    }
+
+
+def cache_file(cache_dir: str | os.PathLike, config: Mapping[str, Any]) -> Path:
+    """``<cache_dir>/<name>_<8 hex digits of the selection config>.h5``."""
+    digest = hashlib.sha1(json.dumps(config, sort_keys=True).encode("utf-8")).hexdigest()[:8]
+    return Path(cache_dir) / f"{config['dataset']}_{digest}.h5"
+
+
+def prepare(
+    root: str | os.PathLike,
+    cache_dir: str | os.PathLike,
+    name: str,
+    sources: Mapping[str, Mapping[str, str]],
+    classes: Sequence[str],
+    other_labels: str = "error",
+    duplicates: str = "error",
+    num_workers: int | None = None,
+    on_bad_record: str = "error",
+    overwrite: bool = False,
+) -> Path:
+    """Read every selected record into ``<cache_dir>/<name>_<hash>.h5`` (float32 (N, 8, 5000) millivolts, y).
+
+    Resumable and reused when already complete (see :mod:`flowmixup.data.cache`). A missing or malformed record is a
+    bad record: a DataError naming it (``on_bad_record="error"``) or logged and left out (``"skip"``).
+    """
+    if on_bad_record not in ON_BAD_RECORD:
+        raise DataError(f"on_bad_record must be one of {ON_BAD_RECORD}, got {on_bad_record!r}")
+    config = cache_config(name, sources, classes, other_labels, duplicates)
+    sel = select_records(root, sources, classes, other_labels, duplicates)
+    if not sel.ids:
+        raise DataError(f"the selection of {name} under {root} has no record")
+    path = cache_file(cache_dir, config)
+    return build_cache(
+        path,
+        items=[str(p) for p in sel.paths],
+        item_names=sel.ids,
+        reader=read_record,
+        row_shape=(len(LEADS), N_SAMPLES),
+        dtype=np.float32,
+        row_data={"y": sel.y, "name": np.array(sel.ids, dtype=str)},
+        config=config,
+        source={"root": str(Path(root).resolve()), "sources": _check_sources(sources), "selection": sel.counts},
+        on_bad_record=on_bad_record,
+        num_workers=num_workers,
+        desc=path.name,
+        overwrite=overwrite,
+    )
+
+
+def load(
+    root: str | os.PathLike | None,
+    cache_dir: str | os.PathLike,
+    name: str,
+    sources: Mapping[str, Mapping[str, str]],
+    classes: Sequence[str],
+    other_labels: str = "error",
+    duplicates: str = "error",
+    split_fractions: Sequence[float] = (0.7, 0.1, 0.2),
+    split_seed: int = 0,
+    prepare_if_missing: bool = False,
+    on_bad_record: str = "error",
+    num_workers: int | None = None,
+) -> LabeledArrays:
+    """An ECG dataset from its prepared cache: x is a :class:`LazyH5Array` of float32 (N, 8, 5000) millivolts,
+    y multi-hot over ``classes`` (the config's order), splits a seeded random 7:1:2. Without a complete cache:
+    prepare it if ``prepare_if_missing``, else a DataError that gives the command building it."""
+    config = cache_config(name, sources, classes, other_labels, duplicates)
+    path = cache_file(cache_dir, config)
+    has_root = root not in (None, "", "???")
+    if prepare_if_missing and not cache_is_valid(path, config):
+        if not has_root:
+            raise DataError(f"no complete cache at {path} and no dataset.root to build it from")
+        prepare(root, cache_dir, name, sources, classes, other_labels, duplicates, num_workers, on_bad_record)
+    hint = PREPARE_COMMAND.format(name=name, root=root if has_root else "<root>")
+    manifest = open_cache(path, config, build_hint=hint)
+    if manifest.get("skipped") and on_bad_record == "error":
+        raise DataError(
+            f"{path} was built with on_bad_record=skip and leaves out {len(manifest['skipped'])} records "
+            f"(listed in {path.with_suffix('.json')}); pass dataset.on_bad_record=skip to use it, or rebuild it"
+        )
+    rows = read_row_data(path, ["y"])
+    y = rows["y"].astype(np.float32)
+    splits = random_split_indices(len(y), list(_plain(split_fractions)), int(split_seed))
+    return LabeledArrays(
+        x=LazyH5Array(path, "x"),
+        y=y,
+        class_names=list(config["classes"]),
+        splits=splits,
+        info={
+            "dataset": str(name),
+            "cache": str(path),
+            "records": int(len(y)),
+            "split_sizes": {k: int(len(v)) for k, v in splits.items()},
+            "split_fractions": [float(f) for f in _plain(split_fractions)],
+            "split_seed": int(split_seed),
+            "skipped": len(manifest.get("skipped", [])),
+            "selection": (manifest.get("source") or {}).get("selection"),
+        },
+    )

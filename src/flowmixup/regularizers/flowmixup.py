@@ -1,0 +1,86 @@
+"""Flow-Mixup (Chen et al., BIBM 2020, section III-C).
+
+The batch gains a *flow dimension*, laid out along the batch dimension: a tensor holding F flows of a batch of
+B samples has F*B rows, flow f in rows [f*B, (f+1)*B). At each mix point (the input of a named submodule), the
+Mixing module of Eq. (2) keeps the incoming flows and appends a mixed copy of them::
+
+    z' = [z, Mixing(p, z)],   Mixing(p, z) = p z + (1 - p) z[perm]   (perm within each flow),
+
+with one ``p ~ Beta(alpha, alpha)`` and one permutation per module per step. Targets travel the same path, so
+every output row has the soft target of the very samples mixed into it. In the backward pass the module halves
+the gradient (Eq. 3): ``grad = (grad' + grad_m) / 2``. With two modules the flows go 1 -> 2 -> 4.
+
+``keep_original=False`` (the paper's Op=False): the original flows do not go forward from the LAST module,
+which then computes ``z' = Mixing(p, z)`` and passes ``grad = grad_m`` back: 1 -> 2 -> 2 with two modules,
+and Manifold Mixup at a fixed layer with one.
+
+In eval mode the model runs unchanged: ``reg(x, y) == (model(x), y)``.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from .base import check_alpha, mix
+from .hooks import HookedRegularizer
+
+
+class _HalveGradient(torch.autograd.Function):
+    """Identity forward, gradient times 1/2 backward: Eq. (3) applied to the concatenation [z, z_mixed]."""
+
+    @staticmethod
+    def forward(ctx, z: torch.Tensor) -> torch.Tensor:
+        return z.view_as(z)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        return grad * 0.5
+
+
+def flow_permutation(perm: torch.Tensor, flows: int) -> torch.Tensor:
+    """Row indices applying the partner permutation ``perm`` (of B) inside each of ``flows`` flows."""
+    batch = perm.shape[0]
+    offsets = torch.arange(flows, device=perm.device).mul_(batch).unsqueeze(1)
+    return (perm.unsqueeze(0) + offsets).reshape(-1)
+
+
+class FlowMixup(HookedRegularizer):
+    """``FlowMixup(model, mix_points, alpha=3.0, keep_original=False)``; see the module docstring."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        mix_points: Sequence[str],
+        alpha: float = 3.0,
+        keep_original: bool = False,
+        generator: torch.Generator | None = None,
+    ):
+        super().__init__(model, mix_points, generator)
+        self.alpha = check_alpha(alpha)
+        self.keep_original = bool(keep_original)
+
+    def flows(self) -> int:
+        m = len(self.mix_points)
+        return 2**m if self.keep_original else 2 ** (m - 1)
+
+    def train_forward(self, x: torch.Tensor, y: torch.Tensor):
+        batch = x.shape[0]
+        n_points = len(self.mix_points)
+
+        def mixing_module(name: str, z: torch.Tensor, t: torch.Tensor):
+            lam = self.sample_lam(self.alpha)
+            perm = self.sample_perm(batch, z.device)
+            self.last_mix.append({"point": name, "lam": lam, "perm": perm})
+            rows = flow_permutation(perm, z.shape[0] // batch)
+            z_mixed, t_mixed = mix(z, lam, rows), mix(t, lam, rows.to(t.device))
+            is_last = len(self.last_mix) == n_points
+            if is_last and not self.keep_original:
+                return z_mixed, t_mixed
+            return _HalveGradient.apply(torch.cat([z, z_mixed])), torch.cat([t, t_mixed])
+
+        return self.run_mixed(x, y, self.mix_points, mixing_module)
+
+    def __repr__(self) -> str:
+        return f"FlowMixup(mix_points={self.mix_points}, alpha={self.alpha}, keep_original={self.keep_original})"
