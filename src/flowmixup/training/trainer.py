@@ -57,8 +57,19 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def call_target(node, **extra):
+    """Call ``node._target_`` with the node's other keys (resolved, as plain containers) and ``extra``.
+
+    Unlike ``hydra.utils.instantiate`` this lets the callee's own exception through unwrapped, so a bad value
+    reaches the user as the callee's one-line message.
+    """
+    kwargs = OmegaConf.to_container(node, resolve=True) if not isinstance(node, dict) else dict(node)
+    kwargs = {k: v for k, v in kwargs.items() if k != "name" and not k.startswith("_")}
+    return hydra.utils.get_object(node["_target_"])(**kwargs, **extra)
+
+
 def load_data(cfg: DictConfig) -> LabeledArrays:
-    data = hydra.utils.instantiate(cfg.dataset.loader, _convert_="all")
+    data = call_target(cfg.dataset.loader)
     for split in ("train", "val", "test"):
         if len(data.splits[split]) == 0:
             raise DataError(f"dataset={cfg.dataset.name}: the {split} split is empty; check the dataset's size and split settings")
@@ -66,8 +77,7 @@ def load_data(cfg: DictConfig) -> LabeledArrays:
 
 
 def build_model(cfg: DictConfig, in_channels: int, num_classes: int) -> torch.nn.Module:
-    kwargs = {k: v for k, v in OmegaConf.to_container(cfg.backbone, resolve=True).items() if k != "name"}
-    return hydra.utils.instantiate(kwargs, in_channels=in_channels, num_classes=num_classes, _convert_="all")
+    return call_target(cfg.backbone, in_channels=in_channels, num_classes=num_classes)
 
 
 def resolve_mix_points(cfg: DictConfig, model: torch.nn.Module) -> list[str] | None:
@@ -81,10 +91,10 @@ def resolve_mix_points(cfg: DictConfig, model: torch.nn.Module) -> list[str] | N
 
 
 def build_regularizer(cfg: DictConfig, model: torch.nn.Module, mix_points, generator: torch.Generator):
-    kwargs = {k: v for k, v in OmegaConf.to_container(cfg.regularizer, resolve=True).items() if k != "name"}
+    kwargs = OmegaConf.to_container(cfg.regularizer, resolve=True)
     if mix_points is not None:
         kwargs["mix_points"] = mix_points
-    return hydra.utils.instantiate(kwargs, model=model, generator=generator, _convert_="all")
+    return call_target(kwargs, model=model, generator=generator)
 
 
 def build_loss(cfg: DictConfig, train_labels: np.ndarray) -> torch.nn.Module:

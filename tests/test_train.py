@@ -1,0 +1,154 @@
+"""End-to-end training runs at tiny size: outputs, metrics against scikit-learn, determinism, bad input."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from sklearn.metrics import f1_score, roc_auc_score
+
+from conftest import PROJECT_ROOT, TINY
+from flowmixup.data import DataError
+from flowmixup.regularizers import RegularizerError
+from flowmixup.training import run
+from flowmixup.training.checks import ConfigError
+
+SETTINGS = {
+    "erm": ["regularizer=erm"],
+    "mixup": ["regularizer=mixup", "regularizer.alpha=3.0"],
+    "manifold_mixup": ["regularizer=manifold_mixup"],
+    "flowmixup_op_false": ["regularizer=flowmixup", "regularizer.keep_original=false"],
+    "flowmixup_op_true": ["regularizer=flowmixup", "regularizer.keep_original=true"],
+}
+SUMMARY_KEYS = {
+    "status", "dataset", "backbone", "regularizer", "alpha", "keep_original", "noise", "corruption_kind", "seed",
+    "epochs", "best_test_auc", "last_test_auc", "best_test_macro_f1", "last_test_macro_f1", "test_auc_at_best_val",
+    "test_macro_f1_at_best_val", "variance_auc", "variance_macro_f1", "variance_epochs", "corrupted_fraction",
+    "wall_time_s", "primary_metric",
+}
+
+
+def read_metrics(path):
+    with open(path) as fh:
+        return list(csv.DictReader(fh))
+
+
+@pytest.mark.parametrize("name", list(SETTINGS))
+def test_run_writes_every_output_and_metrics_match_sklearn(tiny_config, tmp_path, name):
+    cfg = tiny_config(*SETTINGS[name])
+    out = tmp_path / "run"
+    summary = run(cfg, out)
+    for f in ("config.yaml", "metrics.csv", "per_class.csv", "predictions_test_last.npz",
+              "predictions_test_best.npz", "checkpoint.pt", "summary.json"):
+        assert (out / f).is_file(), f
+    assert SUMMARY_KEYS <= set(summary) and summary["status"] == "ok"
+    assert json.loads((out / "summary.json").read_text()) == summary
+    rows = read_metrics(out / "metrics.csv")
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    assert summary["best_test_auc"] == pytest.approx(max(float(r["test_auc"]) for r in rows))
+    assert summary["last_test_macro_f1"] == pytest.approx(float(rows[-1]["test_macro_f1"]))
+
+    pred = np.load(out / "predictions_test_last.npz")
+    y, p = pred["y_true"], pred["y_score"]
+    valid = [c for c in range(y.shape[1]) if 0 < y[:, c].sum() < len(y)]
+    assert summary["last_test_auc"] == pytest.approx(np.mean([roc_auc_score(y[:, c], p[:, c]) for c in valid]), abs=1e-6)
+    with_pos = [c for c in range(y.shape[1]) if y[:, c].sum() > 0]
+    f1 = f1_score(y, p >= 0.5, average="macro", labels=with_pos, zero_division=0)
+    assert summary["last_test_macro_f1"] == pytest.approx(f1, abs=1e-6)
+    assert list(pred["class_names"])[0] == "sinus_rhythm"
+    resolved = (out / "config.yaml").read_text()
+    if name not in ("erm", "mixup"):
+        assert "layer2.0" in resolved and "layer4.0" in resolved  # 3rd and 5th of blocks [2,1,1,1]
+        assert summary["mix_points"] == ["layer2.0", "layer4.0"]
+    assert "${" not in resolved
+
+
+def test_same_seed_same_metrics_and_seed_matters(tiny_config, tmp_path):
+    cfg = tiny_config("regularizer=flowmixup", "regularizer.keep_original=true", "noise=0.3")
+    run(cfg, tmp_path / "a")
+    run(cfg, tmp_path / "b")
+    a, b = (tmp_path / "a" / "metrics.csv").read_text(), (tmp_path / "b" / "metrics.csv").read_text()
+    assert a == b
+    run(tiny_config("regularizer=flowmixup", "regularizer.keep_original=true", "noise=0.3", "seed=1"), tmp_path / "c")
+    assert (tmp_path / "c" / "metrics.csv").read_text() != a
+
+
+def test_noise_corrupts_train_never_test(tiny_config, tmp_path):
+    clean = run(tiny_config("regularizer=erm"), tmp_path / "clean")
+    noisy = run(tiny_config("regularizer=erm", "noise=0.6"), tmp_path / "noisy")
+    assert clean["corrupted_fraction"] == 0.0 and 0.2 < noisy["corrupted_fraction"] < 0.6
+    y_clean = np.load(tmp_path / "clean" / "predictions_test_last.npz")["y_true"]
+    y_noisy = np.load(tmp_path / "noisy" / "predictions_test_last.npz")["y_true"]
+    assert np.array_equal(y_clean, y_noisy)
+    flip = run(tiny_config("regularizer=erm", "noise=0.2", "corruption.kind=flip"), tmp_path / "flip")
+    assert flip["corruption_kind"] == "flip" and flip["corrupted_fraction"] > 0.9  # 15 entries, each 20%
+
+
+@pytest.mark.parametrize(
+    "overrides,error,match",
+    [
+        (["regularizer=mixup", "regularizer.alpha=0"], ConfigError, r"regularizer.alpha must be a number > 0"),
+        (["noise=1.5"], ConfigError, r"noise must be a probability in \[0, 1\], got 1.5"),
+        (["regularizer=flowmixup", "trainer.batch_size=1"], ConfigError, r"trainer.batch_size must be an integer >= 2"),
+        (["regularizer.mix_points=[layer9.0]"], RegularizerError, r"unknown mix point 'layer9.0'.*valid names: input, conv1"),
+        (["dataset.split=[1.0,0.0,0.0]"], DataError, r"the val split is empty"),
+        (["trainer.precision=fp8"], ConfigError, r"trainer.precision=fp8 is unknown; allowed: fp32, bf16"),
+        (["corruption.kind=swap"], ConfigError, r"corruption.kind=swap is unknown; allowed: resample, flip"),
+    ],
+)
+def test_bad_values_fail_before_training_with_one_line(tiny_config, tmp_path, overrides, error, match):
+    with pytest.raises(error, match=match) as info:
+        run(tiny_config(*overrides), tmp_path / "bad")
+    assert "\n" not in str(info.value)
+    assert not (tmp_path / "bad" / "metrics.csv").exists()
+
+
+def test_weighted_bce_loss_matches_formula():
+    import torch
+    from flowmixup.training.losses import WeightedBCE
+
+    y_train = np.array([[1, 0], [0, 0], [0, 1], [0, 1]])
+    loss = WeightedBCE(y_train)
+    logits, t = torch.tensor([[0.3, -1.0]]), torch.tensor([[1.0, 0.0]])
+    s = torch.sigmoid(logits)
+    # class 0: P=1, N=3 -> w_pos=4, w_neg=4/3; class 1: P=2, N=2 -> 2, 2
+    expected = -(4 * torch.log(s[0, 0]) + 2 * torch.log(1 - s[0, 1])) / 2
+    torch.testing.assert_close(loss(logits, t), expected)
+
+
+def test_wandb_logger_offline(tiny_config, tmp_path, monkeypatch):
+    pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    summary = run(tiny_config("logger=wandb", "trainer.epochs=1"), tmp_path / "w")
+    assert summary["status"] == "ok"
+    assert list((tmp_path / "w" / "wandb").glob("offline-run-*"))
+
+
+def cli(*args, cwd=PROJECT_ROOT, timeout=300):
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
+    return subprocess.run([sys.executable, "train.py", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+@pytest.mark.parametrize("arg,allowed", [("regularizer=cutmix", "erm, flowmixup, manifold_mixup, mixup"),
+                                         ("dataset=mnist", "synth_ecg"),
+                                         ("backbone=vit", "resnet1d")])
+def test_cli_unknown_option_one_line(arg, allowed):
+    res = cli(arg)
+    assert res.returncode == 2
+    assert res.stderr.count("\n") == 1 and allowed in res.stderr and arg.split("=")[0] in res.stderr
+
+
+@pytest.mark.slow
+def test_cli_multirun_two_cells(tmp_path):
+    res = cli("-m", "regularizer=erm,flowmixup", "noise=0,0.4", *TINY, "trainer.epochs=1",
+              f"paths.data_dir={tmp_path / 'data'}", f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    assert res.returncode == 0, res.stderr[-2000:]
+    summaries = [json.loads(p.read_text()) for p in (tmp_path / "sweep").glob("*/summary.json")]
+    cells = sorted((s["regularizer"], s["noise"]) for s in summaries)
+    assert cells == [("erm", 0.0), ("erm", 0.4), ("flowmixup", 0.0), ("flowmixup", 0.4)]
