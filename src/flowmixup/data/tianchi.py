@@ -37,6 +37,7 @@ from flowmixup.data.cache import ON_BAD_RECORD, build_cache, cache_is_valid, ope
 log = logging.getLogger(__name__)
 
 LEADS = ("I", "II", "V1", "V2", "V3", "V4", "V5", "V6")
+LEADS_BYTES = tuple(lead.encode() for lead in LEADS)
 N_SAMPLES = 5000
 UNIT_MV = 0.00488  # one integer unit = 4.88 microvolts
 OTHER_LABELS = ("error", "drop_record", "drop_label")
@@ -58,7 +59,7 @@ def read_record(path: str | os.PathLike) -> np.ndarray:
         raise DataError(f"{path}: record unreadable ({err.strerror or err})") from err
     with fh:
         header = fh.readline()
-        if tuple(header.split()) != LEADS:
+        if tuple(header.split()) != LEADS_BYTES:
             shown = header[:80].decode("utf-8", "replace").strip()
             raise DataError(f"{path}, line 1: header {shown!r}, expected {' '.join(LEADS)!r}")
         try:
@@ -70,7 +71,7 @@ def read_record(path: str | os.PathLike) -> np.ndarray:
         raise DataError(f"{path}: unreadable samples")  # pragma: no cover - _diagnose always raises first
     if ints.shape[0] != N_SAMPLES:
         raise DataError(
-            f"{path}, line {ints.shape[0] + 2}: {ints.shape[0]} rows of samples, expected {N_SAMPLES} "
+            f"{path}, line {min(ints.shape[0], N_SAMPLES) + 2}: {ints.shape[0]} rows of samples, expected {N_SAMPLES} "
             f"(lines 2 to {N_SAMPLES + 1})"
         )
     return (ints.T * UNIT_MV).astype(np.float32)

@@ -1,0 +1,194 @@
+"""The shared HDF5 cache builder: parallel, resumable, never a half-written cache that looks complete."""
+from __future__ import annotations
+
+import json
+import logging
+
+import h5py
+import numpy as np
+import pytest
+
+from flowmixup.data.base import DataError
+from flowmixup.data.cache import (
+    build_cache,
+    cache_is_valid,
+    cache_problem,
+    manifest_path,
+    open_cache,
+    partial_path,
+    read_manifest,
+)
+
+CONFIG = {"dataset": "toy", "resolution": 3}
+CALLS: list[int] = []  # items read by _recording_reader (in-process builds only)
+
+
+def _reader(item):
+    """Row i is a (2, 3) block of i; items given as strings 'bad...' are bad records."""
+    if isinstance(item, str):
+        raise DataError(f"{item}: unreadable toy record")
+    return np.full((2, 3), item, dtype=np.float32)
+
+
+def _recording_reader(item):
+    CALLS.append(item)
+    return _reader(item)
+
+
+def _interrupted_reader(item):
+    if item == 9:
+        raise KeyboardInterrupt  # what Ctrl-C does in the middle of a build
+    return _reader(item)
+
+
+def _build(path, items, reader=_reader, **kw):
+    kw.setdefault("num_workers", 0)
+    return build_cache(
+        path,
+        items=items,
+        reader=reader,
+        row_shape=(2, 3),
+        dtype=np.float32,
+        row_data={"y": np.arange(len(items)) % 2, "name": np.array([f"r{i}" for i in range(len(items))])},
+        config=CONFIG,
+        **kw,
+    )
+
+
+def _x(path):
+    with h5py.File(path, "r") as fh:
+        return fh["x"][...], fh["y"][...], [n.decode() for n in fh["name"][...]]
+
+
+def test_build_writes_rows_row_data_and_manifest(tmp_path):
+    path = _build(tmp_path / "toy_3.h5", list(range(10)))
+    x, y, names = _x(path)
+    assert x.shape == (10, 2, 3) and np.array_equal(x[:, 0, 0], np.arange(10))
+    assert np.array_equal(y, np.arange(10) % 2) and names[3] == "r3"
+    manifest = read_manifest(path)
+    assert manifest["rows"] == 10 and manifest["config"] == CONFIG and manifest["complete"] is True
+    assert manifest["skipped"] == [] and manifest["dtype"] == "float32"
+    assert cache_is_valid(path, CONFIG)
+    assert not partial_path(path).exists()
+    with h5py.File(path, "r") as fh:  # no build bookkeeping left in a finished cache
+        assert "status" not in fh and "errors" not in fh
+
+
+def test_parallel_build_equals_in_process_build(tmp_path):
+    a = _build(tmp_path / "a.h5", list(range(50)), num_workers=0)
+    b = _build(tmp_path / "b.h5", list(range(50)), num_workers=2, chunk_rows=4)
+    for u, v in zip(_x(a), _x(b)):
+        assert np.array_equal(np.asarray(u), np.asarray(v))
+
+
+def test_complete_cache_is_reused_not_rebuilt(tmp_path):
+    path = _build(tmp_path / "toy.h5", list(range(6)))
+    CALLS.clear()
+    _build(path, list(range(6)), reader=_recording_reader)
+    assert CALLS == []
+
+
+def test_interrupted_build_resumes_and_equals_a_fresh_build(tmp_path):
+    path = tmp_path / "toy_3.h5"
+    items = list(range(20))
+    with pytest.raises(KeyboardInterrupt):
+        _build(path, items, reader=_interrupted_reader, chunk_rows=4)
+    # the interrupted build left a partial file, and nothing that looks complete
+    assert partial_path(path).is_file()
+    assert not path.exists() and not manifest_path(path).exists()
+    assert not cache_is_valid(path, CONFIG)
+    with h5py.File(partial_path(path), "r") as fh:
+        status = fh["status"][...]
+    assert status[:8].tolist() == [1] * 8 and status[8:].tolist() == [0] * 12  # chunks 0-3, 4-7 done
+
+    CALLS.clear()
+    _build(path, items, reader=_recording_reader, chunk_rows=4)
+    assert CALLS == list(range(8, 20))  # only the rows not done yet were decoded
+    fresh = _build(tmp_path / "fresh.h5", items)
+    for u, v in zip(_x(path), _x(fresh)):
+        assert np.array_equal(np.asarray(u), np.asarray(v))
+    assert cache_is_valid(path, CONFIG) and not partial_path(path).exists()
+
+
+def test_partial_build_for_another_config_is_started_again(tmp_path):
+    path = tmp_path / "toy.h5"
+    with pytest.raises(KeyboardInterrupt):
+        _build(path, list(range(20)), reader=_interrupted_reader, chunk_rows=4)
+    CALLS.clear()
+    build_cache(path, items=list(range(20)), reader=_recording_reader, row_shape=(2, 3), dtype=np.float32,
+                row_data={"y": np.zeros(20)}, config={"dataset": "toy", "resolution": 4}, num_workers=0)
+    assert CALLS == list(range(20))
+
+
+def test_missing_or_mismatched_manifest_is_never_complete(tmp_path):
+    path = _build(tmp_path / "toy.h5", list(range(5)))
+    good = manifest_path(path).read_text()
+
+    manifest_path(path).unlink()  # a crash between the rename and the manifest
+    assert not cache_is_valid(path, CONFIG)
+    assert "manifest" in cache_problem(path, CONFIG)
+    with pytest.raises(DataError, match="Build it with: make toy"):
+        open_cache(path, CONFIG, build_hint="make toy")
+
+    manifest_path(path).write_text(good.replace('"resolution": 3', '"resolution": 5'))
+    assert not cache_is_valid(path, CONFIG)
+    assert "another config" in cache_problem(path, CONFIG)
+
+    m = json.loads(good)
+    m["rows"] = 4
+    manifest_path(path).write_text(json.dumps(m))
+    assert not cache_is_valid(path, CONFIG)
+
+    m = json.loads(good)
+    m["complete"] = False
+    manifest_path(path).write_text(json.dumps(m))
+    assert not cache_is_valid(path, CONFIG)
+
+    manifest_path(path).write_text("{not json")
+    assert not cache_is_valid(path, CONFIG)
+
+    # and a build call repairs it (rebuilds, since nothing proves the file complete)
+    CALLS.clear()
+    _build(path, list(range(5)), reader=_recording_reader)
+    assert CALLS == list(range(5)) and cache_is_valid(path, CONFIG)
+
+
+def test_a_partial_file_renamed_by_hand_is_not_complete(tmp_path):
+    path = tmp_path / "toy.h5"
+    with pytest.raises(KeyboardInterrupt):
+        _build(path, list(range(20)), reader=_interrupted_reader, chunk_rows=4)
+    partial_path(path).rename(path)
+    assert not cache_is_valid(path, CONFIG)
+
+
+def test_bad_record_error_mode_names_it_and_keeps_progress(tmp_path):
+    path = tmp_path / "toy.h5"
+    items = [0, 1, 2, 3, "bad/rec7.txt", 5]
+    with pytest.raises(DataError, match="bad/rec7.txt"):
+        _build(path, items, chunk_rows=2)
+    assert not path.exists() and not manifest_path(path).exists()
+    with h5py.File(partial_path(path), "r") as fh:
+        assert fh["status"][:4].tolist() == [1, 1, 1, 1]
+
+
+def test_bad_record_skip_mode_logs_each_and_the_total(tmp_path, caplog):
+    path = tmp_path / "toy.h5"
+    items = [0, "bad/a.txt", 2, 3, "bad/b.txt", 5, 6]
+    with caplog.at_level(logging.WARNING, logger="flowmixup.data.cache"):
+        _build(path, items, on_bad_record="skip", chunk_rows=3)
+    text = caplog.text
+    assert "bad/a.txt" in text and "bad/b.txt" in text and "skipped 2 of 7 records" in text
+    x, y, names = _x(path)
+    assert x[:, 0, 0].tolist() == [0, 2, 3, 5, 6]
+    assert names == ["r0", "r2", "r3", "r5", "r6"] and y.tolist() == [0, 0, 1, 1, 0]
+    manifest = read_manifest(path)
+    assert manifest["rows"] == 5 and manifest["rows_requested"] == 7
+    assert [s["record"] for s in manifest["skipped"]] == ["bad/a.txt", "bad/b.txt"]
+    assert cache_is_valid(path, CONFIG)
+
+
+def test_rejects_bad_arguments(tmp_path):
+    with pytest.raises(DataError, match="on_bad_record"):
+        _build(tmp_path / "toy.h5", [1], on_bad_record="ignore")
+    with pytest.raises(DataError, match=r"\.h5"):
+        _build(tmp_path / "toy.hdf", [1])
