@@ -131,7 +131,7 @@ class Setting:
         name = _REGULARIZER_NAMES.get(self.regularizer, self.regularizer)
         parts = []
         if self.alpha is not None:
-            parts.append(f"α={self.alpha:g}" if self.alpha != int(self.alpha) else f"α={self.alpha:.1f}")
+            parts.append(f"α={self.alpha:.1f}" if self.alpha == int(self.alpha) else f"α={self.alpha:g}")
         if self.keep_original is not None:
             parts.append(f"Op={self.keep_original}")
         return f"{name} ({', '.join(parts)})" if parts else name
@@ -141,7 +141,8 @@ class Setting:
         name = _REGULARIZER_NAMES.get(self.regularizer, self.regularizer.replace("_", r"\_"))
         parts = []
         if self.alpha is not None:
-            parts.append(f"$\\alpha={self.alpha:.1f}$" if self.alpha == int(self.alpha) else f"$\\alpha={self.alpha:g}$")
+            value = f"{self.alpha:.1f}" if self.alpha == int(self.alpha) else f"{self.alpha:g}"
+            parts.append(f"$\\alpha={value}$")
         if self.keep_original is not None:
             parts.append(f"Op={self.keep_original}")
         return f"{name} ({', '.join(parts)})" if parts else name
@@ -496,7 +497,7 @@ def build_tables(runs: pd.DataFrame, grid: list | None = None, paper: pd.DataFra
     lookup = _paper_lookup(paper)
     tables: dict[str, list[Block]] = {"I": [], "II": [], "III": []}
     datasets = sorted(index.noises_of, key=lambda d: (list(DATASET_NAMES).index(d) if d in DATASET_NAMES else 99, d))
-    unknown = [d for d in datasets if d not in index.metric_of]
+    unknown = [d for d in datasets if index.metric_of.get(d) not in ("auc", "macro_f1")]
     counts["unknown_metric_datasets"] = unknown
 
     for dataset in datasets:
@@ -745,7 +746,8 @@ def _report_header(sweep_dir: Path, counts: dict, has_grid: bool) -> str:
     if has_grid and counts.get("not_in_grid"):
         extras.append(f"{counts['not_in_grid']} runs outside grid.json (included in the tables)")
     if counts.get("unknown_metric_datasets"):
-        extras.append("datasets left out, primary metric unknown: " + ", ".join(counts["unknown_metric_datasets"]))
+        extras.append("datasets left out (primary metric unknown or not auc/macro_f1): "
+                      + ", ".join(counts["unknown_metric_datasets"]))
     if extras:
         lines += ["", "Also: " + "; ".join(extras) + "."]
     if counts["failed_runs"]:

@@ -1,0 +1,332 @@
+"""Tables I-III, Fig. 6 and the curves, built from hand-made run folders whose answers are known."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from flowmixup.report import figures as figs
+from flowmixup.report.tables import Setting, collect_runs, load_paper_tables, make_report
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = PROJECT_ROOT / "scripts" / "make_tables.py"
+PACKAGED_PAPER_CSV = PROJECT_ROOT / "src" / "flowmixup" / "report" / "paper_tables.csv"
+METRIC = {"chestxray14": "auc", "ecg12": "macro_f1", "ecg55": "macro_f1", "synth_ecg": "macro_f1"}
+
+
+def write_run(root: Path, dataset: str, regularizer: str, alpha=None, keep_original=None, noise=0.0, seed=0,
+              status="ok", best=0.7, last=None, variance_auc=0.05, variance_macro_f1=0.03, per_class=None,
+              curve=None, subdir=None) -> Path:
+    """One run folder as a training run leaves it. ``best``/``last`` fill the primary metric (a fraction)."""
+    metric = METRIC[dataset]
+    last = best - 0.01 if last is None else last
+    name = subdir or f"{dataset}/{regularizer}-a{alpha}-op{keep_original}/noise{noise}/seed{seed}"
+    run = root / name
+    run.mkdir(parents=True)
+    epochs = 5
+    curve = np.linspace(best - 0.1, last, epochs) if curve is None else np.asarray(curve, float)
+    pd.DataFrame({"epoch": np.arange(1, len(curve) + 1), "lr": 1e-4, "train_loss": 0.5, "val_loss": 0.5,
+                  "val_auc": 0.7, "val_macro_f1": 0.5, "test_auc": curve, "test_macro_f1": curve}
+                 ).to_csv(run / "metrics.csv", index=False)
+    if status == "ok":
+        if per_class is None:
+            per_class = pd.DataFrame({"class": ["a", "b", "c"], "train_count": [10, 20, 30],
+                                      "train_single_count": [5, 5, 5], "test_count": 4,
+                                      "test_auc_best": [0.6, 0.7, 0.8], "test_f1_best": [0.3, 0.4, 0.5]})
+        per_class.to_csv(run / "per_class.csv", index=False)
+    summary = {"status": status, "dataset": dataset, "primary_metric": metric, "backbone": "tiny",
+               "regularizer": regularizer, "alpha": alpha, "keep_original": keep_original, "noise": noise,
+               "corruption_kind": "flip", "seed": seed, "epochs": len(curve),
+               "best_test_auc": best, "last_test_auc": last, "best_test_macro_f1": best,
+               "last_test_macro_f1": last, "test_auc_at_best_val": best, "test_macro_f1_at_best_val": best,
+               "variance_auc": variance_auc, "variance_macro_f1": variance_macro_f1, "variance_epochs": len(curve),
+               "corrupted_fraction": noise, "wall_time_s": 1.0}
+    if status != "ok":
+        summary["reason"] = "loss became NaN"
+    (run / "summary.json").write_text(json.dumps(summary))
+    return run
+
+
+def cell(report: dict, table: str, dataset: str, setting: Setting, noise: float, quantity: str) -> pd.Series:
+    tidy = report["tidy"][table]
+    rows = tidy[(tidy["dataset"] == dataset) & (tidy["regularizer"] == setting.regularizer)
+                & (tidy["setting"] == setting.label) & np.isclose(tidy["noise"], noise)
+                & (tidy["quantity"] == quantity)]
+    assert len(rows) == 1, rows
+    return rows.iloc[0]
+
+
+FLOW_F = Setting("flowmixup", 3.0, False)
+FLOW_T = Setting("flowmixup", 3.0, True)
+MIX1, MIX3 = Setting("mixup", 1.0), Setting("mixup", 3.0)
+MANI = Setting("manifold_mixup", 3.0)
+ERM = Setting("erm")
+
+
+def test_mean_and_sample_std_over_seeds(tmp_path):
+    best = [0.70, 0.72, 0.77]
+    last = [0.69, 0.70, 0.70]
+    for seed, (b, l) in enumerate(zip(best, last)):
+        write_run(tmp_path, "chestxray14", "flowmixup", 3.0, False, 0.1, seed, best=b, last=l)
+    report = make_report(tmp_path)
+
+    c = cell(report, "I", "chestxray14", FLOW_F, 0.1, "best")
+    assert c["mean"] == pytest.approx(np.mean(best) * 100)
+    assert c["std"] == pytest.approx(np.std(np.array(best) * 100, ddof=1))
+    assert c["n_seeds"] == 3 and c["ddof"] == 1
+    d = cell(report, "I", "chestxray14", FLOW_F, 0.1, "diff")
+    assert d["mean"] == pytest.approx(np.mean(np.subtract(best, last)) * 100)
+    assert d["std"] == pytest.approx(np.std(np.subtract(best, last) * 100, ddof=1))
+    expected = f"{np.mean(best) * 100:.1f} ± {np.std(np.array(best) * 100, ddof=1):.1f}"
+    assert expected in report["markdown"]["I"]
+    assert "ddof = 1" in report["markdown"]["I"] and "ddof = 1" in report["markdown"]["II"]
+    # the files exist, and the tidy CSV on disk is what the dict says
+    out = tmp_path / "report"
+    for stem in ("table1", "table2", "table3"):
+        for ext in ("md", "csv", "tex"):
+            assert (out / f"{stem}.{ext}").is_file()
+    on_disk = pd.read_csv(out / "table1.csv")
+    assert on_disk["mean"].dropna().tolist() == pytest.approx(report["tidy"]["I"]["mean"].dropna().tolist())
+    assert r"\pm" in (out / "table1.tex").read_text()
+    # a single seed shows the mean only
+    write_run(tmp_path, "chestxray14", "erm", noise=0.1, seed=0, best=0.7512)
+    report = make_report(tmp_path)
+    # (the only value of its column, so also the best one)
+    assert cell(report, "I", "chestxray14", ERM, 0.1, "best")["text"] == "**75.1** (paper 73.1)"
+
+
+def test_best_and_second_best_marks(tmp_path):
+    # ECG-12 at 0 noise: Flow(Op=False) best, Flow(Op=True) and Mixup(1.0) tie for second (equal when printed),
+    # Manifold and ERM unmarked. At 10% noise only ERM and Manifold ran: ERM best, Manifold second.
+    values = {FLOW_F: 0.70, FLOW_T: 0.65001, MIX1: 0.64999, MIX3: 0.6400, MANI: 0.62, ERM: 0.60}
+    for s, v in values.items():
+        write_run(tmp_path, "ecg12", s.regularizer, s.alpha, s.keep_original, 0.0, 0, best=v,
+                  variance_macro_f1={MANI: 0.05, FLOW_F: 0.03}.get(s, 0.04))
+    write_run(tmp_path, "ecg12", "erm", noise=0.1, best=0.61)
+    write_run(tmp_path, "ecg12", "manifold_mixup", 3.0, noise=0.1, best=0.58)
+    report = make_report(tmp_path)
+    marks = {s: cell(report, "II", "ecg12", s, 0.0, "best")["mark"] for s in values}
+    assert marks[FLOW_F] == "best"
+    assert marks[FLOW_T] == "second" and marks[MIX1] == "second"
+    assert all(pd.isna(marks[s]) or marks[s] == "" for s in (MIX3, MANI, ERM))
+    assert cell(report, "II", "ecg12", ERM, 0.1, "best")["mark"] == "best"
+    assert cell(report, "II", "ecg12", MANI, 0.1, "best")["mark"] == "second"
+    md = report["markdown"]["II"]
+    assert "**0.7000** (paper 0.6994)" in md
+    assert "<u>0.6500</u> (paper 0.6846)" in md and "<u>0.6500</u> (paper 0.6773)" in md
+    tex = (tmp_path / "report" / "table2.tex").read_text()
+    assert r"\textbf{0.7000}" in tex and r"\underline{0.6500}" in tex
+    # Table III: the lower variance is bold, nothing underlined
+    assert cell(report, "III", "ecg12", FLOW_F, 0.0, "variance")["mark"] == "best"
+    assert "<u>" not in report["markdown"]["III"].split("\n", 4)[-1]
+    assert "**0.0300** (paper 0.0310)" in report["markdown"]["III"]
+
+
+def test_diff_columns_not_marked(tmp_path):
+    write_run(tmp_path, "chestxray14", "erm", noise=0.0, best=0.80, last=0.60)
+    write_run(tmp_path, "chestxray14", "mixup", 1.0, noise=0.0, best=0.79, last=0.78)
+    report = make_report(tmp_path)
+    tidy = report["tidy"]["I"]
+    assert set(tidy.loc[tidy["quantity"] == "diff", "mark"].fillna("")) == {""}
+    assert cell(report, "I", "chestxray14", ERM, 0.0, "best")["mark"] == "best"
+    assert cell(report, "I", "chestxray14", MIX1, 0.0, "last")["mark"] == "best"
+
+
+def test_missing_cells_from_grid(tmp_path):
+    grid = [{"dataset": "ecg12", "regularizer": r, "alpha": a, "keep_original": None, "noise": n, "seed": s}
+            for r, a in (("erm", None), ("mixup", 1.0)) for n in (0.0, 0.1) for s in (0, 1)]
+    (tmp_path / "grid.json").write_text(json.dumps(grid))
+    write_run(tmp_path, "ecg12", "erm", noise=0.0, seed=0, best=0.6)  # 1 of the 8 expected runs
+    report = make_report(tmp_path)
+    assert report["counts"]["missing"] == 7
+    assert "**7 missing**" in report["report_md"]
+    erm0 = cell(report, "II", "ecg12", ERM, 0.0, "best")
+    assert erm0["status"] == "ok" and erm0["n_missing"] == 1 and "[1/2]" in erm0["text"]
+    for s, n in ((ERM, 0.1), (MIX1, 0.0), (MIX1, 0.1)):
+        c = cell(report, "II", "ecg12", s, n, "best")
+        assert c["status"] == "missing" and np.isnan(c["mean"]) and c["text"].startswith("—")
+    # the 10% column exists although no run has that noise: it comes from grid.json
+    assert "| 10% |" in report["markdown"]["II"]
+    # paper rows never run are listed as missing too
+    assert cell(report, "II", "ecg12", FLOW_T, 0.1, "best")["text"] == "— (paper 0.6784)"
+
+
+def test_failed_cells_shown_and_excluded(tmp_path):
+    write_run(tmp_path, "ecg55", "mixup", 3.0, noise=0.4, seed=0, status="failed", best=0.9)
+    write_run(tmp_path, "ecg55", "mixup", 3.0, noise=0.4, seed=1, status="failed", best=0.9)
+    write_run(tmp_path, "ecg55", "erm", noise=0.4, seed=0, best=0.50)
+    write_run(tmp_path, "ecg55", "erm", noise=0.4, seed=1, best=0.52)
+    write_run(tmp_path, "ecg55", "erm", noise=0.4, seed=2, status="failed", best=0.99)
+    report = make_report(tmp_path)
+    failed = cell(report, "II", "ecg55", MIX3, 0.4, "best")
+    assert failed["status"] == "failed" and failed["text"] == "failed (paper 0.4953)" and failed["n_failed"] == 2
+    partial = cell(report, "II", "ecg55", ERM, 0.4, "best")
+    assert partial["mean"] == pytest.approx(0.51) and partial["n_seeds"] == 2 and partial["n_failed"] == 1
+    assert partial["text"] == "**0.5100 ± 0.0141** [2/3] (paper 0.4501)"
+    counts = report["counts"]
+    assert (counts["ok"], counts["failed"]) == (2, 3)
+    assert "**2 ok**, **3 failed**" in report["report_md"] and "loss became NaN" in report["report_md"]
+    assert "missing: n/a (no grid.json" in report["report_md"]
+
+
+def test_paper_values_beside_the_right_cells(tmp_path):
+    paper = pd.read_csv(PACKAGED_PAPER_CSV, dtype={"keep_original": "string"})
+
+    def printed(table, dataset, regularizer, alpha, op, noise, metric):
+        sel = paper[(paper["table"] == table) & (paper["dataset"] == dataset) & (paper["regularizer"] == regularizer)
+                    & (paper["noise"] == noise) & (paper["metric"] == metric)]
+        sel = sel[sel["alpha"].isna()] if alpha is None else sel[sel["alpha"] == alpha]
+        sel = sel[sel["keep_original"].isna()] if op is None else sel[sel["keep_original"] == str(op).lower()]
+        assert len(sel) == 1
+        return float(sel["value"].iloc[0])
+
+    for s in (FLOW_F, FLOW_T, MANI, ERM):
+        write_run(tmp_path, "chestxray14", s.regularizer, s.alpha, s.keep_original, 0.3, best=0.76, last=0.75)
+    write_run(tmp_path, "ecg55", "mixup", 3.0, noise=0.7, best=0.45)
+    write_run(tmp_path, "synth_ecg", "flowmixup", 3.0, False, noise=0.1, best=0.8)
+    report = make_report(tmp_path)
+    for s in (FLOW_F, FLOW_T, MANI, ERM):
+        op = s.keep_original
+        b = printed("I", "chestxray14", s.regularizer, s.alpha, op, 0.3, "best_auc")
+        l = printed("I", "chestxray14", s.regularizer, s.alpha, op, 0.3, "last_auc")
+        assert cell(report, "I", "chestxray14", s, 0.3, "best")["paper"] == pytest.approx(b)
+        assert cell(report, "I", "chestxray14", s, 0.3, "last")["paper"] == pytest.approx(l)
+        assert cell(report, "I", "chestxray14", s, 0.3, "diff")["paper"] == pytest.approx(round(b - l, 1))
+    assert cell(report, "I", "chestxray14", FLOW_T, 0.3, "best")["text"].endswith("(paper 77.0)")
+    assert cell(report, "II", "ecg55", MIX3, 0.7, "best")["paper"] == printed("II", "ecg55", "mixup", 3.0, None,
+                                                                                0.7, "best_macro_f1")
+    v = cell(report, "III", "chestxray14", MANI, 0.3, "variance")
+    assert v["paper"] == printed("III", "chestxray14", "manifold_mixup", 3.0, None, 0.3, "variance") == 0.1208
+    # no paper numbers for the synthetic dataset
+    synth = report["tidy"]["II"][report["tidy"]["II"]["dataset"] == "synth_ecg"]
+    assert synth["paper"].isna().all() and not synth["text"].str.contains("paper").any()
+
+
+def test_packaged_paper_csv_is_the_papers(shared_data):
+    shared_csv = shared_data.parent / "paper" / "paper_tables.csv"
+    if not shared_csv.is_file():
+        pytest.skip("shared/paper/paper_tables.csv not found")
+    assert PACKAGED_PAPER_CSV.read_text() == shared_csv.read_text()
+    assert len(load_paper_tables()) == 120
+
+
+def test_table3_variance_follows_primary_metric(tmp_path):
+    write_run(tmp_path, "chestxray14", "flowmixup", 3.0, False, 0.1, variance_auc=0.011, variance_macro_f1=0.099)
+    write_run(tmp_path, "ecg12", "flowmixup", 3.0, False, 0.1, variance_auc=0.088, variance_macro_f1=0.022)
+    report = make_report(tmp_path)
+    assert cell(report, "III", "chestxray14", FLOW_F, 0.1, "variance")["mean"] == pytest.approx(0.011)
+    assert cell(report, "III", "ecg12", FLOW_F, 0.1, "variance")["mean"] == pytest.approx(0.022)
+    # Manifold Mixup and Flow-Mixup come first even when Manifold Mixup never ran
+    rows = [line.split("|")[1].strip() for line in report["markdown"]["III"].splitlines() if line.startswith("| ")]
+    assert rows[1:3] == [MANI.label, FLOW_F.label]
+
+
+def test_collect_runs_any_depth_and_unreadable(tmp_path):
+    write_run(tmp_path, "ecg12", "erm", subdir="a/b/c/d/run1")
+    write_run(tmp_path, "ecg12", "erm", seed=1, subdir="run2")
+    bad = tmp_path / "x" / "run3"
+    bad.mkdir(parents=True)
+    (bad / "summary.json").write_text("{not json")
+    (tmp_path / "running").mkdir()
+    (tmp_path / "running" / "metrics.csv").write_text("epoch\n1\n")
+    runs = collect_runs(tmp_path)
+    assert len(runs) == 3 and set(runs["status"]) == {"ok", "unreadable"}
+    assert str(tmp_path / "a/b/c/d/run1") in set(runs["run_dir"])
+    report = make_report(tmp_path)
+    assert report["counts"]["ok"] == 2 and report["counts"]["unreadable"] == 1
+    assert "1 unfinished" in report["report_md"] and "1 unreadable" in report["report_md"]
+
+
+def test_performance_ratio_guards_zero_denominator():
+    ratio = figs.performance_ratio([0.5, 0.7, 0.9], [0.9, 0.5, 0.7], r=1.0)
+    # per-method min-max: mixup -> [0, .5, 1], flow -> [1, 0, .5]; the class where flow is 0 gives NaN
+    assert ratio[0] == pytest.approx(0.0) and np.isnan(ratio[1]) and ratio[2] == pytest.approx(2.0)
+    assert figs.performance_ratio([0.5, 0.7, 0.9], [0.9, 0.5, 0.7], r=2.0, eps=0.5)[1] == pytest.approx(4.0)
+    assert np.isnan(figs.independent_ratio([1, 2], [0, 4])[0])
+
+
+def test_figures_written_and_spearman_matches_scipy(tmp_path):
+    rng = np.random.default_rng(3)
+    classes = [f"c{i}" for i in range(8)]
+    m = rng.integers(20, 200, size=8)
+    n = (m * rng.uniform(0.05, 0.9, size=8)).astype(int)
+    perf = {}
+    for s in (MIX3, FLOW_F):
+        for seed in (0, 1):
+            f1 = rng.uniform(0.2, 0.9, size=8)
+            f1[5] = np.nan if s == MIX3 and seed == 0 else f1[5]  # a class without positives in one run
+            perf[(s, seed)] = f1
+            pc = pd.DataFrame({"class": classes, "train_count": m, "train_single_count": n, "test_count": 5,
+                               "test_auc_best": 0.5, "test_f1_best": f1})
+            write_run(tmp_path, "ecg12", s.regularizer, s.alpha, s.keep_original, 0.1, seed, per_class=pc,
+                      curve=rng.uniform(0.4, 0.6, size=6))
+            # a farther noise level with other numbers, which Fig. 6 must not use
+            write_run(tmp_path, "ecg12", s.regularizer, s.alpha, s.keep_original, 0.4, seed,
+                      per_class=pc.assign(test_f1_best=rng.uniform(0.2, 0.9, size=8)))
+    write_run(tmp_path, "ecg12", "erm", noise=0.1, seed=0)  # has curves, not in Fig. 6
+    out = figs.make_figures(tmp_path)
+    fig_dir = tmp_path / "report" / "figures"
+    for name in ("fig6_ecg12.png", "fig6_ecg12.pdf", "fig6_ecg12.csv", "fig6_spearman.csv",
+                 "curves_ecg12.png", "curves_ecg12.pdf", "curves_ecg12.csv"):
+        assert (fig_dir / name).is_file() and (fig_dir / name).stat().st_size > 0, name
+    assert (fig_dir / "fig6_ecg12.png").read_bytes()[:4] == b"\x89PNG"
+    assert (fig_dir / "fig6_ecg12.pdf").read_bytes()[:4] == b"%PDF"
+
+    # the same numbers computed independently: nanmean over seeds, per-method min-max, ratio^1, n_c/m_c
+    mix = np.nanmean([perf[(MIX3, 0)], perf[(MIX3, 1)]], axis=0)
+    flow = np.mean([perf[(FLOW_F, 0)], perf[(FLOW_F, 1)]], axis=0)
+    norm = lambda v: (v - v.min()) / (v.max() - v.min())  # noqa: E731
+    nm, nf = norm(mix), norm(flow)
+    ratio = np.full(8, np.nan)
+    ratio[nf > 0] = nm[nf > 0] / nf[nf > 0]
+    indep = n / m
+    keep = np.isfinite(ratio)
+    expected = stats.spearmanr(ratio[keep], indep[keep]).statistic
+    summary = pd.read_csv(fig_dir / "fig6_spearman.csv")
+    row = summary[summary["dataset"] == "ecg12"].iloc[0]
+    assert row["noise"] == pytest.approx(0.1) and row["r"] == 1.0
+    assert row["spearman_rho"] == pytest.approx(expected)
+    assert row["n_classes"] == keep.sum() == 7
+    per_class = pd.read_csv(fig_dir / "fig6_ecg12.csv")
+    np.testing.assert_allclose(per_class["performance_ratio"], ratio, equal_nan=True)
+    np.testing.assert_allclose(per_class["independent_ratio"], indep)
+    assert out["spearman"]["spearman_rho"].iloc[0] == pytest.approx(expected)
+
+    # r = 10 changes the ratios but not the rank correlation
+    table, info = figs.fig6_data(collect_runs(tmp_path), "ecg12", r=10.0)
+    np.testing.assert_allclose(table["performance_ratio"], ratio ** 10, equal_nan=True)
+    assert info["spearman_rho"] == pytest.approx(expected)
+
+    curves = pd.read_csv(fig_dir / "curves_ecg12.csv")
+    mean_e1 = curves[(curves["setting"] == FLOW_F.label) & np.isclose(curves["noise"], 0.1)
+                     & (curves["epoch"] == 1)]["mean"].iloc[0]
+    runs = collect_runs(tmp_path)
+    flow_dirs = runs[(runs["regularizer"] == "flowmixup") & np.isclose(runs["noise"], 0.1)]["run_dir"]
+    firsts = [pd.read_csv(Path(d) / "metrics.csv")["test_macro_f1"].iloc[0] for d in flow_dirs]
+    assert mean_e1 == pytest.approx(np.mean(firsts))
+
+
+def test_cli_errors(tmp_path):
+    missing = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path / "nope")], capture_output=True, text=True)
+    assert missing.returncode != 0
+    assert missing.stderr.strip().count("\n") == 0 and "not found" in missing.stderr
+    empty = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path)], capture_output=True, text=True)
+    assert empty.returncode != 0
+    assert empty.stderr.strip().count("\n") == 0 and "no summary.json" in empty.stderr
+
+
+def test_cli_prints_tables_and_paths(tmp_path, capsys):
+    import runpy
+
+    write_run(tmp_path, "ecg12", "flowmixup", 3.0, False, 0.1, best=0.6812)
+    module = runpy.run_path(str(SCRIPT), run_name="make_tables")
+    assert module["main"]([str(tmp_path), "--no-figures"]) == 0
+    out = capsys.readouterr().out
+    assert "## Table II" in out and "**0.6812** (paper 0.6800)" in out
+    assert str(tmp_path / "report" / "report.md") in out
