@@ -1,0 +1,35 @@
+# flowmixup: `make help` lists the targets.
+PYTHON ?= python3
+PIP ?= $(PYTHON) -m pip
+PROFILE ?= mini
+SEEDS ?= 0
+STAMP := .install.stamp
+
+.DEFAULT_GOAL := help
+
+help:  ## list the targets
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
+
+install: $(STAMP)  ## install the package and its test dependencies (pip, editable)
+
+$(STAMP): pyproject.toml
+	$(PIP) install -e ".[dev]"
+	@touch $(STAMP)
+
+train: install  ## train Flow-Mixup on the embedded synthetic ECG data (about 2 minutes on 2 CPU cores)
+	$(PYTHON) train.py
+
+test: install  ## run the whole test suite (slow tests included)
+	$(PYTHON) -m pytest -q
+
+test-fast: install  ## run the tests, skipping the slow end-to-end ones
+	$(PYTHON) -m pytest -q -m "not slow"
+
+data: install  ## build a dataset cache: make data DATASET=chestxray14 ROOT=/path/to/nih
+	$(PYTHON) scripts/prepare_data.py dataset=$(DATASET) dataset.root=$(ROOT)
+
+clean:  ## remove caches of Python and pytest (never data/ or outputs/)
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+	rm -rf .pytest_cache $(STAMP)
+
+.PHONY: help install train test test-fast data clean
