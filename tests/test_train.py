@@ -152,3 +152,18 @@ def test_cli_multirun_two_cells(tmp_path):
     summaries = [json.loads(p.read_text()) for p in (tmp_path / "sweep").glob("*/summary.json")]
     cells = sorted((s["regularizer"], s["noise"]) for s in summaries)
     assert cells == [("erm", 0.0), ("erm", 0.4), ("flowmixup", 0.0), ("flowmixup", 0.4)]
+
+
+@pytest.mark.slow
+def test_nih1000_real_run_end_to_end(shared_data, tmp_path):
+    """The README's real CPU run, shortened: prepares the cache from the real PNGs, then trains a DenseNet."""
+    from conftest import compose_config
+
+    cfg = compose_config(tmp_path, ["experiment=nih1000_cpu", f"dataset.root={shared_data / 'nih1000'}",
+                                    "trainer.epochs=2", "trainer.progress=false"], tiny=False)
+    summary = run(cfg, tmp_path / "nih")
+    assert summary["status"] == "ok" and summary["dataset"] == "chestxray14" and summary["backbone"] == "densenet_small"
+    assert summary["mix_points"] == ["features.denseblock2", "features.denseblock3"]
+    pred = np.load(tmp_path / "nih" / "predictions_test_last.npz")
+    assert pred["y_true"].shape == (310, 14)  # the official test split of the subset
+    assert (tmp_path / "data" / "nih1000" / "chestxray14_64.h5").is_file()

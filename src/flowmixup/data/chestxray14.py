@@ -293,6 +293,12 @@ def load(
     if int(resolution) != 256:
         hint += f" dataset.resolution={int(resolution)}"
     manifest = open_cache(path, config, build_hint=hint)
+    built_from = (manifest.get("source") or {}).get("root")
+    if has_root and built_from and built_from != str(Path(root).resolve()):
+        raise DataError(
+            f"{path} was built from {built_from}, not from dataset.root={root}; give each root its own cache "
+            f"with dataset.cache_subdir=<name> (or remove the cache to rebuild it)"
+        )
     if manifest.get("skipped") and on_bad_record == "error":
         raise DataError(
             f"{path} was built with on_bad_record=skip and leaves out {len(manifest['skipped'])} images "
