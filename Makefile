@@ -33,3 +33,11 @@ clean:  ## remove caches of Python and pytest (never data/ or outputs/)
 	rm -rf .pytest_cache $(STAMP)
 
 .PHONY: help install train test test-fast data clean
+
+reproduce-tables: install  ## run the paper's grid (PROFILE=mini|paper, SEEDS=0,1,2, ARGS=...) and write Tables I-III + figures
+	$(PYTHON) scripts/reproduce_tables.py --profile $(PROFILE) --seeds $(SEEDS) $(ARGS)
+
+tables: install  ## re-aggregate a finished sweep: make tables SWEEP=outputs/tables/mini
+	$(PYTHON) scripts/make_tables.py $(SWEEP)
+
+.PHONY: reproduce-tables tables

@@ -162,8 +162,31 @@ def test_nih1000_real_run_end_to_end(shared_data, tmp_path):
     cfg = compose_config(tmp_path, ["experiment=nih1000_cpu", f"dataset.root={shared_data / 'nih1000'}",
                                     "trainer.epochs=2", "trainer.progress=false"], tiny=False)
     summary = run(cfg, tmp_path / "nih")
-    assert summary["status"] == "ok" and summary["dataset"] == "chestxray14" and summary["backbone"] == "densenet_small"
+    assert summary["status"] == "ok" and summary["dataset"] == "nih1000" and summary["backbone"] == "densenet_small"
     assert summary["mix_points"] == ["features.denseblock2", "features.denseblock3"]
     pred = np.load(tmp_path / "nih" / "predictions_test_last.npz")
     assert pred["y_true"].shape == (310, 14)  # the official test split of the subset
     assert (tmp_path / "data" / "nih1000" / "chestxray14_64.h5").is_file()
+
+
+@pytest.mark.slow
+def test_cli_multirun_submitit_local_launcher(tmp_path):
+    """The SLURM path's launcher (submitit) exercised locally: each job in its own process."""
+    res = cli("-m", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10", "regularizer=erm,mixup", *TINY,
+              "trainer.epochs=1", f"paths.data_dir={tmp_path / 'data'}", f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    assert res.returncode == 0, res.stderr[-2000:]
+    summaries = sorted(json.loads(p.read_text())["regularizer"] for p in (tmp_path / "sweep").glob("*/summary.json"))
+    assert summaries == ["erm", "mixup"]
+
+
+def test_slurm_launcher_config_composes(tmp_path):
+    from conftest import compose_config
+    from hydra import compose, initialize_config_dir
+    from conftest import CONF_DIR
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=["hydra/launcher=slurm", "hydra.launcher.partition=gpu",
+                                           "hydra.launcher.timeout_min=60"], return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher")
+    assert (launcher.partition, launcher.timeout_min, launcher.gpus_per_node) == ("gpu", 60, 1)

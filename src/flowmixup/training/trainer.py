@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import logging
 import math
 import random
@@ -197,6 +198,11 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
     run_dir.mkdir(parents=True, exist_ok=True)
     started = time.time()
     check_config(cfg)
+    done = run_dir / "summary.json"
+    if cfg.trainer.skip_finished and done.is_file():
+        summary = json.loads(done.read_text())
+        log.info("%s already finished (status %s): skipped", run_dir, summary.get("status"))
+        return summary
     seed_everything(cfg.seed)
     if cfg.trainer.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
