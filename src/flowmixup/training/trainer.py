@@ -12,21 +12,24 @@ import json
 import logging
 import math
 import random
+import signal
+import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import hydra
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Sampler
 from tqdm.auto import tqdm
 
 from ..data.base import ArrayDataset, DataError, LabeledArrays, batch_collate
 from ..data.corruption import changed_fraction, corrupt_labels
 from ..io import atomic_path, write_json, write_text
-from .checks import check_config
+from .checks import ConfigError, check_config
 from .losses import BCE, WeightedBCE
 from .loggers import make_logger
 from .metrics import Scores, normalized_variance, score, sigmoid
@@ -133,15 +136,86 @@ def save_predictions(path: Path, y_true: np.ndarray, y_score: np.ndarray, class_
 # ----------------------------------------------------------------------------------------------------------------
 # one epoch
 # ----------------------------------------------------------------------------------------------------------------
-def train_epoch(reg, model, loader, criterion, optimizer, device, cfg, epoch: int) -> float:
+class EpochBatches(Sampler):
+    """The training batches of one epoch: ``perm`` cut into full batches, from batch ``start`` on.
+
+    The trainer draws ``perm`` from its own generator at the start of each epoch and keeps it in mid-epoch
+    checkpoints, so a resumed run sees exactly the batches the interrupted one would have seen.
+    """
+
+    def __init__(self, n: int, batch_size: int):
+        self.n, self.batch_size = n, batch_size
+        self.perm = torch.arange(n)
+        self.start = 0
+
+    def __len__(self) -> int:
+        return self.n // self.batch_size - self.start
+
+    def __iter__(self):
+        for i in range(self.start, self.n // self.batch_size):
+            yield self.perm[i * self.batch_size:(i + 1) * self.batch_size].tolist()
+
+
+class StopRequested(Exception):
+    """SIGTERM or SIGUSR1 arrived: a checkpoint was saved; the run exits and resumes from it later."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+class SignalWatch:
+    """Turns SIGTERM / SIGUSR1 (SLURM preemption, submitit's timeout signal) into a flag the loop checks after each
+    step. On exit, the previous handlers come back; a Python handler that was there (submitit's requeue) is then
+    called with the signal, after our checkpoint is safely on disk."""
+
+    SIGNALS = tuple(s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGUSR1", None)) if s)
+
+    def __init__(self):
+        self.signum: int | None = None
+        self.previous: dict = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                self.previous[sig] = signal.signal(sig, self._flag)
+        return self
+
+    def _flag(self, signum, frame) -> None:
+        self.signum = signum
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+    def forward(self) -> None:
+        handler = self.previous.get(self.signum)
+        if callable(handler):
+            handler(self.signum, None)
+
+
+def train_epoch(state: "RunState", reg, model, loader, criterion, optimizer, device, cfg, watch: SignalWatch,
+                save: Callable[[], None]) -> float:
+    """Train from ``state.step`` to the end of epoch ``state.epoch + 1``; return its mean training loss."""
     model.train()
+    epoch = state.epoch + 1
     precision_bf16 = cfg.trainer.precision == "bf16"
     check_every = 1 if device.type == "cpu" else 50
     pending: list[torch.Tensor] = []
-    total, steps = torch.zeros((), device=device), 0
-    bar = tqdm(loader, desc=f"epoch {epoch}/{cfg.trainer.epochs}", leave=False,
+    total = torch.tensor(state.loss_sum, dtype=torch.float64, device=device)
+    n_batches = state.step + len(loader)
+
+    def flush() -> None:
+        if pending:
+            bad = ~torch.isfinite(torch.stack(pending))
+            if bool(bad.any()):
+                first = state.step - len(pending) + 1 + int(bad.nonzero()[0, 0])
+                raise NonFiniteLoss(f"non-finite training loss at epoch {epoch}, step {first}")
+            pending.clear()
+
+    bar = tqdm(loader, desc=f"epoch {epoch}/{cfg.trainer.epochs}", leave=False, initial=state.step, total=n_batches,
                disable=not cfg.trainer.progress, dynamic_ncols=True)
-    for step, (x, y) in enumerate(bar, start=1):
+    for x, y in bar:
         x = to_input(x, device, cfg.trainer.channels_last)
         y = y.to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision_bf16):
@@ -150,20 +224,21 @@ def train_epoch(reg, model, loader, criterion, optimizer, device, cfg, epoch: in
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        state.step += 1
         pending.append(loss.detach())
-        if step % check_every == 0 or step == len(loader):
-            losses = torch.stack(pending)
-            bad = ~torch.isfinite(losses)
-            if bool(bad.any()):
-                first = step - len(pending) + 1 + int(bad.nonzero()[0, 0])
-                raise NonFiniteLoss(f"non-finite training loss at epoch {epoch}, step {first}")
-            total += losses.sum()
-            steps += len(pending)
-            pending = []
+        total += loss.detach().double()
+        if state.step % check_every == 0 or state.step == n_batches:
+            flush()
             if cfg.trainer.progress:
-                bar.set_postfix(loss=f"{float(total) / steps:.4f}", refresh=False)
+                bar.set_postfix(loss=f"{float(total) / state.step:.4f}", refresh=False)
+        if watch.signum is not None and state.step < n_batches:
+            flush()
+            state.loss_sum = float(total)
+            save()
+            bar.close()
+            raise StopRequested(watch.signum)
     bar.close()
-    return float(total) / max(steps, 1)
+    return float(total) / max(n_batches, 1)
 
 
 @torch.inference_mode()
@@ -188,8 +263,52 @@ def evaluate(model, loader, criterion, device, cfg) -> tuple[float, np.ndarray, 
 # ----------------------------------------------------------------------------------------------------------------
 # the run
 # ----------------------------------------------------------------------------------------------------------------
+CHECKPOINT = "checkpoint.pt"
+# keys that may differ between an interrupted run and its resumption (everything else must match)
+RESUMABLE_CHANGES = ("trainer.epochs", "trainer.progress", "trainer.num_workers", "trainer.resume",
+                     "trainer.skip_finished", "trainer.device", "logger", "paths")
+
+
+@dataclass
+class RunState:
+    """Everything a checkpoint holds besides the model, optimiser and scheduler."""
+
+    epoch: int = 0                      # completed epochs
+    step: int = 0                       # completed steps of epoch ``epoch + 1`` (a mid-epoch checkpoint)
+    loss_sum: float = 0.0               # training loss summed over those steps
+    perm: torch.Tensor | None = None    # the batch order of epoch ``epoch + 1`` once drawn
+    history: list[dict] = field(default_factory=list)
+    per_epoch: list[Scores] = field(default_factory=list)
+    best: dict = field(default_factory=lambda: {"auc": (-1.0, None), "macro_f1": (-1.0, None)})
+    best_val: tuple = (math.inf, -1)    # (validation loss, epoch)
+    last_probs: np.ndarray | None = None
+    y_test: np.ndarray | None = None
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        out.update(_flat(v, key + ".") if isinstance(v, dict) else {key: v})
+    return out
+
+
+def check_resumable(saved: dict, now: dict, path: Path) -> None:
+    a, b = _flat(saved), _flat(now)
+    differ = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k)
+                    and not any(k == p or k.startswith(p + ".") for p in RESUMABLE_CHANGES))
+    if differ:
+        shown = ", ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in differ[:4])
+        raise ConfigError(f"{path} was written by a different configuration ({shown}); use another run directory "
+                          "or trainer.resume=false to start over")
+
+
 def run(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
-    """Train one configuration; write every output into ``run_dir`` (the Hydra run dir by default)."""
+    """Train one configuration; write every output into ``run_dir`` (the Hydra run dir by default).
+
+    If ``run_dir`` holds a checkpoint of the same configuration and no ``summary.json``, the run resumes from it
+    (``trainer.resume=auto``, the default): an interrupted run ends with the same metrics as an uninterrupted one.
+    """
     if run_dir is None:
         from hydra.core.hydra_config import HydraConfig
 
@@ -240,72 +359,116 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
     resolved = OmegaConf.to_container(cfg, resolve=True)
     if mix_points is not None:
         resolved["regularizer"]["mix_points"] = list(mix_points)
-    write_text(run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(resolved)))
 
-    loader_gen = torch.Generator().manual_seed(cfg.seed + 2)
+    batch_gen = torch.Generator().manual_seed(cfg.seed + 2)
     pin = device.type == "cuda"
     common = dict(collate_fn=batch_collate, num_workers=cfg.trainer.num_workers, pin_memory=pin,
-                  persistent_workers=cfg.trainer.num_workers > 0)
-    train_loader = DataLoader(ArrayDataset(data.x, y_used, idx["train"]), batch_size=cfg.trainer.batch_size,
-                              shuffle=True, drop_last=True, generator=loader_gen, **common)
+                  persistent_workers=cfg.trainer.num_workers > 0,
+                  generator=torch.Generator().manual_seed(cfg.seed + 3))  # worker seeds only
+    batches = EpochBatches(len(idx["train"]), cfg.trainer.batch_size)
+    train_loader = DataLoader(ArrayDataset(data.x, y_used, idx["train"]), batch_sampler=batches, **common)
     val_loader = DataLoader(ArrayDataset(data.x, y_used, idx["val"]), batch_size=cfg.trainer.eval_batch_size, **common)
     test_loader = DataLoader(ArrayDataset(data.x, y_used, idx["test"]), batch_size=cfg.trainer.eval_batch_size, **common)
+
+    def save_checkpoint() -> None:
+        ckpt = {"config": resolved, "state": state, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "rng": {
+                    "torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
+                    "regularizer": reg_gen.get_state(), "batches": batch_gen.get_state(),
+                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}}
+        with atomic_path(run_dir / CHECKPOINT) as tmp:
+            torch.save(ckpt, tmp)
+
+    state = RunState()
+    ckpt_path = run_dir / CHECKPOINT
+    resume = str(cfg.trainer.resume).lower()
+    if resume == "true" and not ckpt_path.is_file():
+        raise ConfigError(f"trainer.resume=true but {ckpt_path} does not exist")
+    if resume in ("auto", "true") and ckpt_path.is_file():
+        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
+        check_resumable(ckpt["config"], resolved, ckpt_path)
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        rng = ckpt["rng"]
+        torch.set_rng_state(rng["torch"])
+        np.random.set_state(rng["numpy"])
+        random.setstate(rng["python"])
+        reg_gen.set_state(rng["regularizer"])
+        batch_gen.set_state(rng["batches"])
+        if rng.get("cuda") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        state = ckpt["state"]
+        log.info("resuming %s from epoch %d, step %d", run_dir, state.epoch + 1, state.step)
+    for stale in run_dir.glob(f".{CHECKPOINT}.*.tmp"):  # left by a write that a SIGKILL cut short
+        stale.unlink(missing_ok=True)
+    write_text(run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(resolved)))
 
     log.info("dataset=%s (%d train / %d val / %d test, %d classes) backbone=%s %s noise=%s (%.1f%% of training "
              "labels changed) device=%s", cfg.dataset.name, len(idx["train"]), len(idx["val"]), len(idx["test"]),
              len(names), cfg.backbone.name, reg, cfg.noise, 100 * corrupted, device)
 
     logger = make_logger(cfg, run_dir, resolved)
-    history: list[dict] = []
-    per_epoch: list[Scores] = []
-    best = {"auc": (-1.0, None), "macro_f1": (-1.0, None)}  # metric -> (value, test probabilities)
-    best_val = (math.inf, -1)
-    last_probs = None
-    y_test = None
     status, reason = "ok", None
     try:
-        for epoch in range(1, cfg.trainer.epochs + 1):
-            t0 = time.time()
-            train_loss = train_epoch(reg, model, train_loader, criterion, optimizer, device, cfg, epoch)
-            val_loss, yv, pv = evaluate(model, val_loader, criterion, device, cfg)
-            _, y_test, last_probs = evaluate(model, test_loader, criterion, device, cfg)
-            if not math.isfinite(val_loss):
-                raise NonFiniteLoss(f"non-finite validation loss at epoch {epoch}")
-            vs = score(yv, pv, names, cfg.metrics.threshold)
-            ts = score(y_test, last_probs, names, cfg.metrics.threshold)
-            lr = optimizer.param_groups[0]["lr"]
-            scheduler.step(val_loss)
-            per_epoch.append(ts)
-            row = {"epoch": epoch, "lr": lr, "train_loss": train_loss, "val_loss": val_loss, "val_auc": vs.auc,
-                   "val_macro_f1": vs.macro_f1, "test_auc": ts.auc, "test_macro_f1": ts.macro_f1}
-            history.append(row)
-            for metric in best:
-                value = getattr(ts, metric)
-                if math.isfinite(value) and value > best[metric][0]:
-                    best[metric] = (value, last_probs.copy())
-            if val_loss < best_val[0]:
-                best_val = (val_loss, epoch)
-            write_csv(run_dir / "metrics.csv", history, METRIC_COLUMNS)
-            logger.log(row)
-            log.info("epoch %d/%d  train_loss %.4f  val_loss %.4f  test_auc %.4f  test_macro_f1 %.4f  lr %.1e  (%.1fs)",
-                     epoch, cfg.trainer.epochs, train_loss, val_loss, ts.auc, ts.macro_f1, lr, time.time() - t0)
-            with atomic_path(run_dir / "checkpoint.pt") as tmp:
-                torch.save({"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                            "scheduler": scheduler.state_dict()}, tmp)
+        with SignalWatch() as watch:
+            while state.epoch < cfg.trainer.epochs:
+                epoch = state.epoch + 1
+                t0 = time.time()
+                if state.perm is None:
+                    state.perm, state.step, state.loss_sum = torch.randperm(batches.n, generator=batch_gen), 0, 0.0
+                batches.perm, batches.start = state.perm, state.step
+                train_loss = train_epoch(state, reg, model, train_loader, criterion, optimizer, device, cfg, watch,
+                                         save_checkpoint)
+                val_loss, yv, pv = evaluate(model, val_loader, criterion, device, cfg)
+                _, state.y_test, state.last_probs = evaluate(model, test_loader, criterion, device, cfg)
+                if not math.isfinite(val_loss):
+                    raise NonFiniteLoss(f"non-finite validation loss at epoch {epoch}")
+                vs = score(yv, pv, names, cfg.metrics.threshold)
+                ts = score(state.y_test, state.last_probs, names, cfg.metrics.threshold)
+                lr = optimizer.param_groups[0]["lr"]
+                scheduler.step(val_loss)
+                state.per_epoch.append(ts)
+                row = {"epoch": epoch, "lr": lr, "train_loss": train_loss, "val_loss": val_loss, "val_auc": vs.auc,
+                       "val_macro_f1": vs.macro_f1, "test_auc": ts.auc, "test_macro_f1": ts.macro_f1}
+                state.history.append(row)
+                for metric in state.best:
+                    value = getattr(ts, metric)
+                    if math.isfinite(value) and value > state.best[metric][0]:
+                        state.best[metric] = (value, state.last_probs.copy())
+                if val_loss < state.best_val[0]:
+                    state.best_val = (val_loss, epoch)
+                state.epoch, state.step, state.perm, state.loss_sum = epoch, 0, None, 0.0
+                save_checkpoint()
+                write_csv(run_dir / "metrics.csv", state.history, METRIC_COLUMNS)
+                logger.log(row)
+                log.info("epoch %d/%d  train_loss %.4f  val_loss %.4f  test_auc %.4f  test_macro_f1 %.4f  lr %.1e "
+                         "(%.1fs)", epoch, cfg.trainer.epochs, train_loss, val_loss, ts.auc, ts.macro_f1, lr,
+                         time.time() - t0)
+                if watch.signum is not None and state.epoch < cfg.trainer.epochs:
+                    raise StopRequested(watch.signum)
     except NonFiniteLoss as err:
         status, reason = "failed", str(err)
         log.error("%s; stopping (the last good checkpoint is kept in %s)", err, run_dir)
+    except StopRequested as stop:
+        log.warning("%s received at epoch %d, step %d: checkpoint saved in %s; run the same command again (same "
+                    "run directory) to resume", stop, state.epoch + 1, state.step, run_dir)
+        watch.forward()
+        raise SystemExit(128 + stop.signum) from None
     finally:
         logger.finish()
 
-    summary = _summarize(cfg, resolved, history, per_epoch, best, best_val, corrupted, status, reason, started)
-    if history:
+    summary = _summarize(cfg, resolved, state.history, state.per_epoch, state.best, state.best_val, corrupted,
+                         status, reason, started)
+    if state.history:
         primary = cfg.dataset.primary_metric
-        best_probs = best[primary][1] if best[primary][1] is not None else last_probs
-        save_predictions(run_dir / "predictions_test_last.npz", y_test, last_probs, names, len(history))
-        save_predictions(run_dir / "predictions_test_best.npz", y_test, best_probs, names,
-                         int(np.nanargmax([getattr(s, primary) for s in per_epoch])) + 1)
-        write_csv(run_dir / "per_class.csv", _per_class_rows(names, y_train, y_test, per_epoch, best_val[1]),
+        best_probs = state.best[primary][1] if state.best[primary][1] is not None else state.last_probs
+        save_predictions(run_dir / "predictions_test_last.npz", state.y_test, state.last_probs, names,
+                         len(state.history))
+        save_predictions(run_dir / "predictions_test_best.npz", state.y_test, best_probs, names,
+                         int(np.nanargmax([getattr(sc, primary) for sc in state.per_epoch])) + 1)
+        write_csv(run_dir / "per_class.csv",
+                  _per_class_rows(names, y_train, state.y_test, state.per_epoch, state.best_val[1]),
                   ["class", "train_count", "train_single_count", "test_count", "test_auc_best", "test_f1_best",
                    "test_auc_last", "test_f1_last", "test_auc_at_best_val", "test_f1_at_best_val"])
     write_json(run_dir / "summary.json", summary)
