@@ -41,3 +41,8 @@ tables: install  ## re-aggregate a finished sweep: make tables SWEEP=outputs/tab
 	$(PYTHON) scripts/make_tables.py $(SWEEP)
 
 .PHONY: reproduce-tables tables
+
+bench: install  ## measure step-time and FLOP ratios, loader speed-ups and MFU; writes outputs/bench/bench.json (~4 min)
+	$(PYTHON) scripts/bench.py
+
+.PHONY: bench

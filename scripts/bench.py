@@ -1,0 +1,244 @@
+"""Where the time goes: ``make bench`` (a measurement script, never a timed test).
+
+Measured in one process, printed as a table and written to ``outputs/bench/bench.json``:
+
+* ``step_time_ratio``: the median training-step time (forward, loss, backward, Adam) of each regularizer divided by
+  ERM's, same backbone, batch and input; ``flop_ratio`` beside it: the FLOPs of that step counted by
+  ``torch.utils.flop_counter`` (layers after a mix point see 2 or 4 flows) divided by ERM's; ``overhead`` =
+  step_time_ratio / flop_ratio, the cost beyond the extra flows themselves (1.00 = none).
+* ``loader_speedup_vs_raw``: samples/s reading the prepared HDF5 cache (random batches of 32 through the training
+  Dataset) divided by samples/s decoding the raw files (real PNGs from ../shared/data for ChestX-ray14 at 256 px,
+  a real Tianchi text record for ECG); ``loader_vs_model_throughput``: cache samples/s divided by training
+  samples/s of the paper's backbone at that input.
+* ``mfu_vs_matmul``: achieved training FLOP/s divided by this machine's dense float32 matmul FLOP/s, measured in
+  the same run.
+
+    python scripts/bench.py [--quick] [--device cpu|cuda] [--out outputs/bench/bench.json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+sys.path.insert(0, str(ROOT / "src"))
+
+from flowmixup import ERM, FlowMixup, ManifoldMixup, Mixup  # noqa: E402
+from flowmixup.data.base import ArrayDataset, LazyH5Array  # noqa: E402
+from flowmixup.models import ResNet1d, StemDenseNet  # noqa: E402
+from flowmixup.io import write_json  # noqa: E402
+
+REGULARIZERS = {
+    "erm": lambda m, pts: ERM(m),
+    "mixup": lambda m, pts: Mixup(m, alpha=1.0, generator=torch.Generator().manual_seed(0)),
+    "manifold_mixup": lambda m, pts: ManifoldMixup(m, pts, alpha=3.0, generator=torch.Generator().manual_seed(0)),
+    "flowmixup_op_false": lambda m, pts: FlowMixup(m, pts, 3.0, False, torch.Generator().manual_seed(0)),
+    "flowmixup_op_true": lambda m, pts: FlowMixup(m, pts, 3.0, True, torch.Generator().manual_seed(0)),
+}
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def backbones(quick: bool):
+    """(name, model factory, input shape, classes): the presets the issue names, sized for a CPU run."""
+    yield "resnet1d (small, 8x500)", lambda: ResNet1d(8, 15, blocks=(2, 2, 2, 2), width=16), (8, 500), 15
+    if not quick:
+        yield "resnet34_1d (paper, 8x5000)", lambda: ResNet1d(8, 12), (8, 5000), 12
+    yield ("densenet_small (1x256x256)",
+           lambda: StemDenseNet(1, 14, growth_rate=12, block_config=(2, 2, 2, 2), num_init_features=24,
+                                stem_channels=8), (1, 256, 256), 14)
+
+
+def step_fn(reg, model, optimizer, x, y, device, bf16):
+    def step():
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            logits, targets = reg(x, y)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits.float(), targets)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return step
+
+
+def time_steps(step, device, warmup: int, reps: int) -> float:
+    for _ in range(warmup):
+        step()
+    sync(device)
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        step()
+        sync(device)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def count_flops(step) -> int:
+    with FlopCounterMode(display=False) as counter:
+        step()
+    return counter.get_total_flops()
+
+
+def bench_regularizers(device, batch: int, quick: bool, bf16: bool) -> list[dict]:
+    rows = []
+    for name, make, shape, classes in backbones(quick):
+        x = torch.randn(batch, *shape, device=device)
+        if len(shape) == 3:
+            x = x.contiguous(memory_format=torch.channels_last)
+        y = torch.randint(0, 2, (batch, classes), device=device).float()
+        base_time = base_flops = None
+        reps = 5 if ("5000" in name or "256" in name) else 20
+        for reg_name, make_reg in REGULARIZERS.items():
+            torch.manual_seed(0)
+            model = make().to(device)
+            if len(shape) == 3:
+                model = model.to(memory_format=torch.channels_last)
+            model.train()
+            reg = make_reg(model, model.paper_mix_points())
+            optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+            step = step_fn(reg, model, optimizer, x, y, device, bf16)
+            flops = count_flops(step)
+            seconds = time_steps(step, device, warmup=2, reps=reps)
+            if reg_name == "erm":
+                base_time, base_flops = seconds, flops
+            rows.append({
+                "backbone": name, "regularizer": reg_name, "batch": batch, "step_s": seconds,
+                "samples_per_s": batch / seconds, "train_flop_per_s": flops / seconds, "step_gflop": flops / 1e9,
+                "step_time_ratio": seconds / base_time, "flop_ratio": flops / base_flops,
+                "overhead": (seconds / base_time) / (flops / base_flops),
+            })
+            print(f"  {name:28s} {reg_name:20s} {seconds * 1e3:9.1f} ms/step  x{seconds / base_time:.2f} time  "
+                  f"x{flops / base_flops:.2f} FLOPs", flush=True)
+    return rows
+
+
+def matmul_flops(device, n: int = 2048, reps: int = 10) -> float:
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    for _ in range(2):
+        a @ b
+    sync(device)
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    sync(device)
+    return 2 * n**3 * reps / (time.perf_counter() - t0)
+
+
+def cache_read_rate(shape, dtype, n_rows: int, batch: int = 32, batches: int = 60) -> float:
+    """Samples/s reading random batches from a contiguous HDF5 cache through the training Dataset."""
+    import h5py
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "cache.h5"
+        rng = np.random.default_rng(0)
+        with h5py.File(path, "w") as fh:
+            ds = fh.create_dataset("x", shape=(n_rows, *shape), dtype=dtype)
+            for start in range(0, n_rows, 256):
+                stop = min(n_rows, start + 256)
+                block = rng.integers(0, 255, (stop - start, *shape)) if dtype == np.uint8 else \
+                    rng.standard_normal((stop - start, *shape))
+                ds[start:stop] = block.astype(dtype)
+        data = ArrayDataset(LazyH5Array(path, "x"), np.zeros((n_rows, 2), np.float32), np.arange(n_rows))
+        order = rng.permutation(n_rows)
+        data.__getitems__(order[:batch])  # open the file
+        t0 = time.perf_counter()
+        for i in range(batches):
+            idx = order[(i * batch) % (n_rows - batch):][:batch]
+            data.__getitems__(idx)
+        return batch * batches / (time.perf_counter() - t0)
+
+
+def raw_rate(fn, items, reps: int) -> float:
+    t0 = time.perf_counter()
+    for i in range(reps):
+        fn(items[i % len(items)])
+    return reps / (time.perf_counter() - t0)
+
+
+def bench_loaders(reg_rows: list[dict]) -> list[dict]:
+    rows = []
+    train_rate = {r["backbone"]: r["samples_per_s"] for r in reg_rows if r["regularizer"] == "erm"}
+    pngs = sorted((SHARED / "chestxray14" / "images").glob("*.png")) if SHARED.is_dir() else []
+    if pngs:
+        from flowmixup.data.chestxray14 import load_image
+
+        raw = raw_rate(lambda p: load_image(p, 256), pngs, 24)
+        cache = cache_read_rate((1, 256, 256), np.uint8, 4096)
+        model = next((v for k, v in train_rate.items() if "densenet" in k), None)
+        rows.append({"data": "chestxray14 PNG (real, 1024 px) -> 256 px", "raw_samples_per_s": raw,
+                     "cache_samples_per_s": cache, "loader_speedup_vs_raw": cache / raw,
+                     "train_samples_per_s": model, "loader_vs_model_throughput": cache / model if model else None})
+    record = SHARED / "tianchi" / "records" / "2.txt"
+    if record.is_file():
+        from flowmixup.data.tianchi import read_record
+
+        raw = raw_rate(read_record, [record], 60)
+        cache = cache_read_rate((8, 5000), np.float32, 2048)
+        model = next((v for k, v in train_rate.items() if "5000" in k), None)
+        rows.append({"data": "tianchi text record (real, 8x5000)", "raw_samples_per_s": raw,
+                     "cache_samples_per_s": cache, "loader_speedup_vs_raw": cache / raw,
+                     "train_samples_per_s": model, "loader_vs_model_throughput": cache / model if model else None})
+    return rows
+
+
+def table(rows: list[dict], cols: list[tuple[str, str, str]]) -> str:
+    head = "| " + " | ".join(c[1] for c in cols) + " |\n|" + "---|" * len(cols) + "\n"
+    body = ""
+    for r in rows:
+        body += "| " + " | ".join("n/a" if r.get(k) is None else format(r[k], f) for k, _, f in cols) + " |\n"
+    return head + body
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="skip the full-size ResNet-34 (a smoke run)")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--bf16", action="store_true", help="autocast to bfloat16 (GPU)")
+    ap.add_argument("--out", default=str(ROOT / "outputs" / "bench" / "bench.json"))
+    args = ap.parse_args(argv)
+    device = torch.device(args.device)
+    started = time.time()
+    print(f"[bench] device {device}, {torch.get_num_threads()} threads, torch {torch.__version__}", flush=True)
+    matmul = matmul_flops(device)
+    print(f"[bench] dense float32 matmul: {matmul / 1e9:.1f} GFLOP/s", flush=True)
+    reg_rows = bench_regularizers(device, args.batch, args.quick, args.bf16)
+    for r in reg_rows:
+        r["mfu_vs_matmul"] = r["train_flop_per_s"] / matmul
+    loader_rows = bench_loaders(reg_rows)
+    result = {"device": str(device), "host": platform.node(), "cpu_count": os.cpu_count(),
+              "threads": torch.get_num_threads(), "torch": torch.__version__, "batch": args.batch,
+              "bf16": args.bf16, "matmul_flop_per_s": matmul, "regularizers": reg_rows, "loaders": loader_rows,
+              "wall_time_s": round(time.time() - started, 1)}
+    write_json(args.out, result)
+    print()
+    print(table(reg_rows, [("backbone", "backbone", "s"), ("regularizer", "regularizer", "s"),
+                           ("step_s", "step (s)", ".4f"), ("step_time_ratio", "step_time_ratio", ".2f"),
+                           ("flop_ratio", "flop_ratio", ".2f"), ("overhead", "time/FLOP ratio", ".2f"),
+                           ("mfu_vs_matmul", "mfu_vs_matmul", ".2f")]))
+    print(table(loader_rows, [("data", "data", "s"), ("raw_samples_per_s", "raw decode (samples/s)", ",.0f"),
+                              ("cache_samples_per_s", "cache (samples/s)", ",.0f"),
+                              ("loader_speedup_vs_raw", "loader_speedup_vs_raw", ".1f"),
+                              ("train_samples_per_s", "training (samples/s)", ",.1f"),
+                              ("loader_vs_model_throughput", "loader_vs_model_throughput", ".1f")]))
+    print(f"[bench] wrote {args.out} in {result['wall_time_s']} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
