@@ -10,9 +10,14 @@ continues where it stopped, a complete cache is reused. Layouts and selection ru
 from __future__ import annotations
 
 import logging
+import sys
 
 import hydra
 from omegaconf import DictConfig
+
+from flowmixup.cli import check_overrides
+
+check_overrides(sys.argv[1:])
 
 log = logging.getLogger("prepare_data")
 

@@ -190,3 +190,13 @@ def test_slurm_launcher_config_composes(tmp_path):
     launcher = cfg.hydra.launcher
     assert launcher._target_.endswith("SlurmLauncher")
     assert (launcher.partition, launcher.timeout_min, launcher.gpus_per_node) == ("gpu", 60, 1)
+
+
+@pytest.mark.parametrize("arg,hint", [("trainer.epoch=3", "did you mean trainer.epochs?"),
+                                      ("nois=0.3", "did you mean noise?"),
+                                      ("regularizer.alpha=2", "under regularizer: name, _target_")])
+def test_cli_wrong_key_one_line_with_suggestion(arg, hint):
+    res = cli("regularizer=erm", arg) if arg.startswith("regularizer") else cli(arg)
+    assert res.returncode == 2
+    assert res.stderr.count("\n") == 1 and f"error: {arg.split('=')[0]} is not a config key" in res.stderr
+    assert hint in res.stderr

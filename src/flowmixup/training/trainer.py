@@ -11,6 +11,7 @@ import io
 import json
 import logging
 import math
+import os
 import random
 import signal
 import threading
@@ -323,9 +324,13 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
         log.info("%s already finished (status %s): skipped", run_dir, summary.get("status"))
         return summary
     seed_everything(cfg.seed)
-    if cfg.trainer.deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
     device = pick_device(cfg.trainer.device)
+    if cfg.trainer.deterministic:  # bitwise-repeatable GPU runs, at some cost in speed
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = not cfg.trainer.deterministic  # fixed input sizes: autotune convolutions
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = not cfg.trainer.deterministic
 
     # data and labels: corruption hits train and validation, never test
     data = load_data(cfg)
