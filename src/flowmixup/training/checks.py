@@ -44,5 +44,7 @@ def check_config(cfg: DictConfig) -> None:
     need(isinstance(t.num_workers, int) and t.num_workers >= 0, f"trainer.num_workers must be >= 0, got {t.num_workers}")
     need(str(t.resume).lower() in ("auto", "true", "false"),
          f"trainer.resume={t.resume} is unknown; allowed: auto, true, false")
+    need(t.num_threads is None or (isinstance(t.num_threads, int) and t.num_threads >= 1),
+         f"trainer.num_threads must be null or an integer >= 1, got {t.num_threads}")
     need(cfg.metrics.variance_epochs >= 2, f"metrics.variance_epochs must be >= 2, got {cfg.metrics.variance_epochs}")
     need(0 < cfg.metrics.threshold < 1, f"metrics.threshold must be in (0, 1), got {cfg.metrics.threshold}")

@@ -324,6 +324,8 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
         log.info("%s already finished (status %s): skipped", run_dir, summary.get("status"))
         return summary
     seed_everything(cfg.seed)
+    if cfg.trainer.num_threads:  # several runs side by side (joblib launcher): share the cores, don't oversubscribe
+        torch.set_num_threads(int(cfg.trainer.num_threads))
     device = pick_device(cfg.trainer.device)
     if cfg.trainer.deterministic:  # bitwise-repeatable GPU runs, at some cost in speed
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
