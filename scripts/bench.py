@@ -3,7 +3,7 @@
 Measured in one process, printed as a table and written to ``outputs/bench/bench.json``:
 
 * ``step_time_ratio``: the median training-step time (forward, loss, backward, Adam) of each regularizer divided by
-  ERM's, same backbone, batch and input; ``flop_ratio`` beside it: the FLOPs of that step counted by
+  ERM's, same backbone, batch and input, the regularizers timed round-robin; ``flop_ratio`` beside it: the FLOPs of that step counted by
   ``torch.utils.flop_counter`` (layers after a mix point see 2 or 4 flows) divided by ERM's; ``overhead`` =
   step_time_ratio / flop_ratio, the cost beyond the extra flows themselves (1.00 = none).
 * ``loader_speedup_vs_raw``: samples/s reading the prepared HDF5 cache (random batches of 32 through the training
@@ -49,6 +49,14 @@ REGULARIZERS = {
 }
 
 
+def adam(model):
+    """The trainer's optimiser: Adam, fused where PyTorch has the kernel."""
+    try:
+        return torch.optim.Adam(model.parameters(), lr=1e-4, fused=True)
+    except (RuntimeError, TypeError, ValueError):
+        return torch.optim.Adam(model.parameters(), lr=1e-4)
+
+
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -75,19 +83,6 @@ def step_fn(reg, model, optimizer, x, y, device, bf16):
     return step
 
 
-def time_steps(step, device, warmup: int, reps: int) -> float:
-    for _ in range(warmup):
-        step()
-    sync(device)
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        step()
-        sync(device)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
 def count_flops(step) -> int:
     with FlopCounterMode(display=False) as counter:
         step()
@@ -95,14 +90,16 @@ def count_flops(step) -> int:
 
 
 def bench_regularizers(device, batch: int, quick: bool, bf16: bool) -> list[dict]:
+    """Per backbone: build every regularizer's model, then time their steps round-robin (one step of each in turn),
+    so that drift of the machine (clock, caches, other load) hits all of them alike; report medians."""
     rows = []
     for name, make, shape, classes in backbones(quick):
         x = torch.randn(batch, *shape, device=device)
         if len(shape) == 3:
             x = x.contiguous(memory_format=torch.channels_last)
         y = torch.randint(0, 2, (batch, classes), device=device).float()
-        base_time = base_flops = None
-        reps = 5 if ("5000" in name or "256" in name) else 20
+        big = "5000" in name
+        steps, flops = {}, {}
         for reg_name, make_reg in REGULARIZERS.items():
             torch.manual_seed(0)
             model = make().to(device)
@@ -110,20 +107,31 @@ def bench_regularizers(device, batch: int, quick: bool, bf16: bool) -> list[dict
                 model = model.to(memory_format=torch.channels_last)
             model.train()
             reg = make_reg(model, model.paper_mix_points())
-            optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
-            step = step_fn(reg, model, optimizer, x, y, device, bf16)
-            flops = count_flops(step)
-            seconds = time_steps(step, device, warmup=2, reps=reps)
-            if reg_name == "erm":
-                base_time, base_flops = seconds, flops
+            optimizer = adam(model)
+            steps[reg_name] = step_fn(reg, model, optimizer, x, y, device, bf16)
+            flops[reg_name] = count_flops(steps[reg_name])  # also the first warm-up step
+            if not big:
+                steps[reg_name]()
+        times: dict[str, list[float]] = {k: [] for k in steps}
+        for _ in range(4 if big else 25):
+            for reg_name, step in steps.items():
+                sync(device)
+                t0 = time.perf_counter()
+                step()
+                sync(device)
+                times[reg_name].append(time.perf_counter() - t0)
+        base_time, base_flops = statistics.median(times["erm"]), flops["erm"]
+        for reg_name in steps:
+            seconds = statistics.median(times[reg_name])
             rows.append({
                 "backbone": name, "regularizer": reg_name, "batch": batch, "step_s": seconds,
-                "samples_per_s": batch / seconds, "train_flop_per_s": flops / seconds, "step_gflop": flops / 1e9,
-                "step_time_ratio": seconds / base_time, "flop_ratio": flops / base_flops,
-                "overhead": (seconds / base_time) / (flops / base_flops),
+                "samples_per_s": batch / seconds, "train_flop_per_s": flops[reg_name] / seconds,
+                "step_gflop": flops[reg_name] / 1e9, "step_time_ratio": seconds / base_time,
+                "flop_ratio": flops[reg_name] / base_flops,
+                "overhead": (seconds / base_time) / (flops[reg_name] / base_flops),
             })
             print(f"  {name:28s} {reg_name:20s} {seconds * 1e3:9.1f} ms/step  x{seconds / base_time:.2f} time  "
-                  f"x{flops / base_flops:.2f} FLOPs", flush=True)
+                  f"x{flops[reg_name] / base_flops:.2f} FLOPs", flush=True)
     return rows
 
 
@@ -133,7 +141,7 @@ def profile_step(device, batch: int, rows: int = 12) -> str:
 
     torch.manual_seed(0)
     model = ResNet1d(8, 15, blocks=(2, 2, 2, 2), width=16).to(device).train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    optimizer = adam(model)
     x, y = torch.randn(batch, 8, 500, device=device), torch.randint(0, 2, (batch, 15), device=device).float()
     step = step_fn(ERM(model), model, optimizer, x, y, device, False)
     for _ in range(3):
