@@ -200,3 +200,21 @@ def test_cli_wrong_key_one_line_with_suggestion(arg, hint):
     assert res.returncode == 2
     assert res.stderr.count("\n") == 1 and f"error: {arg.split('=')[0]} is not a config key" in res.stderr
     assert hint in res.stderr
+
+
+@pytest.mark.parametrize("name", ["erm", "flowmixup_op_true"])
+def test_compile_traces_between_mix_points_and_changes_nothing(tiny_config, tmp_path, name):
+    """trainer.compile runs dynamo over the pieces between mix points (backend 'eager' here: the tracing without
+    code generation, so the numbers must equal the uncompiled run's)."""
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    plain = run(tiny_config(*SETTINGS[name], "trainer.epochs=1"), tmp_path / "plain")
+    counters.clear()
+    compiled = run(tiny_config(*SETTINGS[name], "trainer.epochs=1", "trainer.compile=true",
+                               "trainer.compile_backend=eager"), tmp_path / "compiled")
+    assert (tmp_path / "plain" / "metrics.csv").read_text() == (tmp_path / "compiled" / "metrics.csv").read_text()
+    assert compiled["mix_points"] == plain["mix_points"]
+    assert counters["stats"]["unique_graphs"] >= (1 if name == "erm" else 5)  # dynamo compiled the pieces
+    torch._dynamo.reset()

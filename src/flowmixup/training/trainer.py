@@ -102,6 +102,34 @@ def build_regularizer(cfg: DictConfig, model: torch.nn.Module, mix_points, gener
     return call_target(kwargs, model=model, generator=generator)
 
 
+def compile_units(model: torch.nn.Module, mix_points: list[str] | None) -> list[str]:
+    """The largest submodules that contain no mix point: what ``trainer.compile`` compiles.
+
+    Compiling the whole model would trace into the mixing hooks (Python state, a new lambda every step: endless
+    recompilation); compiling the pieces between mix points keeps the hooks eager and everything else compiled.
+    Without mix points (ERM, Mixup) the unit is the whole model (``""``).
+    """
+    points = [p for p in (mix_points or []) if p != "input"]
+    if not points:
+        return [""]
+
+    def holds_point(name: str) -> bool:
+        return any(p == name or p.startswith(name + ".") for p in points) if name else True
+
+    units = []
+
+    def visit(name: str, module: torch.nn.Module) -> None:
+        for child_name, child in module.named_children():
+            full = f"{name}.{child_name}" if name else child_name
+            if holds_point(full):
+                visit(full, child)
+            elif any(True for _ in child.parameters()) or any(True for _ in child.children()):
+                units.append(full)
+
+    visit("", model)
+    return units
+
+
 def build_optimizer(cfg: DictConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
     """Adam as the paper (lr 1e-4, betas 0.9/0.999), fused into one kernel per step where PyTorch supports it
     (measured 5% faster per step than the per-parameter loop for the small 1-D ResNet on CPU)."""
@@ -366,6 +394,9 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
     mix_points = resolve_mix_points(cfg, model)
     reg_gen = torch.Generator().manual_seed(cfg.seed + 1)
     reg = build_regularizer(cfg, model, mix_points, reg_gen)
+    if cfg.trainer.compile:  # in place: module names, hooks and the state dict stay as they are
+        for unit in compile_units(model, mix_points):
+            model.get_submodule(unit).compile(backend=cfg.trainer.compile_backend)
     criterion = build_loss(cfg, y_train).to(device)
     optimizer = build_optimizer(cfg, model)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=cfg.trainer.plateau_factor,
