@@ -10,8 +10,8 @@ Measured in one process, printed as a table and written to ``outputs/bench/bench
   Dataset) divided by samples/s decoding the raw files (real PNGs from ../shared/data for ChestX-ray14 at 256 px,
   a real Tianchi text record for ECG); ``loader_vs_model_throughput``: cache samples/s divided by training
   samples/s of the paper's backbone at that input.
-* ``mfu_vs_matmul``: achieved training FLOP/s divided by this machine's dense float32 matmul FLOP/s, measured in
-  the same run.
+* ``mfu_vs_matmul``: achieved training FLOP/s divided by this machine's peak dense float32 matmul FLOP/s, measured in
+  the same run (best single product, at the start and at the end).
 
     python scripts/bench.py [--quick] [--device cpu|cuda] [--out outputs/bench/bench.json]
 """
@@ -39,6 +39,7 @@ from flowmixup import ERM, FlowMixup, ManifoldMixup, Mixup  # noqa: E402
 from flowmixup.data.base import ArrayDataset, LazyH5Array  # noqa: E402
 from flowmixup.models import ResNet1d, StemDenseNet  # noqa: E402
 from flowmixup.io import write_json  # noqa: E402
+from flowmixup.training.trainer import compile_units  # noqa: E402
 
 REGULARIZERS = {
     "erm": lambda m, pts: ERM(m),
@@ -89,7 +90,7 @@ def count_flops(step) -> int:
     return counter.get_total_flops()
 
 
-def bench_regularizers(device, batch: int, quick: bool, bf16: bool) -> list[dict]:
+def bench_regularizers(device, batch: int, quick: bool, bf16: bool, compiled: bool = False) -> list[dict]:
     """Per backbone: build every regularizer's model, then time their steps round-robin (one step of each in turn),
     so that drift of the machine (clock, caches, other load) hits all of them alike; report medians."""
     rows = []
@@ -100,16 +101,29 @@ def bench_regularizers(device, batch: int, quick: bool, bf16: bool) -> list[dict
         y = torch.randint(0, 2, (batch, classes), device=device).float()
         big = "5000" in name
         steps, flops = {}, {}
-        for reg_name, make_reg in REGULARIZERS.items():
+        variants = [(r, False) for r in REGULARIZERS]
+        if compiled and not big:
+            variants += [("erm", True), ("flowmixup_op_false", True)]
+        for reg_name, compile_it in variants:
+            make_reg = REGULARIZERS[reg_name]
             torch.manual_seed(0)
             model = make().to(device)
             if len(shape) == 3:
                 model = model.to(memory_format=torch.channels_last)
             model.train()
             reg = make_reg(model, model.paper_mix_points())
+            if compile_it:
+                for unit in compile_units(model, getattr(reg, "mix_points", None)):
+                    model.get_submodule(unit).compile()
+                reg_name += "+compile"
             optimizer = adam(model)
             steps[reg_name] = step_fn(reg, model, optimizer, x, y, device, bf16)
-            flops[reg_name] = count_flops(steps[reg_name])  # also the first warm-up step
+            if compile_it:
+                for _ in range(3):  # compilation happens here, outside the timing
+                    steps[reg_name]()
+                flops[reg_name] = flops[reg_name.split("+")[0]]
+            else:
+                flops[reg_name] = count_flops(steps[reg_name])  # also the first warm-up step
             if not big:
                 steps[reg_name]()
         times: dict[str, list[float]] = {k: [] for k in steps}
@@ -154,16 +168,21 @@ def profile_step(device, batch: int, rows: int = 12) -> str:
     return prof.key_averages().table(sort_by=key, row_limit=rows)
 
 
-def matmul_flops(device, n: int = 2048, reps: int = 10) -> float:
-    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
-    for _ in range(2):
-        a @ b
-    sync(device)
-    t0 = time.perf_counter()
-    for _ in range(reps):
-        a @ b
-    sync(device)
-    return 2 * n**3 * reps / (time.perf_counter() - t0)
+def matmul_flops(device, sizes=(1024, 2048), trials: int = 5) -> float:
+    """The machine's dense float32 matmul FLOP/s: the best of ``trials`` single products at each size (a peak, not
+    an average: averages over a cold start under-state it and made MFU exceed 1 in an early version)."""
+    best = 0.0
+    for n in sizes:
+        a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+        for _ in range(2):
+            a @ b
+        for _ in range(trials):
+            sync(device)
+            t0 = time.perf_counter()
+            a @ b
+            sync(device)
+            best = max(best, 2 * n**3 / (time.perf_counter() - t0))
+    return best
 
 
 def cache_read_rate(shape, dtype, n_rows: int, batch: int = 32, batches: int = 60) -> float:
@@ -237,6 +256,8 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--bf16", action="store_true", help="autocast to bfloat16 (GPU)")
+    ap.add_argument("--compile", action="store_true",
+                    help="also time ERM and Flow-Mixup with trainer.compile's torch.compile (small backbones)")
     ap.add_argument("--profile", action="store_true", help="also print where one training step's time goes")
     ap.add_argument("--out", default=str(ROOT / "outputs" / "bench" / "bench.json"))
     args = ap.parse_args(argv)
@@ -245,7 +266,9 @@ def main(argv=None) -> int:
     print(f"[bench] device {device}, {torch.get_num_threads()} threads, torch {torch.__version__}", flush=True)
     matmul = matmul_flops(device)
     print(f"[bench] dense float32 matmul: {matmul / 1e9:.1f} GFLOP/s", flush=True)
-    reg_rows = bench_regularizers(device, args.batch, args.quick, args.bf16)
+    reg_rows = bench_regularizers(device, args.batch, args.quick, args.bf16, args.compile)
+    matmul = max(matmul, matmul_flops(device))  # again at the end: the higher of the two is the peak
+    print(f"[bench] dense float32 matmul peak: {matmul / 1e9:.1f} GFLOP/s", flush=True)
     for r in reg_rows:
         r["mfu_vs_matmul"] = r["train_flop_per_s"] / matmul
     loader_rows = bench_loaders(reg_rows)
