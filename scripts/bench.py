@@ -18,7 +18,6 @@ Measured in one process, printed as a table and written to ``outputs/bench/bench
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics

@@ -180,7 +180,6 @@ def test_cli_multirun_submitit_local_launcher(tmp_path):
 
 
 def test_slurm_launcher_config_composes(tmp_path):
-    from conftest import compose_config
     from hydra import compose, initialize_config_dir
     from conftest import CONF_DIR
 

@@ -25,10 +25,6 @@ class Scores:
     f1_excluded: list[str] = field(default_factory=list)
 
 
-def sigmoid(z: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-np.clip(z, -60, 60)))
-
-
 def score(y_true: np.ndarray, y_prob: np.ndarray, class_names: list[str], threshold: float = 0.5) -> Scores:
     """Per-class and averaged AUC and F1 for binary ``y_true`` (n x C) and probabilities ``y_prob`` (n x C)."""
     y_true = (np.asarray(y_true) >= 0.5).astype(int)

@@ -33,7 +33,7 @@ from ..io import atomic_path, write_json, write_text
 from .checks import ConfigError, check_config
 from .losses import BCE, WeightedBCE
 from .loggers import make_logger
-from .metrics import Scores, normalized_variance, score, sigmoid
+from .metrics import Scores, normalized_variance, score
 
 log = logging.getLogger("flowmixup")
 
