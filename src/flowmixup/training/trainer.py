@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 from ..data.base import ArrayDataset, DataError, LabeledArrays, batch_collate
 from ..data.corruption import changed_fraction, corrupt_labels
 from ..io import atomic_path, write_json, write_text
+from . import faults
 from .checks import ConfigError, check_config
 from .losses import BCE, WeightedBCE
 from .loggers import make_logger
@@ -62,14 +63,17 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def call_target(node, **extra):
+def call_target(node, skip: tuple[str, ...] = (), **extra):
     """Call ``node._target_`` with the node's other keys (resolved, as plain containers) and ``extra``.
+
+    ``skip`` names keys that label the config option rather than the callee's arguments (a regularizer's or a
+    backbone's ``name``); a loader's own ``name`` argument (the Tianchi datasets) goes through.
 
     Unlike ``hydra.utils.instantiate`` this lets the callee's own exception through unwrapped, so a bad value
     reaches the user as the callee's one-line message.
     """
     kwargs = OmegaConf.to_container(node, resolve=True) if not isinstance(node, dict) else dict(node)
-    kwargs = {k: v for k, v in kwargs.items() if k != "name" and not k.startswith("_")}
+    kwargs = {k: v for k, v in kwargs.items() if k not in skip and not k.startswith("_")}
     return hydra.utils.get_object(node["_target_"])(**kwargs, **extra)
 
 
@@ -82,7 +86,7 @@ def load_data(cfg: DictConfig) -> LabeledArrays:
 
 
 def build_model(cfg: DictConfig, in_channels: int, num_classes: int) -> torch.nn.Module:
-    return call_target(cfg.backbone, in_channels=in_channels, num_classes=num_classes)
+    return call_target(cfg.backbone, skip=("name",), in_channels=in_channels, num_classes=num_classes)
 
 
 def resolve_mix_points(cfg: DictConfig, model: torch.nn.Module) -> list[str] | None:
@@ -99,7 +103,7 @@ def build_regularizer(cfg: DictConfig, model: torch.nn.Module, mix_points, gener
     kwargs = OmegaConf.to_container(cfg.regularizer, resolve=True)
     if mix_points is not None:
         kwargs["mix_points"] = mix_points
-    return call_target(kwargs, model=model, generator=generator)
+    return call_target(kwargs, skip=("name",), model=model, generator=generator)
 
 
 def compile_units(model: torch.nn.Module, mix_points: list[str] | None) -> list[str]:
@@ -264,6 +268,7 @@ def train_epoch(state: "RunState", reg, model, loader, criterion, optimizer, dev
         loss.backward()
         optimizer.step()
         state.step += 1
+        faults.after_step(epoch, state.step)
         pending.append(loss.detach())
         total += loss.detach().double()
         if state.step % check_every == 0 or state.step == n_batches:
