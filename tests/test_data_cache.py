@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 
 import h5py
 import numpy as np
@@ -10,9 +11,11 @@ import pytest
 
 from flowmixup.data.base import DataError
 from flowmixup.data.cache import (
+    Fingerprint,
     build_cache,
     cache_is_valid,
     cache_problem,
+    fingerprint,
     manifest_path,
     open_cache,
     partial_path,
@@ -192,3 +195,116 @@ def test_rejects_bad_arguments(tmp_path):
         _build(tmp_path / "toy.h5", [1], on_bad_record="ignore")
     with pytest.raises(DataError, match=r"\.h5"):
         _build(tmp_path / "toy.hdf", [1])
+
+
+# ------------------------------------------------------------------------------- cache identity: the content
+def _raw_tree(root, labels="a\t1\nb\t0\n", sizes=(3, 5)):
+    """A toy raw dataset: a label table, a split list and two record files under ``root``."""
+    (root / "rec").mkdir(parents=True, exist_ok=True)
+    (root / "labels.txt").write_text(labels)
+    (root / "split.txt").write_text("a\nb\n")
+    for name, size in zip(("a.bin", "b.bin"), sizes):
+        (root / "rec" / name).write_bytes(b"x" * size)
+    return root
+
+
+def _fp(root, records=None, settings=CONFIG):
+    recs = records if records is not None else [root / "rec" / "a.bin", root / "rec" / "b.bin"]
+    return fingerprint(root, ["labels.txt", "split.txt"], recs, settings)
+
+
+def test_fingerprint_ignores_where_the_data_is_and_sees_what_it_is(tmp_path):
+    a = _raw_tree(tmp_path / "a")
+    base = _fp(a)
+    assert len(base.sha256) == 64 and base.records == 2 and sorted(base.files) == ["labels.txt", "split.txt"]
+    # the same data elsewhere: a copy, a symlinked root, records given relative to the root or in another order
+    b = tmp_path / "mnt" / "other" / "b"
+    shutil.copytree(a, b)
+    (tmp_path / "link").symlink_to(a)
+    assert _fp(b) == base
+    assert _fp(tmp_path / "link") == base
+    assert _fp(a, records=["rec/b.bin", "rec/a.bin"]) == base
+    assert str(a) not in json.dumps(base.files)
+    # other data: a label byte, a record's size, a record more or missing, a record moved, another setting
+    (b / "labels.txt").write_text("a\t1\nb\t1\n")
+    changed = _fp(b)
+    assert changed.sha256 != base.sha256
+    assert [k for k in base.files if base.files[k] != changed.files[k]] == ["labels.txt"]
+    c = _raw_tree(tmp_path / "c", sizes=(3, 6))
+    assert _fp(c).sha256 != base.sha256
+    (c / "rec" / "b.bin").write_bytes(b"x" * 5)
+    assert _fp(c) == base
+    (c / "rec" / "c.bin").write_bytes(b"x")
+    assert _fp(c, records=[c / "rec" / "a.bin", c / "rec" / "b.bin", c / "rec" / "c.bin"]).records == 3
+    assert _fp(c, records=[c / "rec" / "a.bin", c / "rec" / "b.bin", c / "rec" / "c.bin"]).sha256 != base.sha256
+    assert _fp(c, records=[c / "rec" / "a.bin", c / "rec" / "b.bin", c / "rec" / "gone.bin"]).sha256 != base.sha256
+    assert _fp(c, records=[c / "rec" / "a.bin", c / "b.bin"]).sha256 != base.sha256
+    assert _fp(a, settings={**CONFIG, "resolution": 4}).sha256 != base.sha256
+    (c / "split.txt").unlink()
+    with pytest.raises(DataError, match=r"split.txt: unreadable .*identify"):
+        _fp(c)
+
+
+FP_A = Fingerprint("a" * 64, 6, {"labels.txt": "1" * 64})
+FP_B = Fingerprint("b" * 64, 5, {"labels.txt": "2" * 64})
+
+
+def test_cache_of_other_data_is_rebuilt_with_one_log_line(tmp_path, caplog):
+    path = _build(tmp_path / "toy.h5", list(range(6)), fingerprint=FP_A)
+    manifest = read_manifest(path)
+    assert manifest["format"] == 2 and manifest["fingerprint"] == FP_A.sha256
+    assert manifest["fingerprint_of"]["records"] == 6 and manifest["fingerprint_of"]["files"] == FP_A.files
+    assert cache_is_valid(path, CONFIG, FP_A) and not cache_is_valid(path, CONFIG, FP_B)
+    assert cache_is_valid(path, CONFIG)  # no data at hand: a complete cache is taken as it is
+    CALLS.clear()
+    _build(path, list(range(6)), reader=_recording_reader, fingerprint=FP_A)
+    assert CALLS == []  # the same data: reused
+    with caplog.at_level(logging.INFO, logger="flowmixup.data.cache"):
+        _build(path, list(range(5)), reader=_recording_reader, fingerprint=FP_B)
+    assert CALLS == list(range(5))
+    lines = [r.getMessage() for r in caplog.records if "other data" in r.getMessage()]
+    assert len(lines) == 1 and "\n" not in lines[0]
+    assert str(path) in lines[0] and "rebuilding" in lines[0]
+    assert "aaaaaaaaaaaa, 6 records" in lines[0] and "bbbbbbbbbbbb, 5 records" in lines[0]
+    assert "differs in labels.txt" in lines[0]
+    assert read_manifest(path)["fingerprint"] == FP_B.sha256 and read_manifest(path)["rows"] == 5
+
+
+def test_open_cache_of_other_data_is_a_one_line_error_with_the_command(tmp_path):
+    path = _build(tmp_path / "toy.h5", list(range(6)), fingerprint=FP_A)
+    assert open_cache(path, CONFIG, build_hint="make toy", fingerprint=FP_A)["rows"] == 6
+    assert open_cache(path, CONFIG, build_hint="make toy")["rows"] == 6
+    with pytest.raises(DataError) as err:
+        open_cache(path, CONFIG, build_hint="make toy", fingerprint=FP_B)
+    msg = str(err.value)
+    assert "\n" not in msg and str(path) in msg and "built from other data" in msg and msg.endswith("make toy")
+
+
+def test_partial_build_of_other_data_is_not_resumed(tmp_path, caplog):
+    path = tmp_path / "toy.h5"
+    with pytest.raises(KeyboardInterrupt):
+        _build(path, list(range(20)), reader=_interrupted_reader, chunk_rows=4, fingerprint=FP_A)
+    CALLS.clear()
+    with caplog.at_level(logging.WARNING, logger="flowmixup.data.cache"):
+        _build(path, list(range(20)), reader=_recording_reader, chunk_rows=4, fingerprint=FP_B)
+    assert CALLS == list(range(20))  # same config and rows, other data: nothing kept
+    assert "was started from other data" in caplog.text
+    assert cache_is_valid(path, CONFIG, FP_B)
+
+
+def test_old_manifest_format_is_refused_and_rebuilt(tmp_path, caplog):
+    path = _build(tmp_path / "toy.h5", list(range(5)), fingerprint=FP_A)
+    m = read_manifest(path)
+    m["format"] = 1
+    del m["fingerprint"], m["fingerprint_of"]
+    manifest_path(path).write_text(json.dumps(m))
+    assert "format 1" in cache_problem(path, CONFIG)
+    assert not cache_is_valid(path, CONFIG)  # not even without data at hand: format 1 never said what it holds
+    with pytest.raises(DataError, match=r"manifest format 1.*Build it with: make toy$") as err:
+        open_cache(path, CONFIG, build_hint="make toy")
+    assert "\n" not in str(err.value)
+    CALLS.clear()
+    with caplog.at_level(logging.INFO, logger="flowmixup.data.cache"):
+        _build(path, list(range(5)), reader=_recording_reader, fingerprint=FP_A)
+    assert CALLS == list(range(5)) and cache_is_valid(path, CONFIG, FP_A)
+    assert "format 1" in caplog.text

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 import logging
 import shutil
 
@@ -247,3 +248,123 @@ def test_truncated_png_error_and_skip(tmp_path):
     assert [s["record"] for s in read_manifest(path)["skipped"]] == ["c.png"]
     with h5py.File(path, "r") as fh:
         assert [n.decode() for n in fh["name"][...]] == ["a.png", "b.png", "d.png"]
+
+
+# ------------------------------------------------------------------------- cache identity: content, not path
+def _nih_subset(nih, dest, n):
+    """A smaller real root: the first ``n`` images of nih1000 (copied), its table and split lists filtered to them."""
+    (dest / "images").mkdir(parents=True)
+    lines = (nih / "Data_Entry_2017_v2020.csv").read_text().splitlines(keepends=True)
+    keep = lines[1 : n + 1]
+    names = {line.split(",", 1)[0] for line in keep}
+    (dest / "Data_Entry_2017_v2020.csv").write_text(lines[0] + "".join(keep))
+    for split in ("train_val_list.txt", "test_list.txt"):
+        listed = [x for x in (nih / split).read_text().split() if x in names]
+        (dest / split).write_text("".join(x + "\n" for x in listed))
+    for name in names:
+        shutil.copy(nih / "images" / name, dest / "images" / name)
+    return dest
+
+
+def _cache_stamp(path):
+    st = path.stat()
+    return st.st_ino, st.st_mtime_ns
+
+
+def test_moved_data_is_accepted_and_reused(shared_data, tmp_path, caplog):
+    nih = shared_data / "nih1000"
+    path = cx.prepare(nih, tmp_path / "cache", resolution=16, num_workers=0)
+    stamp = _cache_stamp(path)
+    # the same data at another path: a copy on "another node", and a symlink
+    moved = tmp_path / "node2" / "mnt" / "nih"
+    shutil.copytree(nih, moved)
+    (tmp_path / "link").symlink_to(moved)
+    for root in (moved, tmp_path / "link"):
+        data = cx.load(root, tmp_path / "cache", resolution=16)
+        assert data.x.shape == (1000, 1, 16, 16)
+        with caplog.at_level(logging.INFO, logger="flowmixup.data.cache"):
+            assert cx.prepare(root, tmp_path / "cache", resolution=16, num_workers=0) == path
+        assert "reusing" in caplog.text and "other data" not in caplog.text
+        assert _cache_stamp(path) == stamp  # not rebuilt
+    manifest = read_manifest(path)
+    assert manifest["source"]["root"] == str(nih.resolve())  # kept as information only
+    assert manifest["fingerprint"] == cx.source_fingerprint(moved, 16).sha256
+
+
+def test_other_data_is_never_served(shared_data, tmp_path, caplog):
+    nih = shared_data / "nih1000"
+    small = _nih_subset(nih, tmp_path / "nih300", 300)
+    cache = tmp_path / "cache"
+    path = cx.prepare(small, cache, resolution=16, num_workers=0)
+    assert read_manifest(path)["rows"] == 300
+    # training with the other tree: refused, in one line naming the cache and giving the command
+    with pytest.raises(DataError) as err:
+        cx.load(nih, cache, resolution=16)
+    msg = str(err.value)
+    assert "\n" not in msg and str(path) in msg and "built from other data" in msg
+    assert "300 records" in msg and "1000 records" in msg
+    assert msg.endswith(f"python scripts/prepare_data.py dataset=chestxray14 dataset.root={nih} dataset.resolution=16")
+    # prepare with the other tree: rebuilt, saying so in one line
+    with caplog.at_level(logging.INFO, logger="flowmixup.data.cache"):
+        cx.prepare(nih, cache, resolution=16, num_workers=0)
+    lines = [r.getMessage() for r in caplog.records if "other data" in r.getMessage()]
+    assert len(lines) == 1 and "rebuilding" in lines[0] and "300 records" in lines[0] and "1000 records" in lines[0]
+    assert read_manifest(path)["rows"] == 1000
+    assert cx.load(nih, cache, resolution=16).x.shape[0] == 1000
+    with pytest.raises(DataError, match="built from other data"):
+        cx.load(small, cache, resolution=16)
+    # prepare_if_missing rebuilds for the data given, too
+    data = cx.load(small, cache, resolution=16, prepare_if_missing=True, num_workers=0)
+    assert data.x.shape[0] == 300 and read_manifest(path)["rows"] == 300
+
+
+def test_a_replaced_image_of_another_size_is_other_data(tmp_path, caplog):
+    root = _tiny_root(tmp_path)
+    path = cx.prepare(root, tmp_path / "cache", resolution=16, num_workers=0)
+    img = root / "images_001" / "images" / "c.png"
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(img)  # a downsampled copy, say: another size
+    with pytest.raises(DataError, match="built from other data"):
+        cx.load(root, tmp_path / "cache", resolution=16)
+    with caplog.at_level(logging.WARNING, logger="flowmixup.data.cache"):
+        cx.prepare(root, tmp_path / "cache", resolution=16, num_workers=0)
+    assert "other data" in caplog.text and "differs in the record files" in caplog.text
+    assert np.array_equal(cx.load(root, tmp_path / "cache", resolution=16).x[np.array([2])][0, 0],
+                          np.zeros((16, 16), np.uint8))
+    assert path.is_file()
+
+
+@pytest.mark.parametrize("no_root", [None, "", "???"])
+def test_load_without_root_uses_a_complete_cache(tmp_path, no_root):
+    root = _tiny_root(tmp_path)
+    with pytest.raises(DataError, match=r"no complete cache .*dataset.root=<root> dataset.resolution=16"):
+        cx.load(no_root, tmp_path / "cache", resolution=16)
+    cx.prepare(root, tmp_path / "cache", resolution=16, num_workers=0)
+    shutil.rmtree(root)  # a node with only the cache
+    data = cx.load(no_root, tmp_path / "cache", resolution=16)
+    assert data.x.shape == (4, 1, 16, 16) and data.info["records"] == 4
+    # a root given that is not there cannot be checked: say so, and how to use the cache anyway
+    with pytest.raises(DataError) as err:
+        cx.load(root, tmp_path / "cache", resolution=16)
+    msg = str(err.value)
+    assert "\n" not in msg and "dataset.root=null" in msg and "chestxray14_16.h5" in msg
+    root.mkdir()  # there, but without the raw data
+    with pytest.raises(DataError, match=r"no label table found.*chestxray14_16.h5.*dataset.root=null") as err:
+        cx.load(root, tmp_path / "cache", resolution=16)
+    assert "\n" not in str(err.value)
+
+
+def test_old_format_cache_is_refused_by_load_and_rebuilt_by_prepare(tmp_path, caplog):
+    root = _tiny_root(tmp_path)
+    path = cx.prepare(root, tmp_path / "cache", resolution=16, num_workers=0)
+    m = read_manifest(path)
+    m["format"] = 1
+    del m["fingerprint"], m["fingerprint_of"]
+    path.with_suffix(".json").write_text(json.dumps(m))
+    for r in (root, None):
+        with pytest.raises(DataError, match=r"manifest format 1.*Build it with: python scripts/prepare_data.py") as err:
+            cx.load(r, tmp_path / "cache", resolution=16)
+        assert "\n" not in str(err.value)
+    with caplog.at_level(logging.INFO, logger="flowmixup.data.cache"):
+        cx.prepare(root, tmp_path / "cache", resolution=16, num_workers=0)
+    assert "format 1" in caplog.text and read_manifest(path)["format"] == 2
+    assert cx.load(root, tmp_path / "cache", resolution=16).x.shape[0] == 4

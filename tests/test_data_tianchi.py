@@ -278,3 +278,86 @@ def test_dataset_configs_compose(name):
     assert cfg.dataset.name == name and cfg.dataset.loader.root == "/r"
     assert cfg.dataset.loader.cache_dir.startswith("/d/") and cfg.dataset.prepare._target_.endswith(".prepare")
     assert cfg.dataset.primary_metric == ("auc" if name == "chestxray14" else "macro_f1")
+
+
+# ------------------------------------------------------------------------- cache identity: content, not path
+def _real_ecg55_root(shared_data, dest):
+    """A real ECG-55 root in the download layout: the first line of each real label file and its real record."""
+    t = shared_data / "tianchi"
+    for name in ("hf_round1_label.txt", "heifei_round1_ansA_20191008.txt"):
+        dest.mkdir(parents=True, exist_ok=True)
+        (dest / name).write_text((t / name).read_text(encoding="utf-8").splitlines()[0] + "\n", encoding="utf-8")
+    (dest / "train").mkdir()
+    (dest / "testA").mkdir()
+    shutil.copy(t / "records" / "2.txt", dest / "train" / "2.txt")
+    shutil.copy(t / "records" / "testA" / "1.txt", dest / "testA" / "1.txt")
+    return dest
+
+
+def _stamp(path):
+    st = path.stat()
+    return st.st_ino, st.st_mtime_ns
+
+
+def test_edited_label_file_changes_the_fingerprint_and_prepare_rebuilds(shared_data, tmp_path, caplog):
+    c = _cfg("ecg55")
+    root = _real_ecg55_root(shared_data, tmp_path / "tianchi")
+    args = ("ecg55", c["sources"], c["classes"], c["other_labels"], c["duplicates"])
+    cache = tmp_path / "cache"
+    path = tc.prepare(root, cache, *args, num_workers=0)
+    config = tc.cache_config(*args)
+    before = tc.source_fingerprint(root, config, c["sources"], tc.select_records(root, *args[1:]))
+    assert read_manifest(path)["fingerprint"] == before.sha256
+    low_voltage = c["classes"].index("QRS低电压")
+    assert tc.load(root, cache, *args).y[0, low_voltage] == 1
+    # edit the label file: record 2.txt loses its second label
+    label_file = root / "hf_round1_label.txt"
+    label_file.write_text(label_file.read_text(encoding="utf-8").replace("\tQRS低电压", ""), encoding="utf-8")
+    after = tc.source_fingerprint(root, config, c["sources"], tc.select_records(root, *args[1:]))
+    assert after.sha256 != before.sha256 and after.records == before.records == 2
+    assert [k for k in after.files if after.files[k] != before.files[k]] == ["hf_round1_label.txt"]
+    assert tc.cache_file(cache, config) == path  # the same cache file: only its content identity changed
+    with pytest.raises(DataError) as err:
+        tc.load(root, cache, *args)
+    msg = str(err.value)
+    assert "\n" not in msg and str(path) in msg and "built from other data" in msg and "hf_round1_label.txt" in msg
+    assert msg.endswith(f"python scripts/prepare_data.py dataset=ecg55 dataset.root={root}")
+    with caplog.at_level(logging.INFO, logger="flowmixup.data.cache"):
+        assert tc.prepare(root, cache, *args, num_workers=0) == path
+    lines = [r.getMessage() for r in caplog.records if "other data" in r.getMessage()]
+    assert len(lines) == 1 and "rebuilding" in lines[0] and "differs in hf_round1_label.txt" in lines[0]
+    data = tc.load(root, cache, *args)
+    assert data.y[0, low_voltage] == 0 and data.y[0, c["classes"].index("窦性心律")] == 1
+
+
+def test_moved_data_is_accepted_and_reused(tmp_path, caplog):
+    root, sources = _tiny_root(tmp_path)
+    cache = tmp_path / "cache"
+    path = tc.prepare(root, cache, "toy12", sources, CLASSES, "drop_record", num_workers=0)
+    stamp = _stamp(path)
+    moved = tmp_path / "elsewhere" / "tianchi"
+    shutil.copytree(root, moved)
+    shutil.rmtree(root)
+    data = tc.load(moved, cache, "toy12", sources, CLASSES, "drop_record")
+    assert data.x.shape == (18, 8, 5000)
+    with caplog.at_level(logging.INFO, logger="flowmixup.data.cache"):
+        assert tc.prepare(moved, cache, "toy12", sources, CLASSES, "drop_record", num_workers=0) == path
+    assert "reusing" in caplog.text and _stamp(path) == stamp
+    # a record replaced by one of another length is other data
+    _record(moved / "train" / "0.txt", rows=4999, seed=0)
+    with pytest.raises(DataError, match="built from other data"):
+        tc.load(moved, cache, "toy12", sources, CLASSES, "drop_record")
+
+
+@pytest.mark.parametrize("no_root", [None, "", "???"])
+def test_load_without_root_uses_a_complete_cache(tmp_path, no_root):
+    root, sources = _tiny_root(tmp_path, n1=4, n2=2)
+    cache = tmp_path / "cache"
+    with pytest.raises(DataError, match=r"dataset=toy dataset.root=<root>"):
+        tc.load(no_root, cache, "toy", sources, CLASSES, "drop_record")
+    tc.prepare(root, cache, "toy", sources, CLASSES, "drop_record", num_workers=0)
+    shutil.rmtree(root)
+    data = tc.load(no_root, cache, "toy", sources, CLASSES, "drop_record")
+    assert data.x.shape == (5, 8, 5000)
+    with pytest.raises(DataError, match=r"is not a folder.*dataset.root=null"):
+        tc.load(root, cache, "toy", sources, CLASSES, "drop_record")

@@ -6,22 +6,31 @@ Layout of a finished cache ``<dir>/<name>.h5`` (the name encodes the config that
 - ``x``: (N, *row_shape) decoded inputs (uint8 images or float32 signals), contiguous and uncompressed;
 - one 1-D or 2-D dataset per entry of ``row_data`` (labels ``y``, record ids, patient ids...), row-aligned with x.
 
-Beside it, ``<name>.json`` is the manifest: the config the cache was built for, the row count, shape, dtype,
-the source and the skipped records. A cache counts as complete only when both files exist, the manifest's
-config equals the config asked for and its row count equals the file's (:func:`cache_is_valid`).
+Beside it, ``<name>.json`` is the manifest: the config the cache was built for, the :func:`fingerprint` of the
+raw data it was built from, the row count, shape, dtype, the source (the absolute root is kept there as
+information only) and the skipped records. A cache counts as complete only when both files exist, the manifest's
+format is :data:`MANIFEST_FORMAT`, its config equals the config asked for, its fingerprint equals the one of the
+data given (when one is given) and its row count equals the file's (:func:`cache_is_valid`).
+
+Cache identity is the CONTENT of the raw data, not where it is mounted: the fingerprint hashes the label/split
+files' bytes, the sorted record paths relative to the root with each record's size, and the preprocessing
+settings; the same data under another root (another node, a symlink, a copy) has the same fingerprint.
 
 Building writes into ``<name>.partial.h5`` with a per-row ``status`` (0 to do, 1 done, 2 bad): an interrupted
 build (crash, Ctrl-C, a bad record in ``error`` mode) continues where it stopped on the next call with the same
-config. The partial file is renamed to the final name only once every row is done (or compacted into it, without
-the skipped rows, under ``on_bad_record="skip"``), and the manifest is written last, atomically.
+config and the same fingerprint (a partial build of other data is started again). The partial file is renamed to
+the final name only once every row is done (or compacted into it, without the skipped rows, under
+``on_bad_record="skip"``), and the manifest is written last, atomically.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -32,9 +41,102 @@ from flowmixup.io import atomic_path, write_json
 
 log = logging.getLogger(__name__)
 
-MANIFEST_FORMAT = 1
+# 2: the manifest holds the source fingerprint. A format-1 manifest does not say which data its cache holds, so
+# such a cache is never trusted: prepare rebuilds it, a loader refuses it with the command that rebuilds it.
+MANIFEST_FORMAT = 2
+FINGERPRINT_VERSION = 1  # bump when what fingerprint() hashes changes (every cache is then rebuilt)
 ON_BAD_RECORD = ("error", "skip")
 TODO, DONE, BAD = 0, 1, 2
+MISSING_SIZE = -1  # the size recorded for a record file that does not exist (or cannot be stat'ed)
+
+
+# ------------------------------------------------------------------------------------------- cache identity
+@dataclass(frozen=True)
+class Fingerprint:
+    """The identity of the raw data a cache is built from (see :func:`fingerprint`).
+
+    sha256: the hex digest that identifies the data; records: how many record paths it covers; files: each hashed
+    label/split file (path relative to the root) -> the sha256 of its bytes (to say which one changed).
+    """
+
+    sha256: str
+    records: int
+    files: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def short(self) -> str:
+        """The first 12 hex digits, for messages."""
+        return self.sha256[:12]
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    except OSError as err:
+        raise DataError(
+            f"{path}: unreadable ({err.strerror or err}); it is needed to identify the dataset's cache"
+        ) from err
+    return h.hexdigest()
+
+
+def _relative(path: str | os.PathLike, root: str) -> tuple[str, str]:
+    """(``path`` relative to ``root`` with forward slashes, a path to open it by): no symlink is resolved, and a
+    path under ``root`` is cut by string (``os.path.relpath`` per record would dominate the cost)."""
+    path = os.fspath(path)
+    prefix = root.rstrip(os.sep) + os.sep
+    if path.startswith(prefix):
+        rel, where = path[len(prefix):], path
+    elif os.path.isabs(path):
+        rel, where = os.path.relpath(path, root), path
+    else:
+        rel, where = path, os.path.join(root, path)
+    return (rel if os.sep == "/" else rel.replace(os.sep, "/")), where
+
+
+def fingerprint(
+    root: str | os.PathLike,
+    files: Sequence[str | os.PathLike],
+    records: Sequence[str | os.PathLike],
+    settings: Mapping[str, Any],
+) -> Fingerprint:
+    """The content identity of a raw dataset under ``root``, wherever ``root`` is mounted.
+
+    files: the label tables and split lists (paths relative to ``root``, or under it): their BYTES are hashed.
+    records: the record files that feed the cache (relative to ``root``, or under it): their sorted RELATIVE paths
+        and each one's size in bytes (one ``stat`` per record; a missing file counts with size -1) are hashed, not
+        their content (reading 112,120 PNGs at every training start would cost minutes). So a record replaced by
+        one of another size (e.g. a downsampled copy) is other data; one rewritten in place with exactly the same
+        size is not detected: rebuild with ``overwrite=True`` after such an edit.
+    settings: the preprocessing settings (the cache config: resolution, classes, selection rules...).
+
+    The absolute ``root`` does not enter the digest: the same data copied, symlinked or mounted elsewhere has the
+    same fingerprint. A file of ``files`` that cannot be read raises DataError naming it.
+    """
+    root_s = os.fspath(root)
+    file_hashes = {}
+    for f in files:
+        rel, where = _relative(f, root_s)
+        file_hashes[rel] = _file_sha256(Path(where))
+    entries = []
+    stat = os.stat
+    for r in records:
+        rel, where = _relative(r, root_s)
+        try:
+            size = stat(where).st_size
+        except OSError:
+            size = MISSING_SIZE
+        entries.append((rel, size))
+    entries.sort()
+    h = hashlib.sha256()
+    h.update(f"flowmixup source fingerprint {FINGERPRINT_VERSION}\n".encode())
+    h.update(_canonical({"settings": dict(settings), "files": file_hashes}).encode("utf-8"))
+    h.update(b"\n")
+    # one "<relative path>\0<size>\n" per record: a path holds no NUL byte, so the encoding is unambiguous
+    h.update(b"".join(os.fsencode(rel) + b"\0" + str(size).encode() + b"\n" for rel, size in entries))
+    return Fingerprint(h.hexdigest(), len(entries), file_hashes)
 
 
 def manifest_path(cache_path: str | os.PathLike) -> Path:
@@ -61,33 +163,70 @@ def read_manifest(cache_path: str | os.PathLike) -> dict | None:
         return None
 
 
-def cache_problem(cache_path: str | os.PathLike, config: Mapping[str, Any]) -> str | None:
-    """Why ``cache_path`` is not a complete cache for ``config`` (None when it is one)."""
+def _problem(
+    cache_path: str | os.PathLike, config: Mapping[str, Any], fp: Fingerprint | None = None
+) -> tuple[str, str] | None:
+    """(kind, one-line message) saying why ``cache_path`` is not a complete cache for ``config`` (and, when ``fp``
+    is given, for the data of that fingerprint); None when it is one. Kinds: missing, manifest, format, config,
+    data (built from other data), rows."""
     import h5py
 
     cache_path = Path(cache_path)
     if not cache_path.is_file():
-        return f"{cache_path} does not exist"
+        return "missing", f"{cache_path} does not exist"
     manifest = read_manifest(cache_path)
     if manifest is None:
-        return f"{manifest_path(cache_path)} (the manifest) is missing or unreadable"
-    if manifest.get("format") != MANIFEST_FORMAT or not manifest.get("complete"):
-        return f"{manifest_path(cache_path)} does not describe a complete cache (format {MANIFEST_FORMAT})"
+        return "manifest", f"{manifest_path(cache_path)} (the manifest) is missing or unreadable"
+    if manifest.get("format") != MANIFEST_FORMAT:
+        return "format", (
+            f"{manifest_path(cache_path)} has manifest format {manifest.get('format')}, not {MANIFEST_FORMAT}: it was "
+            f"written by an older version that did not record which data the cache holds"
+        )
+    if not manifest.get("complete"):
+        return "manifest", f"{manifest_path(cache_path)} does not describe a complete cache"
     if _canonical(manifest.get("config", {})) != _canonical(config):
-        return f"{manifest_path(cache_path)} was written for another config: {manifest.get('config')} != {dict(config)}"
+        return "config", (
+            f"{manifest_path(cache_path)} was written for another config: {manifest.get('config')} != {dict(config)}"
+        )
+    if fp is not None and manifest.get("fingerprint") != fp.sha256:
+        return "data", _other_data_message(cache_path, manifest, fp)
     try:
         with h5py.File(cache_path, "r") as fh:
             rows = fh["x"].shape[0] if "x" in fh else None
     except OSError as err:
-        return f"{cache_path} is not a readable HDF5 file ({err})"
+        return "manifest", f"{cache_path} is not a readable HDF5 file ({err})"
     if rows is None or rows != manifest.get("rows"):
-        return f"{cache_path} has {rows} rows but its manifest says {manifest.get('rows')}"
+        return "rows", f"{cache_path} has {rows} rows but its manifest says {manifest.get('rows')}"
     return None
 
 
-def cache_is_valid(cache_path: str | os.PathLike, config: Mapping[str, Any]) -> bool:
-    """True when ``cache_path`` is a complete cache built for exactly ``config``."""
-    return cache_problem(cache_path, config) is None
+def _other_data_message(cache_path: Path, manifest: Mapping[str, Any], fp: Fingerprint) -> str:
+    old = manifest.get("fingerprint") or "none"
+    of = manifest.get("fingerprint_of") or {}
+    old_files = of.get("files") or {}
+    changed = sorted(k for k in set(old_files) | set(fp.files) if old_files.get(k) != fp.files.get(k))
+    where = f"differs in {', '.join(changed)}" if changed else "differs in the record files (their list or sizes)"
+    return (
+        f"{cache_path} was built from other data (fingerprint {old[:12]}, {of.get('records', '?')} records) than the "
+        f"data given (fingerprint {fp.short}, {fp.records} records; {where})"
+    )
+
+
+def cache_problem(
+    cache_path: str | os.PathLike, config: Mapping[str, Any], fingerprint: Fingerprint | None = None
+) -> str | None:
+    """Why ``cache_path`` is not a complete cache for ``config`` and, when given, the data of ``fingerprint``
+    (None when it is one). Without a fingerprint, any complete cache for ``config`` is accepted as it is."""
+    found = _problem(cache_path, config, fingerprint)
+    return None if found is None else found[1]
+
+
+def cache_is_valid(
+    cache_path: str | os.PathLike, config: Mapping[str, Any], fingerprint: Fingerprint | None = None
+) -> bool:
+    """True when ``cache_path`` is a complete cache built for exactly ``config`` (and, when given, from the data of
+    ``fingerprint``)."""
+    return _problem(cache_path, config, fingerprint) is None
 
 
 def default_num_workers() -> int:
@@ -109,13 +248,16 @@ def _read_chunk(reader: Callable[[Any], np.ndarray], rows: Sequence[int], items:
     return out, errors
 
 
-def _create_partial(path: Path, n: int, row_shape, dtype, row_data: Mapping[str, np.ndarray], config_json: str):
+def _create_partial(
+    path: Path, n: int, row_shape, dtype, row_data: Mapping[str, np.ndarray], config_json: str, fp_hex: str
+):
     import h5py
 
     path.unlink(missing_ok=True)
     path.parent.mkdir(parents=True, exist_ok=True)
     fh = h5py.File(path, "w")
     fh.attrs["config_json"] = config_json
+    fh.attrs["fingerprint"] = fp_hex
     # Contiguous, uncompressed: a sorted fancy-index batch read (what ArrayDataset issues) is ~50-250x faster than
     # with one HDF5 chunk per row (h5py's selection over many chunks is slow), measured in docs/datasets.md.
     fh.create_dataset("x", shape=(n, *row_shape), dtype=dtype, chunks=None)
@@ -127,8 +269,8 @@ def _create_partial(path: Path, n: int, row_shape, dtype, row_data: Mapping[str,
     return fh
 
 
-def _open_partial(path: Path, n: int, row_shape, dtype, row_data, config_json: str):
-    """Reopen a partial build made for the same config and rows, or return None (it is then rebuilt)."""
+def _open_partial(path: Path, n: int, row_shape, dtype, row_data, config_json: str, fp_hex: str):
+    """Reopen a partial build made for the same config, data and rows, or return None (it is then rebuilt)."""
     import h5py
 
     if not path.is_file():
@@ -137,6 +279,14 @@ def _open_partial(path: Path, n: int, row_shape, dtype, row_data, config_json: s
         fh = h5py.File(path, "r+")
     except OSError as err:
         log.warning("%s is unreadable (%s): starting the cache again", path, err)
+        return None
+    started_for = fh.attrs.get("fingerprint", "")
+    if started_for != fp_hex:
+        fh.close()
+        log.warning(
+            "%s was started from other data (fingerprint %s, this data: %s): starting the cache again",
+            path, (started_for or "none")[:12], (fp_hex or "none")[:12],
+        )
         return None
     ok = (
         fh.attrs.get("config_json") == config_json
@@ -171,6 +321,7 @@ def build_cache(
     config: Mapping[str, Any],
     item_names: Sequence[str] | None = None,
     source: Any = None,
+    fingerprint: Fingerprint | None = None,
     on_bad_record: str = "error",
     num_workers: int | None = None,
     chunk_rows: int = 32,
@@ -184,10 +335,14 @@ def build_cache(
         :class:`DataError` for a bad record.
     row_data: per-row arrays stored beside ``x`` (labels ``y``, ids...), first axis of length ``len(items)``.
     config: what identifies the cache (written to the manifest, compared by :func:`cache_is_valid`).
+    source: information on where the data came from (e.g. the absolute root), written to the manifest, never compared.
+    fingerprint: the :func:`fingerprint` of the data ``items`` come from: a complete cache (or a partial build) made
+        from other data is rebuilt, with one log line saying so.
     on_bad_record: ``"error"`` stops at the first bad record with a DataError naming it (the rows done so far are
         kept for the next call); ``"skip"`` logs each bad record and the total, and leaves those rows out.
     num_workers: processes decoding in parallel (default: all usable cores; 0 or 1: decode in this process).
-    Returns the path of the complete cache; an existing complete cache for ``config`` is reused as it is.
+    Returns the path of the complete cache; an existing complete cache for ``config`` (and ``fingerprint``) is
+    reused as it is.
     """
     import h5py
     from tqdm.auto import tqdm
@@ -210,18 +365,27 @@ def build_cache(
     config = json.loads(_canonical(config))  # plain JSON types, as they will be read back
     config_json = _canonical(config)
 
-    if not overwrite and cache_is_valid(cache_path, config):
-        log.info("cache %s is complete for this config: reusing it", cache_path)
-        return cache_path
+    fp_hex = fingerprint.sha256 if fingerprint is not None else ""
+
+    if not overwrite:
+        found = _problem(cache_path, config, fingerprint)
+        if found is None:
+            log.info("cache %s is complete for this config and data: reusing it", cache_path)
+            return cache_path
+        kind, problem = found
+        if kind == "data":
+            log.warning("%s: rebuilding it", problem)
+        elif kind != "missing":
+            log.info("%s: building the cache again", problem)
     # From here on the old final cache (if any) must not look complete: its manifest goes first.
     manifest_path(cache_path).unlink(missing_ok=True)
     part = partial_path(cache_path)
     if overwrite:
         part.unlink(missing_ok=True)
 
-    fh = _open_partial(part, n, row_shape, dtype, row_data, config_json)
+    fh = _open_partial(part, n, row_shape, dtype, row_data, config_json, fp_hex)
     if fh is None:
-        fh = _create_partial(part, n, row_shape, dtype, row_data, config_json)
+        fh = _create_partial(part, n, row_shape, dtype, row_data, config_json, fp_hex)
     try:
         status = fh["status"][...]
         status[status == BAD] = TODO  # bad rows are tried again: the file may have been fixed since
@@ -317,6 +481,12 @@ def build_cache(
             "format": MANIFEST_FORMAT,
             "complete": True,
             "config": config,
+            "fingerprint": fingerprint.sha256 if fingerprint is not None else None,
+            "fingerprint_of": (
+                {"version": FINGERPRINT_VERSION, "records": fingerprint.records, "files": fingerprint.files}
+                if fingerprint is not None
+                else None
+            ),
             "rows": int(len(good)),
             "rows_requested": int(n),
             "row_shape": list(row_shape),
@@ -349,13 +519,40 @@ def _compact(src, dst: Path, good: np.ndarray, row_shape, dtype, keys: list[str]
             out.create_dataset(key, data=src[key][...][good])
 
 
-def open_cache(cache_path: str | os.PathLike, config: Mapping[str, Any], *, build_hint: str) -> dict:
-    """The manifest of the complete cache ``cache_path`` for ``config``; otherwise a DataError that says why and
-    how to build it (``build_hint``: the command)."""
-    problem = cache_problem(cache_path, config)
-    if problem is not None:
+def open_cache(
+    cache_path: str | os.PathLike,
+    config: Mapping[str, Any],
+    *,
+    build_hint: str,
+    fingerprint: Fingerprint | None = None,
+) -> dict:
+    """The manifest of the complete cache ``cache_path`` for ``config`` (and, when given, for the data of
+    ``fingerprint``); otherwise a one-line DataError that says why and how to build it (``build_hint``: the
+    command). Without a fingerprint (no raw data at hand) a complete cache for ``config`` is accepted as it is."""
+    found = _problem(cache_path, config, fingerprint)
+    if found is not None:
+        kind, problem = found
+        if kind == "data":
+            raise DataError(f"{problem}. Rebuild it for this data with: {build_hint}")
         raise DataError(f"no complete cache at {cache_path} ({problem}). Build it with: {build_hint}")
     return read_manifest(cache_path)  # type: ignore[return-value]
+
+
+def root_missing_message(root: Any, cache_path: str | os.PathLike) -> str:
+    """The one-line error for a ``dataset.root`` that is not a folder while a complete cache exists."""
+    return (
+        f"dataset.root={root} is not a folder, so the cache {cache_path} cannot be checked against the raw data: "
+        f"give the folder holding the raw data, or dataset.root=null to train from this cache as it is"
+    )
+
+
+def unverifiable_error(err: DataError, cache_path: str | os.PathLike) -> DataError:
+    """``err`` (the raw data under the root could not be fingerprinted) with, in the same line, how to train from
+    the complete cache ``cache_path`` anyway."""
+    return DataError(
+        f"{err} (so the cache {cache_path} cannot be checked against this root: fix the root, or pass "
+        f"dataset.root=null to train from the cache as it is)"
+    )
 
 
 def read_row_data(cache_path: str | os.PathLike, keys: Sequence[str]) -> dict[str, np.ndarray]:

@@ -9,6 +9,11 @@ Raw layout (``root``), as NIH distributes it:
 
 All 112,120 images and the usual class order (:data:`CLASSES`) are used; the validation split is carved out of
 ``train_val`` by patient, the test split is the official one.
+
+A cache is identified by its content (:func:`source_fingerprint`): the bytes of the table and the two split lists,
+every PNG path under the image folders relative to ``root`` with its size, and the resolution and classes. The same
+data mounted elsewhere is accepted; other data at the same cache path is rebuilt by :func:`prepare` and refused by
+:func:`load`. ``load(root=None)`` uses a complete cache as it is (training on a node without the raw data).
 """
 from __future__ import annotations
 
@@ -22,7 +27,17 @@ import numpy as np
 import pandas as pd
 
 from flowmixup.data.base import DataError, LabeledArrays, LazyH5Array
-from flowmixup.data.cache import ON_BAD_RECORD, build_cache, cache_is_valid, open_cache, read_row_data
+from flowmixup.data.cache import (
+    ON_BAD_RECORD,
+    Fingerprint,
+    build_cache,
+    cache_is_valid,
+    fingerprint,
+    open_cache,
+    read_row_data,
+    root_missing_message,
+    unverifiable_error,
+)
 
 log = logging.getLogger(__name__)
 
@@ -206,6 +221,21 @@ def cache_file(cache_dir: str | os.PathLike, resolution: int) -> Path:
     return Path(cache_dir) / f"{NAME}_{int(resolution)}.h5"
 
 
+def source_fingerprint(
+    root: str | os.PathLike, resolution: int, images: dict[str, Path] | None = None
+) -> Fingerprint:
+    """The content identity of the raw data under ``root`` for a cache at ``resolution``: the bytes of the label
+    table and of the two split lists, the path (relative to ``root``) and size of every PNG that
+    :func:`find_images` lists, and :func:`cache_config`. One directory listing and one ``stat`` per image; no
+    image is read, the table is hashed, not parsed. ``images``: a :func:`find_images` result already at hand."""
+    root = Path(root)
+    table = find_table(root)
+    files = [table.name, *SPLIT_FILES.values()]
+    if images is None:
+        images = find_images(root)
+    return fingerprint(root, files, list(images.values()), cache_config(resolution))
+
+
 def prepare(
     root: str | os.PathLike,
     cache_dir: str | os.PathLike,
@@ -216,9 +246,10 @@ def prepare(
 ) -> Path:
     """Decode every image of the table at ``resolution`` into ``<cache_dir>/chestxray14_<resolution>.h5``.
 
-    Resumable and reused when already complete (see :mod:`flowmixup.data.cache`). An image of the table without a
-    file is a bad record: a DataError naming it and its table line (``on_bad_record="error"``) or logged and left
-    out (``"skip"``).
+    Resumable and reused when already complete for the same data (see :func:`source_fingerprint`, wherever
+    ``root`` is mounted); a cache built from other data is rebuilt, with a log line saying so. An image of the table
+    without a file is a bad record: a DataError naming it and its table line (``on_bad_record="error"``) or logged
+    and left out (``"skip"``).
     """
     if on_bad_record not in ON_BAD_RECORD:
         raise DataError(f"on_bad_record must be one of {ON_BAD_RECORD}, got {on_bad_record!r}")
@@ -228,6 +259,7 @@ def prepare(
     meta = read_metadata(root)
     table = find_table(root)
     images = find_images(root)
+    fp = source_fingerprint(root, resolution, images)
     has_file = meta["Image Index"].map(lambda n: n in images).to_numpy()
     if not has_file.all() and on_bad_record == "error":  # fail before hours of decoding, not after
         first = meta[~has_file].iloc[0]
@@ -253,7 +285,9 @@ def prepare(
             "official_test": (meta["split"] == "test").to_numpy(),
         },
         config=config,
+        # the absolute root is information only: the fingerprint identifies the data
         source={"root": str(root.resolve()), "table": table.name, "images_in_table": int(len(meta))},
+        fingerprint=fp,
         on_bad_record=on_bad_record,
         num_workers=num_workers,
         desc=path.name,
@@ -280,25 +314,36 @@ def load(
 ) -> LabeledArrays:
     """ChestX-ray14 from its prepared cache: x is a :class:`LazyH5Array` of uint8 (N, 1, H, W), y the 14 labels
     in :data:`CLASSES` order, splits = train/val (patient-disjoint, carved from the official train_val list) and
-    the official test list. Without a complete cache: prepare it if ``prepare_if_missing``, else a DataError that
-    gives the command building it."""
+    the official test list.
+
+    With a ``root``, the cache must have been built from the same data (:func:`source_fingerprint`, computed here
+    from the table, the split lists and one listing of the image folders), wherever it was mounted then: a cache
+    built from other data is a one-line DataError giving the command that rebuilds it. With ``root`` None, '' or
+    '???' (``dataset.root=null``: a node holding only the cache), a complete cache is used as it is. Without a
+    complete cache for this data: prepare it if ``prepare_if_missing``, else a DataError that gives the command
+    building it."""
     path = cache_file(cache_dir, resolution)
     config = cache_config(resolution)
     has_root = root not in (None, "", "???")
-    if prepare_if_missing and not cache_is_valid(path, config):
+    fp = None
+    if has_root:
+        if Path(root).is_dir():
+            try:
+                fp = source_fingerprint(root, resolution)
+            except DataError as err:
+                if not cache_is_valid(path, config):
+                    raise
+                raise unverifiable_error(err, path) from err
+        elif cache_is_valid(path, config):
+            raise DataError(root_missing_message(root, path))
+    if prepare_if_missing and not cache_is_valid(path, config, fp):
         if not has_root:
             raise DataError(f"no complete cache at {path} and no dataset.root to build it from")
         prepare(root, cache_dir, resolution, num_workers=num_workers, on_bad_record=on_bad_record)
     hint = PREPARE_COMMAND.format(root=root if has_root else "<root>")
     if int(resolution) != 256:
         hint += f" dataset.resolution={int(resolution)}"
-    manifest = open_cache(path, config, build_hint=hint)
-    built_from = (manifest.get("source") or {}).get("root")
-    if has_root and built_from and built_from != str(Path(root).resolve()):
-        raise DataError(
-            f"{path} was built from {built_from}, not from dataset.root={root}; give each root its own cache "
-            f"with dataset.cache_subdir=<name> (or remove the cache to rebuild it)"
-        )
+    manifest = open_cache(path, config, build_hint=hint, fingerprint=fp)
     if manifest.get("skipped") and on_bad_record == "error":
         raise DataError(
             f"{path} was built with on_bad_record=skip and leaves out {len(manifest['skipped'])} images "

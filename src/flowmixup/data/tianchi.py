@@ -18,6 +18,11 @@ The same record id listed twice (in one source or in two sources sharing a recor
 both lines (``duplicates: error``), or only the first listing is kept (``duplicates: first``).
 Splits: random 7:1:2 (train/val/test), seeded, over the selected records (the paper: the official test set is not
 available).
+
+A cache is identified by its content (:func:`source_fingerprint`): the bytes of the label files, the selected
+record paths relative to ``root`` with their sizes, and the selection config. Editing a label file and running
+prepare again rebuilds the cache; the same data mounted elsewhere is accepted; ``load(root=None)`` uses a complete
+cache as it is (training on a node without the raw data).
 """
 from __future__ import annotations
 
@@ -32,7 +37,17 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from flowmixup.data.base import DataError, LabeledArrays, LazyH5Array, random_split_indices
-from flowmixup.data.cache import ON_BAD_RECORD, build_cache, cache_is_valid, open_cache, read_row_data
+from flowmixup.data.cache import (
+    ON_BAD_RECORD,
+    Fingerprint,
+    build_cache,
+    cache_is_valid,
+    fingerprint,
+    open_cache,
+    read_row_data,
+    root_missing_message,
+    unverifiable_error,
+)
 
 log = logging.getLogger(__name__)
 
@@ -256,7 +271,8 @@ def select_records(
 def cache_config(
     name: str, sources: Mapping[str, Mapping[str, str]], classes: Sequence[str], other_labels: str, duplicates: str
 ) -> dict[str, Any]:
-    """What identifies a Tianchi cache: the label files, classes and rules (not where the records live)."""
+    """The selection a Tianchi cache is built for: the label files (names), classes and rules. It names the cache
+    file; the content of the label files and records is identified by :func:`source_fingerprint`."""
     sources = _check_sources(sources)
     return {
         "dataset": str(name),
@@ -276,6 +292,16 @@ def cache_file(cache_dir: str | os.PathLike, config: Mapping[str, Any]) -> Path:
     return Path(cache_dir) / f"{config['dataset']}_{digest}.h5"
 
 
+def source_fingerprint(
+    root: str | os.PathLike, config: Mapping[str, Any], sources: Mapping[str, Mapping[str, str]], sel: Selection
+) -> Fingerprint:
+    """The content identity of a selection under ``root``: the bytes of its label files, the selected record paths
+    (relative to ``root``) with their sizes, and ``config`` (:func:`cache_config`). Reads no record: one ``stat``
+    per selected record."""
+    files = [src["label_file"] for src in _check_sources(sources).values()]
+    return fingerprint(root, files, sel.paths, config)
+
+
 def prepare(
     root: str | os.PathLike,
     cache_dir: str | os.PathLike,
@@ -290,8 +316,10 @@ def prepare(
 ) -> Path:
     """Read every selected record into ``<cache_dir>/<name>_<hash>.h5`` (float32 (N, 8, 5000) millivolts, y).
 
-    Resumable and reused when already complete (see :mod:`flowmixup.data.cache`). A missing or malformed record is a
-    bad record: a DataError naming it (``on_bad_record="error"``) or logged and left out (``"skip"``).
+    Resumable and reused when already complete for the same data (:func:`source_fingerprint`, wherever ``root`` is
+    mounted); a cache built from other data (e.g. an edited label file) is rebuilt, with a log line saying so. A
+    missing or malformed record is a bad record: a DataError naming it (``on_bad_record="error"``) or logged and
+    left out (``"skip"``).
     """
     if on_bad_record not in ON_BAD_RECORD:
         raise DataError(f"on_bad_record must be one of {ON_BAD_RECORD}, got {on_bad_record!r}")
@@ -300,6 +328,7 @@ def prepare(
     if not sel.ids:
         raise DataError(f"the selection of {name} under {root} has no record")
     path = cache_file(cache_dir, config)
+    fp = source_fingerprint(root, config, sources, sel)
     return build_cache(
         path,
         items=[str(p) for p in sel.paths],
@@ -309,7 +338,9 @@ def prepare(
         dtype=np.float32,
         row_data={"y": sel.y, "name": np.array(sel.ids, dtype=str)},
         config=config,
+        # the absolute root is information only: the fingerprint identifies the data
         source={"root": str(Path(root).resolve()), "sources": _check_sources(sources), "selection": sel.counts},
+        fingerprint=fp,
         on_bad_record=on_bad_record,
         num_workers=num_workers,
         desc=path.name,
@@ -332,17 +363,35 @@ def load(
     num_workers: int | None = None,
 ) -> LabeledArrays:
     """An ECG dataset from its prepared cache: x is a :class:`LazyH5Array` of float32 (N, 8, 5000) millivolts,
-    y multi-hot over ``classes`` (the config's order), splits a seeded random 7:1:2. Without a complete cache:
-    prepare it if ``prepare_if_missing``, else a DataError that gives the command building it."""
+    y multi-hot over ``classes`` (the config's order), splits a seeded random 7:1:2.
+
+    With a ``root``, the cache must have been built from the same data (:func:`source_fingerprint`: the label files
+    are read and the selected records stat'ed here), wherever it was mounted then: a cache built from other data
+    is a one-line DataError giving the command that rebuilds it. With ``root`` None, '' or '???'
+    (``dataset.root=null``: a node holding only the cache), a complete cache is used as it is. Without a complete
+    cache for this data: prepare it if ``prepare_if_missing``, else a DataError that gives the command building
+    it."""
     config = cache_config(name, sources, classes, other_labels, duplicates)
     path = cache_file(cache_dir, config)
     has_root = root not in (None, "", "???")
-    if prepare_if_missing and not cache_is_valid(path, config):
+    fp = None
+    if has_root:
+        if Path(root).is_dir():
+            try:
+                sel = select_records(root, sources, classes, other_labels, duplicates)
+                fp = source_fingerprint(root, config, sources, sel)
+            except DataError as err:
+                if not cache_is_valid(path, config):
+                    raise
+                raise unverifiable_error(err, path) from err
+        elif cache_is_valid(path, config):
+            raise DataError(root_missing_message(root, path))
+    if prepare_if_missing and not cache_is_valid(path, config, fp):
         if not has_root:
             raise DataError(f"no complete cache at {path} and no dataset.root to build it from")
         prepare(root, cache_dir, name, sources, classes, other_labels, duplicates, num_workers, on_bad_record)
     hint = PREPARE_COMMAND.format(name=name, root=root if has_root else "<root>")
-    manifest = open_cache(path, config, build_hint=hint)
+    manifest = open_cache(path, config, build_hint=hint, fingerprint=fp)
     if manifest.get("skipped") and on_bad_record == "error":
         raise DataError(
             f"{path} was built with on_bad_record=skip and leaves out {len(manifest['skipped'])} records "
