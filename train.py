@@ -4,12 +4,11 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from flowmixup.cli import check_overrides, finish
-
-check_overrides(sys.argv[1:])
+from flowmixup.cli import finish, guarded, preflight
 
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
+@guarded
 def main(cfg: DictConfig) -> float | None:
     from flowmixup.training import run
 
@@ -17,4 +16,5 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    preflight(sys.argv[1:])
     main()

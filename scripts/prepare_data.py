@@ -15,21 +15,26 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from flowmixup.cli import check_overrides
-
-check_overrides(sys.argv[1:])
+from flowmixup.cli import fail, guarded, preflight
 
 log = logging.getLogger("prepare_data")
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+@guarded
 def main(cfg: DictConfig) -> None:
     if "prepare" not in cfg.dataset:
-        raise SystemExit(f"dataset={cfg.dataset.name} has no prepare step (it is generated on first use)")
-    path = hydra.utils.call(cfg.dataset.prepare)
+        fail(f"dataset: {cfg.dataset.name} has no prepare step (it is generated on first use); allowed: "
+             "chestxray14, ecg12, ecg55", 2)
+    if cfg.dataset.get("root") in (None, ""):
+        fail(f"dataset.root: is not set; allowed: the folder of the raw {cfg.dataset.name} data (dataset.root=/path)", 2)
+    from flowmixup.training.trainer import call_target  # lets the reader's own one-line DataError through
+
+    path = call_target(cfg.dataset.prepare)
     log.info("dataset=%s: cache ready at %s", cfg.dataset.name, path)
     print(path)
 
 
 if __name__ == "__main__":
+    preflight(sys.argv[1:])
     main()

@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -17,10 +16,12 @@ from conftest import PROJECT_ROOT, TINY
 from flowmixup.training import run, trainer
 from flowmixup.training.checks import ConfigError
 
-# long enough epochs (~1 s on 2 cores) to interrupt one in its middle
+# 280 training samples / 16 = 17 steps an epoch; interruptions are delivered by the run itself at a known step
+# (FLOWMIXUP_FAULT_AT, flowmixup.training.faults), never by a sleep that a loaded machine would turn into a race
 SLOW_TINY = [o for o in TINY if not o.startswith(("dataset.n_records", "trainer.epochs"))] + [
-    "dataset.n_records=1200", "trainer.epochs=3", "regularizer=flowmixup", "regularizer.keep_original=true",
+    "dataset.n_records=400", "trainer.epochs=3", "regularizer=flowmixup", "regularizer.keep_original=true",
     "noise=0.3"]
+AT = (2, 5)  # epoch 2, step 5
 
 
 def train_cmd(run_dir, data_dir):
@@ -38,27 +39,25 @@ def metrics_of(run_dir):
     return (run_dir / "metrics.csv").read_text(), summary
 
 
-def start_and_interrupt(run_dir, data_dir, sig):
-    """Start a run, wait until epoch 1 is written, then send ``sig`` during epoch 2."""
-    proc = subprocess.Popen(train_cmd(run_dir, data_dir), cwd=PROJECT_ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    deadline = time.time() + 240
-    while time.time() < deadline and proc.poll() is None:
-        if (run_dir / "metrics.csv").is_file() and len(rows(run_dir / "metrics.csv")) >= 1:
-            break
-        time.sleep(0.01)
-    time.sleep(0.25)  # into epoch 2's training steps
-    proc.send_signal(sig)
-    out, _ = proc.communicate(timeout=240)
-    return proc.returncode, out
+def run_cli(run_dir, data_dir, fault: str | None = None):
+    env = {k: v for k, v in os.environ.items() if k != "FLOWMIXUP_FAULT_AT"}
+    if fault:
+        env["FLOWMIXUP_FAULT_AT"] = fault
+    return subprocess.run(train_cmd(run_dir, data_dir), cwd=PROJECT_ROOT, capture_output=True, text=True,
+                          timeout=600, env=env)
+
+
+def start_and_interrupt(run_dir, data_dir, sig, at=AT):
+    """Run until the process signals itself right after step ``at[1]`` of epoch ``at[0]``."""
+    res = run_cli(run_dir, data_dir, f"{signal.Signals(sig).name}@{at[0]}:{at[1]}")
+    return res.returncode, res.stdout + res.stderr
 
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     """An uninterrupted run of the same configuration."""
     base = tmp_path_factory.mktemp("reference")
-    res = subprocess.run(train_cmd(base / "run", base / "data"), cwd=PROJECT_ROOT, capture_output=True, text=True,
-                         timeout=600)
+    res = run_cli(base / "run", base / "data")
     assert res.returncode == 0, res.stderr[-2000:]
     return metrics_of(base / "run")
 
@@ -79,25 +78,103 @@ def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(tmp_path, reference)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1])
-def test_sigterm_saves_mid_epoch_and_exits_then_resumes(tmp_path, reference, sig):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1, signal.SIGINT])
+def test_signal_saves_mid_epoch_and_exits_then_resumes(tmp_path, reference, sig):
+    """SIGTERM / SIGUSR1 (SLURM, submitit) and Ctrl-C: finish the step, save, say how to resume, exit 128+sig."""
     run_dir = tmp_path / "run"
-    code, err = start_and_interrupt(run_dir, tmp_path / "data", sig)
-    assert code == 128 + sig, err[-2000:]
-    assert f"{signal.Signals(sig).name} received at epoch" in err
+    code, out = start_and_interrupt(run_dir, tmp_path / "data", sig)
+    assert code == 128 + sig, out[-2000:]
+    name = signal.Signals(sig).name
+    assert f"{name} received: checkpoint saved at epoch 2, step 5 in {run_dir}; run the same command again" in out
+    assert "Traceback" not in out
     ckpt = torch.load(run_dir / "checkpoint.pt", weights_only=False)
-    assert ckpt["state"].epoch == 1 and ckpt["state"].step > 0  # a mid-epoch checkpoint
+    assert (ckpt["state"].epoch, ckpt["state"].step) == (1, 5)  # exactly where the signal came
     assert not (run_dir / "summary.json").exists()
-    res = subprocess.run(train_cmd(run_dir, tmp_path / "data"), cwd=PROJECT_ROOT, capture_output=True, text=True,
-                         timeout=600)
+    res = run_cli(run_dir, tmp_path / "data")
     assert res.returncode == 0, res.stderr[-2000:]
+    assert "resuming" in res.stdout + res.stderr
     assert metrics_of(run_dir) == reference
+
+
+@pytest.mark.slow
+def test_second_ctrl_c_aborts_at_once(tmp_path):
+    run_dir = tmp_path / "run"
+    res = run_cli(run_dir, tmp_path / "data", "SIGINT@2:5,SIGINT@2:5")
+    assert res.returncode == 130
+    errors = [line for line in res.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "interrupted" in errors[0] and "Traceback" not in res.stderr
+    ckpt = torch.load(run_dir / "checkpoint.pt", weights_only=False)
+    assert (ckpt["state"].epoch, ckpt["state"].step) == (1, 0)  # nothing saved at the abort: epoch 1's is kept
+
+
+@pytest.mark.slow
+def test_damaged_checkpoint_is_one_line_with_the_ways_out(tmp_path):
+    run_dir = tmp_path / "run"
+    code, _ = start_and_interrupt(run_dir, tmp_path / "data", signal.SIGKILL, at=(3, 2))
+    assert code == -signal.SIGKILL
+    assert (run_dir / "checkpoint.prev.pt").is_file()  # the last two end-of-epoch checkpoints are kept
+    ckpt = run_dir / "checkpoint.pt"
+    ckpt.write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size // 3])  # truncated
+    res = run_cli(run_dir, tmp_path / "data")
+    assert res.returncode == 1
+    assert res.stderr.count("\n") == 1 and "Traceback" not in res.stderr
+    assert res.stderr.startswith(f"error: {ckpt}: damaged checkpoint (")
+    assert "trainer.resume=false" in res.stderr and f"mv {run_dir / 'checkpoint.prev.pt'} {ckpt}" in res.stderr
+    # the second way out works: the previous checkpoint (end of epoch 1) resumes
+    os.replace(run_dir / "checkpoint.prev.pt", ckpt)
+    res = run_cli(run_dir, tmp_path / "data")
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "resuming" in res.stdout + res.stderr and len(rows(run_dir / "metrics.csv")) == 3
+
+
+@pytest.mark.slow
+def test_a_live_run_directory_is_refused_and_a_dead_lock_taken_over(tmp_path):
+    import fcntl
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    stale_tmp = run_dir / ".checkpoint.pt.abc123.tmp"  # another run's write in progress
+    stale_tmp.write_bytes(b"partial")
+    lock = run_dir / ".lock"
+    with open(lock, "w") as fh:  # this test process is the live holder
+        fh.write("424242\n")
+        fh.flush()
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        res = run_cli(run_dir, tmp_path / "data")
+        assert res.returncode == 1
+        assert res.stderr.count("\n") == 1
+        assert res.stderr.startswith(f"error: {run_dir} is in use by another training run (PID 424242)")
+        assert stale_tmp.exists()  # not ours to clean while another process holds the folder
+        assert not (run_dir / "checkpoint.pt").exists() and not (run_dir / "metrics.csv").exists()
+    # the holder is gone (its flock went with it) but its PID is still in the file: taken over, and logged
+    res = run_cli(run_dir, tmp_path / "data")
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "taking over the lock left by PID 424242" in res.stdout + res.stderr
+    assert not stale_tmp.exists()  # cleaned once the lock is ours
+    assert lock.read_text() == ""  # a clean end leaves no holder
+
+
+def test_outputs_and_cache_follow_the_umask(tiny_config, tmp_path):
+    """Files are readable by others as any normal write would make them (not mkstemp's 0600)."""
+    old = os.umask(0o027)
+    try:
+        cfg = tiny_config("regularizer=erm", "trainer.epochs=1")
+        run(cfg, tmp_path / "run")
+    finally:
+        os.umask(old)
+    files = [p for p in (tmp_path / "run").rglob("*") if p.is_file()]
+    files += [p for p in (tmp_path / "data").rglob("*") if p.is_file()]
+    names = {p.name for p in files}
+    assert {"summary.json", "metrics.csv", "checkpoint.pt", "per_class.csv", "config.yaml"} <= names
+    assert any(p.suffix == ".npz" and "synth_ecg" in str(p) for p in files)  # the dataset cache
+    modes = {str(p.relative_to(tmp_path)): oct(p.stat().st_mode & 0o777) for p in files}
+    assert set(modes.values()) == {oct(0o640)}, modes
 
 
 def test_resume_refuses_another_configuration(tiny_config, tmp_path):
     run(tiny_config("regularizer=erm", "trainer.epochs=1"), tmp_path / "r")
     (tmp_path / "r" / "summary.json").unlink()
-    with pytest.raises(ConfigError, match=r"checkpoint.pt was written by a different configuration \(noise: 0.0 -> 0.5"):
+    with pytest.raises(ConfigError, match=r"checkpoint.pt: written by a different configuration \(noise: 0.0 -> 0.5"):
         run(tiny_config("regularizer=erm", "trainer.epochs=1", "noise=0.5"), tmp_path / "r")
     # more epochs is a legitimate continuation
     summary = run(tiny_config("regularizer=erm", "trainer.epochs=2"), tmp_path / "r")
@@ -105,7 +182,7 @@ def test_resume_refuses_another_configuration(tiny_config, tmp_path):
 
 
 def test_resume_true_without_checkpoint(tiny_config, tmp_path):
-    with pytest.raises(ConfigError, match="trainer.resume=true but .*checkpoint.pt does not exist"):
+    with pytest.raises(ConfigError, match="trainer.resume: true but .*checkpoint.pt does not exist; allowed: auto, false"):
         run(tiny_config("trainer.resume=true"), tmp_path / "none")
 
 
@@ -142,14 +219,14 @@ def test_non_finite_loss_fails_cleanly(tiny_config, tmp_path, monkeypatch):
 def test_failed_cell_does_not_stop_a_multirun_but_a_single_run_exits_1(tmp_path):
     env = {**os.environ}
     common = [*TINY, "trainer.epochs=1", f"paths.data_dir={tmp_path / 'data'}"]
-    # trainer.lr=inf makes the first Adam step non-finite
-    res = subprocess.run([sys.executable, "train.py", "-m", "trainer.lr=inf,1e-4", *common,
+    # trainer.lr=1e30 makes the weights, then the loss, non-finite within the first epoch
+    res = subprocess.run([sys.executable, "train.py", "-m", "trainer.lr=1e30,1e-4", *common,
                           f"hydra.sweep.dir={tmp_path / 'sweep'}"], cwd=PROJECT_ROOT, capture_output=True, text=True,
                          timeout=300, env=env)
     assert res.returncode == 0, res.stderr[-2000:]
     statuses = sorted(json.loads(p.read_text())["status"] for p in (tmp_path / "sweep").glob("*/summary.json"))
     assert statuses == ["failed", "ok"]
-    single = subprocess.run([sys.executable, "train.py", "trainer.lr=inf", *common,
+    single = subprocess.run([sys.executable, "train.py", "trainer.lr=1e30", *common,
                              f"hydra.run.dir={tmp_path / 'single'}"], cwd=PROJECT_ROOT, capture_output=True,
                             text=True, timeout=300, env=env)
     assert single.returncode == 1 and "non-finite" in single.stdout + single.stderr
@@ -187,3 +264,17 @@ def test_predictions_and_summary_agree_after_resume(tiny_config, tmp_path):
         assert straight[key] == resumed[key]
     a, b = np.load(tmp_path / "a" / "predictions_test_last.npz"), np.load(tmp_path / "b" / "predictions_test_last.npz")
     assert np.array_equal(a["y_score"], b["y_score"])
+
+
+def test_prepared_cache_follows_the_umask(shared_data, tmp_path):
+    """A cache prepared once on shared storage must be readable by the other users of the group."""
+    from flowmixup.data import chestxray14
+
+    old = os.umask(0o027)
+    try:
+        path = chestxray14.prepare(shared_data / "nih1000", tmp_path / "cache", resolution=16, num_workers=0)
+    finally:
+        os.umask(old)
+    files = [p for p in (tmp_path / "cache").rglob("*") if p.is_file()]
+    assert path in files and path.with_suffix(".json") in files
+    assert {oct(p.stat().st_mode & 0o777) for p in files} == {oct(0o640)}

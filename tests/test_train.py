@@ -91,13 +91,16 @@ def test_noise_corrupts_train_never_test(tiny_config, tmp_path):
 @pytest.mark.parametrize(
     "overrides,error,match",
     [
-        (["regularizer=mixup", "regularizer.alpha=0"], ConfigError, r"regularizer.alpha must be a number > 0"),
-        (["noise=1.5"], ConfigError, r"noise must be a probability in \[0, 1\], got 1.5"),
-        (["regularizer=flowmixup", "trainer.batch_size=1"], ConfigError, r"trainer.batch_size must be an integer >= 2"),
-        (["regularizer.mix_points=[layer9.0]"], RegularizerError, r"unknown mix point 'layer9.0'.*valid names: input, conv1"),
-        (["dataset.split=[1.0,0.0,0.0]"], DataError, r"the val split is empty"),
-        (["trainer.precision=fp8"], ConfigError, r"trainer.precision=fp8 is unknown; allowed: fp32, bf16"),
-        (["corruption.kind=swap"], ConfigError, r"corruption.kind=swap is unknown; allowed: resample, flip"),
+        (["regularizer=mixup", "regularizer.alpha=0"], ConfigError, r"^regularizer.alpha: got 0; allowed: a number in \(0, inf\)$"),
+        (["noise=1.5"], ConfigError, r"^noise: got 1.5; allowed: a number in \[0, 1\]$"),
+        (["regularizer=flowmixup", "trainer.batch_size=1"], ConfigError, r"^trainer.batch_size: got 1 .*allowed: an integer >= 2$"),
+        (["regularizer.mix_points=[layer9.0]"], RegularizerError,
+         r"^regularizer.mix_points: unknown submodule 'layer9.0' \(did you mean layer4.0\?\); allowed: input, conv1"),
+        (["dataset.split=[0.95,0.01,0.04]", "dataset.n_records=20"], DataError, r"the val split is empty"),
+        (["trainer.precision=fp8"], ConfigError, r"^trainer.precision: 'fp8' is unknown; allowed: fp32, bf16$"),
+        (["corruption.kind=swap"], ConfigError, r"^corruption.kind: 'swap' is unknown; allowed: resample, flip$"),
+        (["seed=-5"], ConfigError, r"^seed: got -5; allowed: an integer in \[0, 4294967295\]$"),
+        (["dataset.split=[1.0,0.0,0.0]"], ConfigError, r"^dataset.split: .*allowed: 3 fractions in \(0, 1\) summing to 1"),
     ],
 )
 def test_bad_values_fail_before_training_with_one_line(tiny_config, tmp_path, overrides, error, match):
@@ -197,7 +200,7 @@ def test_slurm_launcher_config_composes(tmp_path):
 def test_cli_wrong_key_one_line_with_suggestion(arg, hint):
     res = cli("regularizer=erm", arg) if arg.startswith("regularizer") else cli(arg)
     assert res.returncode == 2
-    assert res.stderr.count("\n") == 1 and f"error: {arg.split('=')[0]} is not a config key" in res.stderr
+    assert res.stderr.count("\n") == 1 and f"error: {arg.split('=')[0]}: is not a config key" in res.stderr
     assert hint in res.stderr
 
 

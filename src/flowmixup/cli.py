@@ -1,6 +1,14 @@
-"""Command-line glue for ``train.py``: friendly one-line errors before Hydra starts, and exit codes."""
+"""Command-line glue for ``train.py`` and ``prepare_data.py``: one-line errors, and exit codes.
+
+Before Hydra starts, :func:`preflight` checks what the user typed: unknown options and misspelt keys (exit 2), then
+every job of the command (each cell of a multirun) composed and validated as a whole (value ranges, seeds, the
+device, a writable run directory: exit 1). Inside the job, :func:`guarded` turns the errors a user can cause (bad
+data, a damaged checkpoint, a busy run directory) into one line on stderr. Anything else is a bug and keeps its
+traceback.
+"""
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 from pathlib import Path
@@ -32,8 +40,7 @@ def check_overrides(args: list[str], conf_dir: Path = CONF_DIR) -> None:
             allowed = sorted(set(allowed) | {"basic", "joblib", "submitit_local", "submitit_slurm"})
         for option in value.split(","):
             if option not in allowed:
-                sys.stderr.write(f"error: {key}={option} is not a known option; allowed: {', '.join(allowed)}\n")
-                raise SystemExit(2)
+                fail(f"{key}: {option!r} is not a known option; allowed: {', '.join(allowed)}", 2)
     check_keys(args, conf_dir)
 
 
@@ -61,9 +68,97 @@ def check_keys(args: list[str], conf_dir: Path = CONF_DIR) -> None:
                 close = difflib.get_close_matches(part, siblings, n=1)
                 hint = f"; did you mean {(here + '.') if here else ''}{close[0]}?" if close else ""
                 where = f"under {here}: " if here else "top-level keys: "
-                sys.stderr.write(f"error: {key} is not a config key{hint} ({where}{', '.join(siblings[:25])})\n")
-                raise SystemExit(2)
+                fail(f"{key}: is not a config key{hint}; allowed: {where}{', '.join(siblings[:25])}", 2)
             node = child
+
+
+def fail(message: str, code: int = 1) -> None:
+    """Print ``error: <message>`` as one line on stderr and exit with ``code``."""
+    sys.stderr.write("error: " + " ".join(str(message).split("\n")).strip() + "\n")
+    sys.stderr.flush()
+    raise SystemExit(code)
+
+
+# Flags after which the command does not train (Hydra prints something and exits): no preflight then.
+_INFO_FLAGS = ("--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "-i", "--resolve", "--shell-completion",
+               "-sc", "--version", "--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd",
+               "--experimental-rerun")
+
+
+def job_overrides(args: list[str]) -> tuple[list[list[str]], bool]:
+    """The override list of every job the command would run (one for a single run, the grid for ``-m``)."""
+    multirun = any(a in ("-m", "--multirun") for a in args)
+    overrides = [a for a in args if not a.startswith("-")]
+    if not multirun:
+        return [overrides], False
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    if any(a.split("=", 1)[0].lstrip("+~") == "hydra/sweeper" for a in overrides):
+        return [], True  # another sweeper draws its own values: each job is checked when it starts
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    batches = BasicSweeper.split_arguments(parsed, None)
+    return [job for batch in batches for job in batch], True
+
+
+def preflight(args: list[str], conf_dir: Path = CONF_DIR, config_name: str = "config", run: bool = True) -> None:
+    """Check the command before Hydra starts: exit 2 on an unknown option or key, exit 1 on an impossible value
+    (of any cell of a multirun) or an unwritable run directory, each as one line."""
+    if any(a.split("=", 1)[0] in _INFO_FLAGS for a in args) or not conf_dir.is_dir():
+        return
+    check_overrides([a for a in args if not a.startswith("-")], conf_dir)
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    from .training.checks import ConfigError, UsageError, check_config, check_writable
+
+    try:
+        jobs, multirun = job_overrides(args)
+    except HydraException as err:
+        fail(f"cannot read the overrides: {err}", 2)
+    with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
+        for n, job in enumerate(jobs):
+            try:
+                cfg = compose(config_name, overrides=job, return_hydra_config=True)
+                check_config(cfg)
+                if n == 0 and run:
+                    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+                    check_writable(OmegaConf.select(cfg, key), key)
+            except ConfigError as err:
+                varying = {o.split("=", 1)[0] for o in job if any(o not in other for other in jobs)}
+                shown = " ".join(o for o in job if o.split("=", 1)[0] in varying)
+                cell = f" (in the multirun cell {shown})" if multirun and len(jobs) > 1 else ""
+                fail(f"{err}{cell}", 2 if isinstance(err, UsageError) else 1)
+            except (HydraException, OmegaConfBaseException) as err:
+                fail(f"{type(err).__name__}: {err}", 2)
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """The exceptions a user's input causes, reported as one line (anything else keeps its traceback)."""
+    from .data.base import DataError
+    from .regularizers.base import RegularizerError
+    from .training.checks import ConfigError
+    from .training.trainer import CheckpointError, RunDirBusy
+
+    return (ConfigError, DataError, RegularizerError, CheckpointError, RunDirBusy)
+
+
+def guarded(fn):
+    """Wrap a Hydra task function: user errors become one line on stderr (exit 1); a second Ctrl-C exits 130."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except KeyboardInterrupt:
+            fail("interrupted again: stopped at once, without saving (the last checkpoint in the run directory "
+                 "is kept; the same command resumes from it)", 130)
+        except user_errors() as err:
+            fail(str(err), 1)
+
+    return wrapper
 
 
 def finish(summary: dict) -> float | None:

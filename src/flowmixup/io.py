@@ -1,7 +1,9 @@
 """Atomic file output: a file either has its complete new content or its old one, never half of it.
 
 Every file a run or the prepare step writes goes through these helpers: the content goes to a temporary file
-in the same folder, is flushed and fsync'ed, then renamed over the target (an atomic operation on POSIX).
+in the same folder, is flushed and fsync'ed, then renamed over the target (an atomic operation on POSIX). The
+result gets the mode of any normal file write (0666 masked by the umask, typically 0644), so shared sweep folders
+and caches stay readable by others.
 """
 from __future__ import annotations
 
@@ -23,7 +25,10 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix + ".tmp", dir=path.parent)
-    os.close(fd)
+    try:  # mkstemp makes 0600 files; the renamed file must get the mode any normal write would (0666 & ~umask)
+        os.fchmod(fd, 0o666 & ~current_umask())
+    finally:
+        os.close(fd)
     tmp = Path(tmp_name)
     try:
         yield tmp
@@ -34,6 +39,13 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def current_umask() -> int:
+    """The process's umask (reading it means setting it: set it straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:

@@ -39,8 +39,17 @@ def resolve_mix_points(model: nn.Module, names: Sequence[str], allow_input: bool
         if name == INPUT and allow_input:
             continue
         if name not in modules or name == "":
-            shown = ", ".join(valid[:60]) + (f", ... ({len(valid)} in all)" if len(valid) > 60 else "")
-            raise RegularizerError(f"unknown mix point '{name}' in regularizer.mix_points; valid names: {shown}")
+            # the blocks (names two levels deep: layer2.0, features.denseblock3) are what people mix at; deeper
+            # names are valid too, and counted rather than listed
+            import difflib
+
+            top = [n for n in valid if n.count(".") <= 1]
+            close = difflib.get_close_matches(name, valid, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            more = len(valid) - len(top)
+            shown = ", ".join(top[:40]) + (", ..." if len(top) > 40 else "")
+            raise RegularizerError(f"regularizer.mix_points: unknown submodule '{name}'{hint}; allowed: {shown}"
+                                   + (f" (and {more} deeper submodules by their full names)" if more else ""))
     if len(set(names)) != len(names):
         raise RegularizerError(f"regularizer.mix_points has duplicates: {names}")
     return names

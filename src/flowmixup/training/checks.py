@@ -1,50 +1,218 @@
-"""Checks run before any training starts: each failure is one line naming the key and the allowed values."""
+"""Checks run before any work starts: every failure is one line, ``<key>: <problem>; allowed: <values>``.
+
+``check_config(cfg)`` validates the whole composed configuration (value ranges, seeds, names, the device), so a
+bad value stops a run in a second instead of deep inside numpy or after the data is loaded. It imports no torch
+unless a CUDA device is named, so the command line can run it before anything heavy.
+"""
 from __future__ import annotations
 
 import math
+import os
+from pathlib import Path
 
-from omegaconf import DictConfig
-
-from ..data.corruption import KINDS
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 REGULARIZERS = ("erm", "mixup", "manifold_mixup", "flowmixup")
 PRECISIONS = ("fp32", "bf16")
 DEVICES = ("auto", "cpu", "cuda")
+CORRUPTION_KINDS = ("resample", "flip")  # flowmixup.data.corruption.KINDS (kept import-free here)
+ON_BAD_RECORD = ("error", "skip")
+SEED_MAX = 2**32 - 1  # numpy's seeds
 
 
 class ConfigError(ValueError):
-    """An impossible configuration value."""
+    """An impossible configuration value: ``<key>: <problem>; allowed: <values>``."""
+
+    def __init__(self, message: str, key: str | None = None):
+        super().__init__(message)
+        self.key = key
+
+
+class UsageError(ConfigError):
+    """A command-line mistake (exit code 2): an unknown key or option."""
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+class _Checker:
+    def __init__(self, cfg: DictConfig):
+        self.cfg = cfg
+
+    def get(self, key: str):
+        return OmegaConf.select(self.cfg, key, default=None, throw_on_missing=False)
+
+    def has(self, key: str) -> bool:
+        return OmegaConf.select(self.cfg, key, default="__absent__", throw_on_missing=False) != "__absent__"
+
+    def need(self, ok: bool, key: str, problem: str, allowed: str) -> None:
+        if not ok:
+            raise ConfigError(f"{key}: {problem}; allowed: {allowed}", key=key)
+
+    def int_at_least(self, key: str, low: int, optional: bool = False) -> None:
+        if not self.has(key):
+            return
+        v = self.get(key)
+        if optional and v is None:
+            return
+        self.need(_is_int(v) and v >= low, key, f"got {v!r}", f"an integer >= {low}" + (" or null" if optional else ""))
+
+    def number_in(self, key: str, low: float, high: float, low_open=False, high_open=False) -> None:
+        if not self.has(key):
+            return
+        v = self.get(key)
+        ok = _is_num(v) and (v > low if low_open else v >= low) and (v < high if high_open else v <= high)
+        lo, hi = ("(" if low_open else "["), (")" if high_open else "]")
+        hi_txt = "inf" if high == math.inf else f"{high:g}"
+        self.need(ok, key, f"got {v!r}", f"a number in {lo}{low:g}, {hi_txt}{hi}")
+
+    def one_of(self, key: str, values, extra: str = "") -> None:
+        if not self.has(key):
+            return
+        v = self.get(key)
+        self.need(v in values, key, f"{v!r} is unknown", ", ".join(map(str, values)) + extra)
+
+    def boolean(self, key: str) -> None:
+        if self.has(key):
+            v = self.get(key)
+            self.need(isinstance(v, bool), key, f"got {v!r}", "true, false")
+
+    def seed(self, key: str) -> None:
+        if self.has(key):
+            v = self.get(key)
+            self.need(_is_int(v) and 0 <= v <= SEED_MAX, key, f"got {v!r}", f"an integer in [0, {SEED_MAX}]")
+
+    def fractions(self, key: str, n: int = 3) -> None:
+        if not self.has(key):
+            return
+        v = self.get(key)
+        v = list(v) if isinstance(v, (list, tuple, ListConfig)) else v
+        ok = (isinstance(v, list) and len(v) == n and all(_is_num(f) and 0 < f < 1 for f in v)
+              and abs(sum(v) - 1) < 1e-6)
+        self.need(ok, key, f"got {v!r}", f"{n} fractions in (0, 1) summing to 1 (train, val, test), e.g. [0.7, 0.1, 0.2]")
+
+
+def missing_keys(cfg: DictConfig) -> list[str]:
+    """Mandatory values (``???``) still unset, e.g. ``dataset.root`` (Hydra's own ``hydra`` node is not looked at;
+    nothing is resolved)."""
+    out: list[str] = []
+
+    def walk(node, prefix: str) -> None:
+        keys = range(len(node)) if isinstance(node, ListConfig) else node.keys()
+        for key in keys:
+            full = f"{prefix}{key}"
+            if full == "hydra":
+                continue
+            if OmegaConf.is_missing(node, key):
+                out.append(full)
+                continue
+            child = node._get_node(key)
+            if isinstance(child, (DictConfig, ListConfig)) and not child._is_interpolation() and not child._is_none():
+                walk(child, full + ".")
+
+    walk(cfg, "")
+    return sorted(out)
 
 
 def check_config(cfg: DictConfig) -> None:
-    def need(ok: bool, message: str) -> None:
-        if not ok:
-            raise ConfigError(message)
+    """Raise :class:`ConfigError` naming the first impossible value of ``cfg``."""
+    for key in missing_keys(cfg):
+        if key == "dataset.root":
+            raise ConfigError(f"dataset.root: is not set; allowed: the folder of the raw {cfg.dataset.name} data "
+                              f"(dataset.root=/path), or dataset.root=null to train from a ready cache", key=key)
+        raise ConfigError(f"{key}: is not set (a mandatory value); allowed: any value ({key}=...)", key=key)
+    c = _Checker(cfg)
+    reg = cfg.regularizer.name
+    c.one_of("regularizer.name", REGULARIZERS)
+    c.number_in("regularizer.alpha", 0, math.inf, low_open=True, high_open=True)
+    c.boolean("regularizer.keep_original")
+    if c.has("regularizer.mix_points"):
+        mp = c.get("regularizer.mix_points")
+        ok = mp is None or (isinstance(mp, ListConfig) and len(mp) > 0 and all(isinstance(p, str) and p for p in mp))
+        c.need(ok, "regularizer.mix_points", f"got {OmegaConf.to_container(mp) if isinstance(mp, ListConfig) else mp!r}",
+               "null (the backbone's paper mix points) or a non-empty list of submodule names, e.g. [layer2.0,layer3.0]")
+    c.number_in("noise", 0, 1)
+    c.one_of("corruption.kind", CORRUPTION_KINDS)
+    c.seed("seed")
+    c.seed("corruption.seed")
 
-    need(cfg.regularizer.name in REGULARIZERS,
-         f"regularizer={cfg.regularizer.name} is unknown; allowed: {', '.join(REGULARIZERS)}")
-    if "alpha" in cfg.regularizer:
-        a = cfg.regularizer.alpha
-        need(isinstance(a, (int, float)) and math.isfinite(a) and a > 0,
-             f"regularizer.alpha must be a number > 0 (the Beta(alpha, alpha) parameter), got {a}")
-    need(isinstance(cfg.noise, (int, float)) and 0.0 <= cfg.noise <= 1.0,
-         f"noise must be a probability in [0, 1], got {cfg.noise}")
-    need(cfg.corruption.kind in KINDS, f"corruption.kind={cfg.corruption.kind} is unknown; allowed: {', '.join(KINDS)}")
-    t = cfg.trainer
-    need(isinstance(t.epochs, int) and t.epochs >= 1, f"trainer.epochs must be an integer >= 1, got {t.epochs}")
-    min_batch = 1 if cfg.regularizer.name == "erm" else 2
-    need(isinstance(t.batch_size, int) and t.batch_size >= min_batch,
-         f"trainer.batch_size must be an integer >= {min_batch} for regularizer={cfg.regularizer.name} "
-         f"(mixing needs two samples), got {t.batch_size}")
-    need(isinstance(t.lr, (int, float)) and t.lr > 0, f"trainer.lr must be > 0, got {t.lr}")
-    need(0 < t.plateau_factor < 1, f"trainer.plateau_factor must be in (0, 1), got {t.plateau_factor}")
-    need(t.precision in PRECISIONS, f"trainer.precision={t.precision} is unknown; allowed: {', '.join(PRECISIONS)}")
-    need(t.device in DEVICES or str(t.device).startswith("cuda:"),
-         f"trainer.device={t.device} is unknown; allowed: {', '.join(DEVICES)}, cuda:N")
-    need(isinstance(t.num_workers, int) and t.num_workers >= 0, f"trainer.num_workers must be >= 0, got {t.num_workers}")
-    need(str(t.resume).lower() in ("auto", "true", "false"),
-         f"trainer.resume={t.resume} is unknown; allowed: auto, true, false")
-    need(t.num_threads is None or (isinstance(t.num_threads, int) and t.num_threads >= 1),
-         f"trainer.num_threads must be null or an integer >= 1, got {t.num_threads}")
-    need(cfg.metrics.variance_epochs >= 2, f"metrics.variance_epochs must be >= 2, got {cfg.metrics.variance_epochs}")
-    need(0 < cfg.metrics.threshold < 1, f"metrics.threshold must be in (0, 1), got {cfg.metrics.threshold}")
+    t = "trainer."
+    c.int_at_least(t + "epochs", 1)
+    min_batch = 1 if reg == "erm" else 2
+    c.need(_is_int(cfg.trainer.batch_size) and cfg.trainer.batch_size >= min_batch, t + "batch_size",
+           f"got {cfg.trainer.batch_size!r}" + ("" if reg == "erm" else f" (regularizer={reg} mixes pairs of samples)"),
+           f"an integer >= {min_batch}")
+    c.int_at_least(t + "eval_batch_size", 1)
+    c.number_in(t + "lr", 0, math.inf, low_open=True, high_open=True)
+    betas = c.get(t + "betas")
+    c.need(isinstance(betas, ListConfig) and len(betas) == 2 and all(_is_num(b) and 0 <= b < 1 for b in betas),
+           t + "betas", f"got {OmegaConf.to_container(betas) if isinstance(betas, ListConfig) else betas!r}",
+           "two numbers in [0, 1), e.g. [0.9,0.999]")
+    c.number_in(t + "weight_decay", 0, math.inf, high_open=True)
+    c.number_in(t + "plateau_factor", 0, 1, low_open=True, high_open=True)
+    c.int_at_least(t + "plateau_patience", 0)
+    c.int_at_least(t + "num_workers", 0)
+    c.int_at_least(t + "num_threads", 1, optional=True)
+    c.one_of(t + "precision", PRECISIONS)
+    dev = c.get(t + "device")
+    c.need(isinstance(dev, str) and (dev in DEVICES or (dev.startswith("cuda:") and dev[5:].isdigit())),
+           t + "device", f"{dev!r} is unknown", ", ".join(DEVICES) + ", cuda:N")
+    for key in ("channels_last", "compile", "deterministic", "skip_finished", "progress"):
+        c.boolean(t + key)
+    c.need(str(c.get(t + "resume")).lower() in ("auto", "true", "false"), t + "resume",
+           f"{c.get(t + 'resume')!r} is unknown", "auto, true, false")
+    if isinstance(dev, str) and dev.startswith("cuda"):
+        check_cuda(dev)
+
+    c.int_at_least("metrics.variance_epochs", 2)
+    c.number_in("metrics.threshold", 0, 1, low_open=True, high_open=True)
+
+    d = "dataset."
+    c.seed(d + "split_seed")
+    c.seed(d + "generator_seed")
+    c.int_at_least(d + "n_records", 10)
+    c.number_in(d + "sampling_rate", 0, math.inf, low_open=True, high_open=True)
+    c.number_in(d + "duration", 0, math.inf, low_open=True, high_open=True)
+    c.fractions(d + "split")
+    c.fractions(d + "split_fractions")
+    c.number_in(d + "val_fraction", 0, 1, low_open=True, high_open=True)
+    c.int_at_least(d + "resolution", 8)
+    c.int_at_least(d + "num_workers", 0, optional=True)
+    c.one_of(d + "on_bad_record", ON_BAD_RECORD)
+    c.boolean(d + "prepare_if_missing")
+    root = c.get(d + "root")
+    if root not in (None, "") and c.has(d + "root"):
+        c.need(Path(str(root)).expanduser().is_dir(), d + "root", f"{root} is not a folder",
+               f"the folder of the raw {cfg.dataset.name} data, or null to train from a ready cache")
+
+
+def check_cuda(device: str) -> None:
+    import torch
+
+    if not torch.cuda.is_available():
+        raise ConfigError(f"trainer.device: {device} but no CUDA device is available; allowed: cpu, auto",
+                          key="trainer.device")
+    if ":" in device and int(device.split(":")[1]) >= torch.cuda.device_count():
+        raise ConfigError(f"trainer.device: {device} but this machine has {torch.cuda.device_count()} CUDA "
+                          f"device(s); allowed: cuda:0 ... cuda:{torch.cuda.device_count() - 1}, auto",
+                          key="trainer.device")
+
+
+def check_writable(folder: str | os.PathLike, key: str) -> None:
+    """``folder`` exists and is writable, or can be created (its nearest existing parent is writable)."""
+    p = Path(folder).absolute()
+    probe = p
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ConfigError(f"{key}: {p} cannot be created ({probe} is not a folder); allowed: a writable folder",
+                          key=key)
+    if not os.access(probe, os.W_OK | os.X_OK):
+        where = "" if probe == p else f" (its parent {probe} is not writable)"
+        raise ConfigError(f"{key}: {p} is not writable{where}; allowed: a folder you can write to, "
+                          f"e.g. {key}=outputs/...", key=key)

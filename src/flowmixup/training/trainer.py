@@ -14,6 +14,7 @@ import math
 import os
 import random
 import signal
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -31,7 +32,7 @@ from ..data.base import ArrayDataset, DataError, LabeledArrays, batch_collate
 from ..data.corruption import changed_fraction, corrupt_labels
 from ..io import atomic_path, write_json, write_text
 from . import faults
-from .checks import ConfigError, check_config
+from .checks import ConfigError, check_config, check_writable
 from .losses import BCE, WeightedBCE
 from .loggers import make_logger
 from .metrics import Scores, normalized_variance, score
@@ -46,6 +47,58 @@ class NonFiniteLoss(RuntimeError):
     pass
 
 
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be read (truncated, another format): one line with its path and the ways out."""
+
+
+class RunDirBusy(RuntimeError):
+    """Another live process is training in this run directory."""
+
+
+class RunDirLock:
+    """An exclusive lock on ``<run_dir>/.lock`` for the whole run (``flock``: the kernel drops it when its process
+    dies, however it dies). A second run in the same folder stops at once naming the holder's PID; a lock file left
+    by a dead process is taken over, and the log says so. The file holds the holder's PID while it runs."""
+
+    def __init__(self, run_dir: Path):
+        self.path = Path(run_dir) / ".lock"
+        self.fd: int | None = None
+
+    def __enter__(self) -> "RunDirLock":
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: no lock
+            return self
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").split()
+            os.close(fd)
+            raise RunDirBusy(f"{self.path.parent} is in use by another training run (PID "
+                             f"{holder[0] if holder else 'unknown'}); wait for it to end, or give this run its own "
+                             "folder (hydra.run.dir=...)") from None
+        previous = os.pread(fd, 64, 0).decode(errors="replace").split()
+        if previous and previous[0] != str(os.getpid()):
+            log.warning("%s: taking over the lock left by PID %s, which is no longer running", self.path.parent,
+                        previous[0])
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self.fd = fd
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.fd is not None:
+            os.ftruncate(self.fd, 0)  # a clean end leaves no holder behind
+            os.close(self.fd)  # releases the flock
+            self.fd = None
+
+
+def ignore_sigint_in_worker(_worker_id: int) -> None:
+    """DataLoader workers share the terminal's process group: leave Ctrl-C to the main process, which saves."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # building blocks
 # ----------------------------------------------------------------------------------------------------------------
@@ -58,8 +111,10 @@ def seed_everything(seed: int) -> None:
 def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"trainer.device={name} but no CUDA device is available; use trainer.device=cpu or auto")
+    if name.startswith("cuda"):
+        from .checks import check_cuda
+
+        check_cuda(name)
     return torch.device(name)
 
 
@@ -200,7 +255,7 @@ class EpochBatches(Sampler):
 
 
 class StopRequested(Exception):
-    """SIGTERM or SIGUSR1 arrived: a checkpoint was saved; the run exits and resumes from it later."""
+    """SIGINT, SIGTERM or SIGUSR1 arrived: a checkpoint was saved; the run exits and resumes from it later."""
 
     def __init__(self, signum: int):
         super().__init__(signal.Signals(signum).name)
@@ -208,11 +263,13 @@ class StopRequested(Exception):
 
 
 class SignalWatch:
-    """Turns SIGTERM / SIGUSR1 (SLURM preemption, submitit's timeout signal) into a flag the loop checks after each
-    step. On exit, the previous handlers come back; a Python handler that was there (submitit's requeue) is then
-    called with the signal, after our checkpoint is safely on disk."""
+    """Turns Ctrl-C (SIGINT), SIGTERM and SIGUSR1 (SLURM preemption, submitit's timeout signal) into a flag the loop
+    checks after each step. A second Ctrl-C aborts at once (KeyboardInterrupt). On exit, the previous handlers come
+    back; for SIGTERM / SIGUSR1 a Python handler that was there (submitit's requeue) is then called with the
+    signal, after our checkpoint is safely on disk."""
 
-    SIGNALS = tuple(s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGUSR1", None)) if s)
+    SIGNALS = tuple(s for s in (getattr(signal, "SIGINT", None), getattr(signal, "SIGTERM", None),
+                                getattr(signal, "SIGUSR1", None)) if s)
 
     def __init__(self):
         self.signum: int | None = None
@@ -225,7 +282,12 @@ class SignalWatch:
         return self
 
     def _flag(self, signum, frame) -> None:
-        self.signum = signum
+        if signum == signal.SIGINT:
+            if self.signum is not None:
+                raise KeyboardInterrupt
+            sys.stderr.write("\nCtrl-C: finishing this step and saving a checkpoint (Ctrl-C again aborts at once)\n")
+        if self.signum is None:
+            self.signum = signum
 
     def __exit__(self, *exc) -> None:
         for sig, handler in self.previous.items():
@@ -233,7 +295,7 @@ class SignalWatch:
 
     def forward(self) -> None:
         handler = self.previous.get(self.signum)
-        if callable(handler):
+        if self.signum != signal.SIGINT and callable(handler):
             handler(self.signum, None)
 
 
@@ -308,6 +370,8 @@ def evaluate(model, loader, criterion, device, cfg) -> tuple[float, np.ndarray, 
 # the run
 # ----------------------------------------------------------------------------------------------------------------
 CHECKPOINT = "checkpoint.pt"
+PREVIOUS = "checkpoint.prev.pt"  # the checkpoint before the last one: the way back if the last one is damaged
+CHECKPOINT_KEYS = ("config", "state", "model", "optimizer", "scheduler", "rng")
 # keys that may differ between an interrupted run and its resumption (everything else must match)
 RESUMABLE_CHANGES = ("trainer.epochs", "trainer.progress", "trainer.num_workers", "trainer.resume",
                      "trainer.skip_finished", "trainer.device", "logger", "paths")
@@ -329,6 +393,33 @@ class RunState:
     y_test: np.ndarray | None = None
 
 
+def save_rotating(ckpt: dict, run_dir: Path) -> None:
+    """Write ``checkpoint.pt`` atomically, keeping the one before as ``checkpoint.prev.pt``.
+
+    Order: the new file is complete on disk (temporary name) -> the current one becomes the previous one -> the new
+    one takes its name. A crash between the two renames leaves ``checkpoint.prev.pt`` alone, which :func:`run`
+    then resumes from."""
+    path = run_dir / CHECKPOINT
+    with atomic_path(path) as tmp:
+        torch.save(ckpt, tmp)
+        if path.is_file():
+            os.replace(path, run_dir / PREVIOUS)
+
+
+def load_checkpoint(path: Path, device: torch.device) -> dict:
+    """The checkpoint at ``path``; a :class:`CheckpointError` in one line if it is damaged."""
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=False)
+        problem = None if isinstance(ckpt, dict) and all(k in ckpt for k in CHECKPOINT_KEYS) else "not a flowmixup checkpoint"
+    except Exception as err:  # truncated zip, a pickle of something else, a text file...
+        problem = " ".join(f"{type(err).__name__}: {err}".split())[:160]
+    if problem is None:
+        return ckpt
+    prev = path.with_name(PREVIOUS)
+    way_back = f", or resume from the checkpoint before it: mv {prev} {path}" if prev.is_file() else ""
+    raise CheckpointError(f"{path}: damaged checkpoint ({problem}); start over with trainer.resume=false{way_back}")
+
+
 def _flat(d: dict, prefix: str = "") -> dict:
     out = {}
     for k, v in d.items():
@@ -343,7 +434,7 @@ def check_resumable(saved: dict, now: dict, path: Path) -> None:
                     and not any(k == p or k.startswith(p + ".") for p in RESUMABLE_CHANGES))
     if differ:
         shown = ", ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in differ[:4])
-        raise ConfigError(f"{path} was written by a different configuration ({shown}); use another run directory "
+        raise ConfigError(f"{path}: written by a different configuration ({shown}); use another run directory "
                           "or trainer.resume=false to start over")
 
 
@@ -358,9 +449,15 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
 
         run_dir = HydraConfig.get().runtime.output_dir
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    started = time.time()
     check_config(cfg)
+    check_writable(run_dir, "hydra.run.dir")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with RunDirLock(run_dir):
+        return _run_locked(cfg, run_dir)
+
+
+def _run_locked(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    started = time.time()
     done = run_dir / "summary.json"
     if cfg.trainer.skip_finished and done.is_file():
         summary = json.loads(done.read_text())
@@ -415,7 +512,7 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
     batch_gen = torch.Generator().manual_seed(cfg.seed + 2)
     pin = device.type == "cuda"
     common = dict(collate_fn=batch_collate, num_workers=cfg.trainer.num_workers, pin_memory=pin,
-                  persistent_workers=cfg.trainer.num_workers > 0,
+                  persistent_workers=cfg.trainer.num_workers > 0, worker_init_fn=ignore_sigint_in_worker,
                   generator=torch.Generator().manual_seed(cfg.seed + 3))  # worker seeds only
     batches = EpochBatches(len(idx["train"]), cfg.trainer.batch_size)
     train_loader = DataLoader(ArrayDataset(data.x, y_used, idx["train"]), batch_sampler=batches, **common)
@@ -428,16 +525,18 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
                     "torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
                     "regularizer": reg_gen.get_state(), "batches": batch_gen.get_state(),
                     "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}}
-        with atomic_path(run_dir / CHECKPOINT) as tmp:
-            torch.save(ckpt, tmp)
+        save_rotating(ckpt, run_dir)
 
     state = RunState()
     ckpt_path = run_dir / CHECKPOINT
+    if not ckpt_path.is_file() and (run_dir / PREVIOUS).is_file():  # cut between the two renames of a save
+        os.replace(run_dir / PREVIOUS, ckpt_path)
     resume = str(cfg.trainer.resume).lower()
     if resume == "true" and not ckpt_path.is_file():
-        raise ConfigError(f"trainer.resume=true but {ckpt_path} does not exist")
+        raise ConfigError(f"trainer.resume: true but {ckpt_path} does not exist; allowed: auto, false",
+                          key="trainer.resume")
     if resume in ("auto", "true") and ckpt_path.is_file():
-        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
+        ckpt = load_checkpoint(ckpt_path, device)
         check_resumable(ckpt["config"], resolved, ckpt_path)
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
@@ -452,7 +551,7 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
             torch.cuda.set_rng_state_all(rng["cuda"])
         state = ckpt["state"]
         log.info("resuming %s from epoch %d, step %d", run_dir, state.epoch + 1, state.step)
-    for stale in run_dir.glob(f".{CHECKPOINT}.*.tmp"):  # left by a write that a SIGKILL cut short
+    for stale in run_dir.glob(f".{CHECKPOINT}.*.tmp"):  # left by a write that a SIGKILL cut short (we hold the lock)
         stale.unlink(missing_ok=True)
     write_text(run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(resolved)))
 
@@ -503,8 +602,9 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
         status, reason = "failed", str(err)
         log.error("%s; stopping (the last good checkpoint is kept in %s)", err, run_dir)
     except StopRequested as stop:
-        log.warning("%s received at epoch %d, step %d: checkpoint saved in %s; run the same command again (same "
-                    "run directory) to resume", stop, state.epoch + 1, state.step, run_dir)
+        where = f"epoch {state.epoch + 1}, step {state.step}" if state.step else f"the end of epoch {state.epoch}"
+        log.warning("%s received: checkpoint saved at %s in %s; run the same command again (same run directory) "
+                    "to resume", stop, where, run_dir)
         watch.forward()
         raise SystemExit(128 + stop.signum) from None
     finally:
