@@ -1,14 +1,25 @@
 #!/usr/bin/env python
 """Tables I-III and the figures of a sweep: ``python scripts/make_tables.py <sweep_dir> [--paper-csv FILE]``.
 
-Prints the Markdown tables and the paths written (under ``<sweep_dir>/report/`` unless ``--out-dir``); exits with
-status 2 and a one-line message when the folder does not exist or holds no ``summary.json``.
+Every ``summary.json`` below the folder (and, for the figures, every ok run's ``metrics.csv`` and
+``per_class.csv``) is read and checked before anything is written. A bad file is named on its own line on stderr,
+``<path>: <problem>``; then, by default, nothing is written and the exit status is 1. With ``--skip-bad`` the bad
+files are left out (still named, with their count) and the report is built from the rest. A run without
+``per_class.csv`` or ``metrics.csv`` is left out of the figure that needs it, with a note.
+
+Prints the Markdown tables and the paths written (under ``<sweep_dir>/report/`` unless ``--out-dir``); every file
+is computed first and written at the end, so a failure never leaves half a report. Exits with status 2 and a
+one-line message when the folder does not exist or holds no ``summary.json``.
 """
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,6 +34,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fig6-normalization", choices=["per_method", "joint", "none"], default="per_method")
     parser.add_argument("--fig6-eps", type=float, default=0.0, help="added to both normalised performances")
     parser.add_argument("--no-figures", action="store_true", help="write the tables only")
+    parser.add_argument("--skip-bad", action="store_true",
+                        help="leave out bad summary.json / metrics.csv / per_class.csv / grid.json (each is named) "
+                             "and build the report from the rest; without it, any bad file stops with nothing written")
     args = parser.parse_args(argv)
 
     if not args.sweep_dir.is_dir():
@@ -36,19 +50,57 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     from flowmixup.report.figures import make_figures
-    from flowmixup.report.tables import make_report
+    from flowmixup.report.output import write_files
+    from flowmixup.report.tables import check_sweep, load_paper_tables, make_report
 
-    report = make_report(args.sweep_dir, out_dir=args.out_dir, paper_csv=args.paper_csv, best_from=args.best_from)
-    print(report["report_md"])
-    written = list(report["paths"].values())
+    try:
+        load_paper_tables(args.paper_csv)
+    except (OSError, ValueError) as exc:
+        print(f"error: paper CSV unusable: {str(exc).strip().splitlines()[0]}", file=sys.stderr)
+        return 2
+
+    # 1. read and check everything before anything is computed or written
+    check = check_sweep(args.sweep_dir, run_files=not args.no_figures)
+    for line in check.lines:
+        print(line, file=sys.stderr)
+    if check.problems:
+        parts = [f"{check.bad_summaries} of {check.n_summaries} summary.json"] if check.bad_summaries else []
+        others = len(check.problems) - check.bad_summaries
+        if others:
+            parts.append(_plural(others, "other file"))
+        what = " and ".join(parts)
+        if not args.skip_bad:
+            verb = "is" if len(check.problems) == 1 else "are"
+            print(f"error: {what} {verb} bad; nothing written (pass --skip-bad to build the report from the rest)",
+                  file=sys.stderr)
+            return 1
+        print(f"warning: left out {what}; the report is built from the {len(check.runs)} valid summary.json",
+              file=sys.stderr)
+        if check.runs.empty:
+            print("error: no valid summary.json left; nothing written", file=sys.stderr)
+            return 1
+
+    # 2. compute the tables and the figures in memory
+    report = make_report(args.sweep_dir, out_dir=args.out_dir, paper_csv=args.paper_csv, best_from=args.best_from,
+                         runs=check.runs, grid=check.grid, left_out=check.problems, write=False)
+    files = dict(report["files"])
+    notes: list[str] = []
     if not args.no_figures:
         fig_dir = (args.out_dir / "figures") if args.out_dir is not None else None
         figures = make_figures(args.sweep_dir, fig_dir, target_noise=args.fig6_noise, r=args.fig6_r,
-                               normalization=args.fig6_normalization, eps=args.fig6_eps)
-        written += figures["paths"]
+                               normalization=args.fig6_normalization, eps=args.fig6_eps, runs=check.runs,
+                               write=False)
+        files.update(figures["files"])
+        notes += figures["notes"]
         for kind, skipped in figures["skipped"].items():
             for dataset, reason in skipped.items():
-                print(f"note: {kind} skipped for {dataset}: {reason}")
+                notes.append(f"{kind} skipped for {dataset}: {reason}")
+
+    # 3. write everything at once
+    written = write_files(files)
+    print(report["report_md"])
+    for note in notes:
+        print(f"note: {note}")
     print("Written:")
     for path in written:
         print(f"  {path}")

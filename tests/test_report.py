@@ -330,3 +330,116 @@ def test_cli_prints_tables_and_paths(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "## Table II" in out and "**0.6812** (paper 0.6800)" in out
     assert str(tmp_path / "report" / "report.md") in out
+
+
+# --------------------------------------------------------------------------------------------------------------
+# make_tables.py on bad inputs: everything is checked first, nothing partial is ever written
+# --------------------------------------------------------------------------------------------------------------
+def run_script(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], capture_output=True, text=True,
+                          cwd=PROJECT_ROOT, timeout=300)
+
+
+def sweep_with_two_bad_summaries(root: Path) -> tuple[Path, Path]:
+    """Mixup a=3 and Flow-Mixup a=3 at 10% (two seeds each), one invalid-JSON and one key-less summary."""
+    for s in (MIX3, FLOW_F):
+        for seed in (0, 1):
+            write_run(root, "ecg12", s.regularizer, s.alpha, s.keep_original, 0.1, seed, best=0.6 + 0.01 * seed)
+    invalid = write_run(root, "ecg12", "erm", noise=0.1, seed=0) / "summary.json"
+    invalid.write_text('{"status": "ok",\n "dataset": "ecg12",\n "regularizer": \n')  # a truncated file
+    keyless = write_run(root, "ecg12", "mixup", 1.0, noise=0.1, seed=0) / "summary.json"
+    summary = json.loads(keyless.read_text())
+    del summary["regularizer"], summary["noise"]
+    keyless.write_text(json.dumps(summary))
+    return invalid, keyless
+
+
+def test_cli_bad_summaries_named_and_nothing_written(tmp_path):
+    invalid, keyless = sweep_with_two_bad_summaries(tmp_path)
+    res = run_script(tmp_path)
+    assert res.returncode == 1, res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert "Traceback" not in res.stderr and len(lines) == 3, lines
+    assert sum(line.startswith(f"{invalid}: invalid JSON at line 4, column 1") for line in lines) == 1
+    assert sum(line == f"{keyless}: missing keys regularizer, noise" for line in lines) == 1
+    assert lines[-1].startswith("error: 2 of 6 summary.json are bad; nothing written") and "--skip-bad" in lines[-1]
+    assert not (tmp_path / "report").exists()  # no table, no figure, not even the folder
+    assert res.stdout == ""
+
+
+def test_cli_skip_bad_builds_the_report_from_the_rest(tmp_path):
+    invalid, keyless = sweep_with_two_bad_summaries(tmp_path)
+    res = run_script(tmp_path, "--skip-bad")
+    assert res.returncode == 0, res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert "Traceback" not in res.stderr and len(lines) == 3, lines
+    assert sum(line.startswith(f"{invalid}: invalid JSON at line ") for line in lines) == 1
+    assert sum(line == f"{keyless}: missing keys regularizer, noise" for line in lines) == 1
+    assert lines[-1] == "warning: left out 2 of 6 summary.json; the report is built from the 4 valid summary.json"
+    out = tmp_path / "report"
+    report_md = (out / "report.md").read_text()
+    assert "**4 ok**" in report_md and str(invalid) in report_md and str(keyless) in report_md
+    assert "0.6050 ± 0.0071" in (out / "table2.md").read_text()  # the good Flow-Mixup and Mixup seeds
+    for name in ("fig6_ecg12.png", "fig6_ecg12.pdf", "fig6_spearman.csv", "curves_ecg12.png"):
+        assert (out / "figures" / name).is_file(), name
+
+
+def test_cli_figures_survive_missing_optional_files(tmp_path):
+    for s in (MIX3, FLOW_F):
+        for seed in (0, 1):
+            write_run(tmp_path, "ecg12", s.regularizer, s.alpha, s.keep_original, 0.1, seed)
+    no_per_class = write_run(tmp_path, "ecg12", "flowmixup", 3.0, False, 0.1, seed=2)
+    (no_per_class / "per_class.csv").unlink()
+    no_metrics = write_run(tmp_path, "ecg12", "mixup", 3.0, None, 0.1, seed=2)
+    (no_metrics / "metrics.csv").unlink()
+    no_metric_key = write_run(tmp_path, "chestxray14", "erm", noise=0.1)  # an older summary: no primary_metric
+    summary = json.loads((no_metric_key / "summary.json").read_text())
+    del summary["primary_metric"]
+    (no_metric_key / "summary.json").write_text(json.dumps(summary))
+
+    res = run_script(tmp_path)
+    assert res.returncode == 0 and res.stderr == "", res.stderr
+    notes = [line for line in res.stdout.splitlines() if line.startswith("note: ")]
+    assert f"note: Fig. 6 (ecg12) leaves out {no_per_class}: per_class.csv (missing)" in notes
+    assert f"note: curves (ecg12) leave out {no_metrics}: metrics.csv (missing)" in notes
+    figures = tmp_path / "report" / "figures"
+    for name in ("fig6_ecg12.png", "fig6_ecg12.csv", "curves_ecg12.png", "curves_chestxray14.png"):
+        assert (figures / name).is_file(), name
+    assert pd.read_csv(figures / "fig6_spearman.csv")["n_seeds_flow"].tolist() == [2]
+    # chestxray14 fell back to its default metric (AUC): it is in Table I
+    assert "### ChestX-ray14" in (tmp_path / "report" / "table1.md").read_text()
+
+
+def test_bad_run_files_are_problems_absent_ones_are_not(tmp_path):
+    from flowmixup.report.tables import check_sweep
+
+    good = write_run(tmp_path, "ecg12", "mixup", 3.0, noise=0.1)
+    (good / "per_class.csv").unlink()  # absent: optional
+    broken = write_run(tmp_path, "ecg12", "erm", noise=0.1)
+    (broken / "per_class.csv").write_text("class,train_count\na,1\n")
+    (broken / "metrics.csv").write_text("")
+    (tmp_path / "grid.json").write_text("[{\"dataset\": \"ecg12\"}]")
+    check = check_sweep(tmp_path)
+    assert sorted(check.lines) == sorted([
+        f"{broken / 'per_class.csv'}: missing columns train_single_count, test_f1_best",
+        f"{broken / 'metrics.csv'}: empty file",
+        f"{tmp_path / 'grid.json'}: entry 0 lacks key regularizer",
+    ])
+    assert check.bad_summaries == 0 and len(check.runs) == 2 and check.grid is None
+    assert check_sweep(tmp_path, run_files=False).lines == [f"{tmp_path / 'grid.json'}: entry 0 lacks key regularizer"]
+
+
+def test_cli_writes_nothing_when_a_figure_fails(tmp_path, monkeypatch):
+    import runpy
+
+    for s in (MIX3, FLOW_F):
+        write_run(tmp_path, "ecg12", s.regularizer, s.alpha, s.keep_original, 0.1)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("drawing failed")
+
+    monkeypatch.setattr(figs, "_draw_fig6", broken)
+    module = runpy.run_path(str(SCRIPT), run_name="make_tables")
+    with pytest.raises(RuntimeError, match="drawing failed"):
+        module["main"]([str(tmp_path)])
+    assert not (tmp_path / "report").exists()  # the tables were computed, but nothing was written

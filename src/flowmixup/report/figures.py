@@ -1,7 +1,10 @@
 """Figures of a sweep: the paper's Fig. 6 (per-class Mixup vs Flow-Mixup) and per-epoch test-metric curves.
 
-Everything goes to ``<sweep_dir>/report/figures/`` as PNG and PDF (plus the CSV of the numbers plotted), each file
-written atomically. Only runs whose ``summary.json`` says ``status == "ok"`` are used. Matplotlib is used through
+Everything goes to ``<sweep_dir>/report/figures/`` as PNG and PDF (plus the CSV of the numbers plotted): every
+figure is drawn in memory first, then the files are written together (:func:`flowmixup.report.output.write_files`),
+so an error never leaves half of them. Only runs whose ``summary.json`` says ``status == "ok"`` are used; a run
+without a usable ``per_class.csv`` or ``metrics.csv`` is left out of the figure that needs it, and named in the
+result's ``notes``; a run without ``primary_metric`` gets its dataset's default. Matplotlib is used through
 its object API with the Agg canvas (no pyplot, so importing this module never changes the global backend).
 
 Fig. 6, as read here
@@ -35,6 +38,7 @@ is increasing for x >= 0, so r changes the plot but not the correlation.
 """
 from __future__ import annotations
 
+import io
 import math
 import os
 import warnings
@@ -47,8 +51,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from scipy import stats
 
-from flowmixup.io import atomic_path, write_text
-from flowmixup.report.tables import (DATASET_NAMES, DDOF, PAPER_SETTINGS, Setting, collect_runs, noise_key)
+from flowmixup.report.output import write_files
+from flowmixup.report.tables import (DATASET_NAMES, DDOF, PAPER_SETTINGS, Setting, _is_missing, collect_runs,
+                                     noise_key, primary_metric_of, read_csv_checked, run_file_columns)
 
 __all__ = [
     "MIXUP", "FLOW", "DEFAULT_R",
@@ -131,27 +136,54 @@ def spearman(x: Sequence[float], y: Sequence[float]) -> tuple[float, float, int]
     return float(result.statistic), float(result.pvalue), n
 
 
+_OK_COLUMNS = ["status", "dataset", "regularizer", "alpha", "keep_original", "noise", "seed", "run_dir",
+               "_setting", "_noise", "_metric"]
+
+
 def _ok_runs(runs: pd.DataFrame) -> pd.DataFrame:
-    if runs.empty or "status" not in runs:
-        return runs.iloc[0:0]
-    ok = runs[runs["status"] == "ok"].copy()
-    ok["_setting"] = [Setting.of(r, a, k) for r, a, k in zip(ok["regularizer"], ok["alpha"], ok["keep_original"])]
-    ok["_noise"] = [noise_key(n) for n in ok["noise"]]
-    return ok
+    """The ok runs with ``_setting``, ``_noise`` and ``_metric`` (the run's primary metric or its dataset's default).
+
+    A row lacking what identifies its cell (dataset, regularizer, noise) or with unreadable values is left out.
+    """
+    records = []
+    if not runs.empty and "status" in runs:
+        for record in runs[runs["status"] == "ok"].to_dict("records"):
+            if any(_is_missing(record.get(k)) for k in ("dataset", "regularizer", "noise", "run_dir")):
+                continue
+            try:
+                setting = Setting.of(record["regularizer"], record.get("alpha"), record.get("keep_original"))
+                noise = noise_key(record["noise"])
+            except (TypeError, ValueError):
+                continue
+            records.append(dict(record, dataset=str(record["dataset"]), _setting=setting, _noise=noise,
+                                _metric=primary_metric_of(record)))
+    columns = list(dict.fromkeys(_OK_COLUMNS + [k for r in records for k in r]))
+    return pd.DataFrame.from_records(records, columns=columns)
 
 
-def _read_per_class(run_dir: str) -> pd.DataFrame | None:
-    path = Path(run_dir) / "per_class.csv"
-    if not path.is_file():
-        return None
-    frame = pd.read_csv(path)
-    frame["class"] = frame["class"].astype(str)
-    return frame
+def _dataset_metric(runs: pd.DataFrame, dataset: str) -> str | None:
+    """The primary metric of ``dataset``: the first run that names one, else the dataset's default."""
+    if not runs.empty and "dataset" in runs:
+        for record in runs[runs["dataset"].astype(str) == dataset].to_dict("records"):
+            if record.get("status") == "unreadable":
+                continue
+            metric = primary_metric_of(record)
+            if metric is not None:
+                return metric
+    return primary_metric_of({"dataset": dataset})
+
+
+def _read_per_class(run_dir: str, columns: tuple[str, ...] = ("class",)) -> tuple[pd.DataFrame | None, str | None]:
+    """``(per_class.csv, None)`` or ``(None, problem)`` (``missing``, unreadable, a column missing)."""
+    frame, problem = read_csv_checked(Path(run_dir) / "per_class.csv", columns)
+    if frame is not None:
+        frame["class"] = frame["class"].astype(str)
+    return frame, problem
 
 
 def fig6_data(runs: pd.DataFrame, dataset: str, target_noise: float = 0.1, r: float | None = None,
               normalization: str = "per_method", eps: float = 0.0, which: str = "best",
-              ) -> tuple[pd.DataFrame, dict[str, Any]] | None:
+              notes: list[str] | None = None) -> tuple[pd.DataFrame, dict[str, Any]] | None:
     """The per-class table behind Fig. 6 for ``dataset`` and its Spearman correlation; None without the runs.
 
     ``runs`` is :func:`flowmixup.report.tables.collect_runs`'s frame. ``which`` picks the per-class column
@@ -159,23 +191,28 @@ def fig6_data(runs: pd.DataFrame, dataset: str, target_noise: float = 0.1, r: fl
     Returns ``(per_class, info)``: one row per class with ``perf_mixup, perf_flow, norm_mixup, norm_flow,
     performance_ratio, single_count, count, independent_ratio``; ``info`` has ``dataset, primary_metric, noise,
     r, normalization, eps, spearman_rho, spearman_p, n_classes`` (the classes in the correlation) and the seeds.
+    A run whose ``per_class.csv`` is missing, unreadable or lacks a column is left out, with a line appended to
+    ``notes`` (when given) saying so. The primary metric is the runs' ``primary_metric``, or the dataset's default.
     """
     ok = _ok_runs(runs)
     ok = ok[ok["dataset"] == dataset] if not ok.empty else ok
     if ok.empty:
         return None
-    metric = str(ok["primary_metric"].dropna().iloc[0]) if ok["primary_metric"].notna().any() else None
+    metric = next((m for m in ok["_metric"] if m is not None), None)
     if metric not in _PER_CLASS_PREFIX:
         return None
     column = f"{_PER_CLASS_PREFIX[metric]}_{which}"
     r = DEFAULT_R[metric] if r is None else float(r)
+    needed = tuple(run_file_columns(metric, which)["per_class.csv"])
 
     per_noise: dict[float, dict[Setting, list[pd.DataFrame]]] = {}
     for record in ok.to_dict("records"):
         if record["_setting"] not in (MIXUP, FLOW):
             continue
-        frame = _read_per_class(record["run_dir"])
-        if frame is None or column not in frame:
+        frame, problem = _read_per_class(record["run_dir"], needed)
+        if frame is None:
+            if notes is not None:
+                notes.append(f"Fig. 6 ({dataset}) leaves out {record['run_dir']}: per_class.csv ({problem})")
             continue
         per_noise.setdefault(record["_noise"], {}).setdefault(record["_setting"], []).append(frame)
     usable = [n for n, by in per_noise.items() if MIXUP in by and FLOW in by]
@@ -222,15 +259,15 @@ def _normalized(a: pd.Series, b: pd.Series, normalization: str) -> tuple[np.ndar
 # --------------------------------------------------------------------------------------------------------------
 # Drawing
 # --------------------------------------------------------------------------------------------------------------
-def _save(fig: Figure, stem: Path) -> list[Path]:
+def _render(fig: Figure, stem: Path) -> dict[Path, bytes]:
+    """The figure as PNG and PDF bytes, keyed by the paths they go to (written later, all at once)."""
     FigureCanvasAgg(fig)
-    written = []
+    out = {}
     for ext in ("png", "pdf"):
-        path = stem.with_suffix(f".{ext}")
-        with atomic_path(path, suffix=f".{ext}") as tmp:
-            fig.savefig(tmp, format=ext, dpi=150, bbox_inches="tight")
-        written.append(path)
-    return written
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format=ext, dpi=150, bbox_inches="tight")
+        out[stem.with_suffix(f".{ext}")] = buffer.getvalue()
+    return out
 
 
 def _draw_fig6(table: pd.DataFrame, info: dict[str, Any]) -> Figure:
@@ -276,54 +313,56 @@ def _draw_fig6(table: pd.DataFrame, info: dict[str, Any]) -> Figure:
 
 def make_fig6(sweep_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None, target_noise: float = 0.1,
               r: float | dict[str, float] | None = None, normalization: str = "per_method", eps: float = 0.0,
-              which: str = "best", runs: pd.DataFrame | None = None) -> dict[str, Any]:
+              which: str = "best", runs: pd.DataFrame | None = None, write: bool = True) -> dict[str, Any]:
     """Fig. 6 for every dataset that has Mixup (α=3) and Flow-Mixup (α=3, Op=False) runs with ``per_class.csv``.
 
     Writes ``fig6_<dataset>.{png,pdf,csv}`` (the CSV: the per-class numbers plotted) and ``fig6_spearman.csv``
     (one row per dataset: noise, r, normalisation, Spearman rho and p, classes used) into ``out_dir`` (default
-    ``<sweep_dir>/report/figures``). ``r`` may be a number or a ``{primary_metric: r}`` dict. Returns
-    ``{"paths": [...], "spearman": DataFrame, "skipped": {dataset: reason}}``.
+    ``<sweep_dir>/report/figures``), all at once after every figure is drawn (``write=False``: not at all).
+    ``r`` may be a number or a ``{primary_metric: r}`` dict. Returns ``{"paths": [...], "files": {path: bytes},
+    "spearman": DataFrame, "skipped": {dataset: reason}, "notes": [...]}`` (``notes``: runs left out, and why).
     """
     sweep_dir = Path(sweep_dir)
     out_dir = Path(out_dir) if out_dir is not None else sweep_dir / "report" / "figures"
     runs = collect_runs(sweep_dir) if runs is None else runs
-    paths: list[Path] = []
+    files: dict[Path, Any] = {}
     infos: list[dict[str, Any]] = []
     skipped: dict[str, str] = {}
+    notes: list[str] = []
     datasets = sorted(set(runs["dataset"].dropna().astype(str))) if "dataset" in runs else []
     for dataset in datasets:
-        metric_rows = runs.loc[runs["dataset"] == dataset, "primary_metric"].dropna()
-        metric = str(metric_rows.iloc[0]) if len(metric_rows) else None
+        metric = _dataset_metric(runs, dataset)
+        if metric not in _PER_CLASS_PREFIX:
+            skipped[dataset] = f"primary metric unknown ({metric!r}): set primary_metric in its summaries"
+            continue
         r_here = r.get(metric) if isinstance(r, dict) else r
-        result = fig6_data(runs, dataset, target_noise, r_here, normalization, eps, which)
+        result = fig6_data(runs, dataset, target_noise, r_here, normalization, eps, which, notes=notes)
         if result is None:
             skipped[dataset] = ("no noise level with ok runs of both Mixup (α=3.0) and Flow-Mixup (α=3.0, Op=False) "
                                 "having per_class.csv")
             continue
         table, info = result
         stem = out_dir / f"fig6_{dataset}"
-        fig = _draw_fig6(table, info)
-        paths += _save(fig, stem)
-        write_text(stem.with_suffix(".csv"), table.to_csv(index=False))
-        paths.append(stem.with_suffix(".csv"))
+        files.update(_render(_draw_fig6(table, info), stem))
+        files[stem.with_suffix(".csv")] = table.to_csv(index=False)
         infos.append(info)
     spearman_frame = pd.DataFrame(infos)
     if infos:
-        write_text(out_dir / "fig6_spearman.csv", spearman_frame.to_csv(index=False))
-        paths.append(out_dir / "fig6_spearman.csv")
-    return {"paths": paths, "spearman": spearman_frame, "skipped": skipped}
+        files[out_dir / "fig6_spearman.csv"] = spearman_frame.to_csv(index=False)
+    if write:
+        write_files(files)
+    return {"paths": list(files), "files": files, "spearman": spearman_frame, "skipped": skipped, "notes": notes}
 
 
-def _curve_table(ok: pd.DataFrame, dataset: str, metric: str) -> pd.DataFrame:
+def _curve_table(ok: pd.DataFrame, dataset: str, metric: str, notes: list[str] | None = None) -> pd.DataFrame:
     column = "test_auc" if metric == "auc" else "test_macro_f1"
     scale = 100.0 if metric == "auc" else 1.0
     pieces = []
     for record in ok[ok["dataset"] == dataset].to_dict("records"):
-        path = Path(record["run_dir"]) / "metrics.csv"
-        if not path.is_file():
-            continue
-        frame = pd.read_csv(path)
-        if column not in frame or "epoch" not in frame:
+        frame, problem = read_csv_checked(Path(record["run_dir"]) / "metrics.csv", ("epoch", column))
+        if frame is None:
+            if notes is not None:
+                notes.append(f"curves ({dataset}) leave out {record['run_dir']}: metrics.csv ({problem})")
             continue
         pieces.append(pd.DataFrame({"setting": record["_setting"], "noise": record["_noise"],
                                     "seed": record.get("seed"), "epoch": frame["epoch"],
@@ -338,28 +377,28 @@ def _curve_table(ok: pd.DataFrame, dataset: str, metric: str) -> pd.DataFrame:
 
 
 def make_curves(sweep_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None,
-                runs: pd.DataFrame | None = None) -> dict[str, Any]:
+                runs: pd.DataFrame | None = None, write: bool = True) -> dict[str, Any]:
     """Per-epoch test metric (AUC in % or macro-F1) of every regularizer setting, from the runs' ``metrics.csv``.
 
     One figure per dataset (``curves_<dataset>.{png,pdf}``) with one panel per noise level; a line per setting is
     the mean over the ok seeds at each epoch, the band mean ± sample std (ddof = 1) where there are 2+ seeds.
-    The plotted numbers go to ``curves_<dataset>.csv``. Returns ``{"paths": [...], "skipped": {...}}``.
+    The plotted numbers go to ``curves_<dataset>.csv``. A run without a usable ``metrics.csv`` is left out (and
+    named in ``notes``). Files are written all at once at the end (``write=False``: not at all). Returns
+    ``{"paths": [...], "files": {path: bytes}, "skipped": {...}, "notes": [...]}``.
     """
     sweep_dir = Path(sweep_dir)
     out_dir = Path(out_dir) if out_dir is not None else sweep_dir / "report" / "figures"
     runs = collect_runs(sweep_dir) if runs is None else runs
     ok = _ok_runs(runs)
-    paths: list[Path] = []
+    files: dict[Path, Any] = {}
     skipped: dict[str, str] = {}
-    if ok.empty:
-        return {"paths": paths, "skipped": skipped}
+    notes: list[str] = []
     for dataset in sorted(set(ok["dataset"].astype(str))):
-        metric_rows = ok.loc[ok["dataset"] == dataset, "primary_metric"].dropna()
-        metric = str(metric_rows.iloc[0]) if len(metric_rows) else None
+        metric = next((m for m in ok.loc[ok["dataset"] == dataset, "_metric"] if m is not None), None)
         if metric not in ("auc", "macro_f1"):
             skipped[dataset] = f"unknown primary_metric {metric!r}"
             continue
-        curves = _curve_table(ok, dataset, metric)
+        curves = _curve_table(ok, dataset, metric, notes)
         if curves.empty:
             skipped[dataset] = "no metrics.csv with a test metric column"
             continue
@@ -392,22 +431,29 @@ def make_curves(sweep_dir: str | os.PathLike, out_dir: str | os.PathLike | None 
                    bbox_to_anchor=(0.5, 0.0))
         fig.tight_layout(rect=(0, 0.08 + 0.02 * math.ceil(len(labels) / 3), 1, 1))
         stem = out_dir / f"curves_{dataset}"
-        paths += _save(fig, stem)
+        files.update(_render(fig, stem))
         csv = curves.assign(setting=[s.label for s in curves["setting"]])
-        write_text(stem.with_suffix(".csv"), csv.to_csv(index=False))
-        paths.append(stem.with_suffix(".csv"))
-    return {"paths": paths, "skipped": skipped}
+        files[stem.with_suffix(".csv")] = csv.to_csv(index=False)
+    if write:
+        write_files(files)
+    return {"paths": list(files), "files": files, "skipped": skipped, "notes": notes}
 
 
 def make_figures(sweep_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None, target_noise: float = 0.1,
                  r: float | dict[str, float] | None = None, normalization: str = "per_method", eps: float = 0.0,
-                 which: str = "best") -> dict[str, Any]:
+                 which: str = "best", runs: pd.DataFrame | None = None, write: bool = True) -> dict[str, Any]:
     """Fig. 6 and the curves for the runs below ``sweep_dir``; see :func:`make_fig6` and :func:`make_curves`.
 
-    Returns ``{"paths": [...], "spearman": DataFrame, "skipped": {"fig6": {...}, "curves": {...}}}``.
+    ``runs`` defaults to :func:`collect_runs`. Every figure is drawn first; the files are written together at the
+    end (``write=False``: not at all). Returns ``{"paths": [...], "files": {...}, "spearman": DataFrame,
+    "skipped": {"fig6": {...}, "curves": {...}}, "notes": [...]}``.
     """
-    runs = collect_runs(sweep_dir)
-    fig6 = make_fig6(sweep_dir, out_dir, target_noise, r, normalization, eps, which, runs=runs)
-    curves = make_curves(sweep_dir, out_dir, runs=runs)
-    return {"paths": fig6["paths"] + curves["paths"], "spearman": fig6["spearman"],
-            "skipped": {"fig6": fig6["skipped"], "curves": curves["skipped"]}}
+    runs = collect_runs(sweep_dir) if runs is None else runs
+    fig6 = make_fig6(sweep_dir, out_dir, target_noise, r, normalization, eps, which, runs=runs, write=False)
+    curves = make_curves(sweep_dir, out_dir, runs=runs, write=False)
+    files = {**fig6["files"], **curves["files"]}
+    if write:
+        write_files(files)
+    return {"paths": list(files), "files": files, "spearman": fig6["spearman"],
+            "skipped": {"fig6": fig6["skipped"], "curves": curves["skipped"]},
+            "notes": fig6["notes"] + curves["notes"]}

@@ -10,7 +10,13 @@ writes, into ``<sweep_dir>/report/``:
   Best test macro-F1 as a fraction;
 - ``table3.{md,csv,tex}``: the Eq. 8 variances of the min-max normalised per-epoch test metric
   (``variance_auc`` for AUC datasets, ``variance_macro_f1`` for macro-F1 datasets);
-- ``report.md``: the three Markdown tables under a header counting runs ok / failed / missing.
+- ``report.md``: the three Markdown tables under a header counting runs ok / failed / missing, and naming every
+  summary left out (unreadable or invalid) with its problem.
+
+Every file is computed in memory first and all are written together at the end
+(:func:`flowmixup.report.output.write_files`). :func:`check_sweep` reads and validates every summary (and the
+``metrics.csv`` / ``per_class.csv`` the figures read) beforehand, each problem one line naming the file:
+``scripts/make_tables.py`` stops on any, unless told to skip them.
 
 Conventions (they are repeated in each table's caption):
 
@@ -43,13 +49,17 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from flowmixup.io import write_text
-
 __all__ = [
     "Setting",
     "PAPER_SETTINGS",
     "TABLE3_SETTINGS",
     "collect_runs",
+    "check_sweep",
+    "SweepCheck",
+    "read_summary",
+    "summary_problem",
+    "primary_metric_of",
+    "read_csv_checked",
     "load_paper_tables",
     "load_grid",
     "build_tables",
@@ -175,34 +185,207 @@ def _ordered_settings(first: Sequence[Setting], found: Iterable[Setting]) -> lis
 # --------------------------------------------------------------------------------------------------------------
 # Inputs
 # --------------------------------------------------------------------------------------------------------------
-def collect_runs(sweep_dir: str | os.PathLike) -> pd.DataFrame:
-    """One row per ``summary.json`` found at any depth below ``sweep_dir``.
+REQUIRED_KEYS = ("status", "dataset", "regularizer", "noise", "seed")
+"""Keys every ``summary.json`` must hold; an ok run also needs ``best_test_<metric>`` and ``last_test_<metric>``."""
+METRICS_COLUMNS = {"auc": "test_auc", "macro_f1": "test_macro_f1"}
+"""The per-epoch test-metric column of ``metrics.csv`` that the curves read, per primary metric."""
+PER_CLASS_COLUMNS = ("class", "train_count", "train_single_count")
+PER_CLASS_METRIC = {"auc": "test_auc", "macro_f1": "test_f1"}
+"""``per_class.csv``: the columns Fig. 6 reads besides ``<PER_CLASS_METRIC[metric]>_<best|last|at_best_val>``."""
 
-    Columns: every key of the summaries, plus ``run_dir`` (the run's folder, as a string) and ``summary_mtime``.
-    A summary that cannot be parsed gives a row with ``status == "unreadable"`` and the error in ``reason``.
-    ``alpha``, ``keep_original`` and ``noise`` are left as the runs wrote them; see :meth:`Setting.of` and
-    :func:`noise_key` for the normalised forms the tables use. Rows are sorted by ``run_dir``.
+
+def _json_problem(exc: json.JSONDecodeError, text: str) -> str:
+    if not text.strip():
+        return "empty file"
+    return f"invalid JSON at line {exc.lineno}, column {exc.colno} ({exc.msg})"
+
+
+def read_summary(path: str | os.PathLike) -> tuple[dict[str, Any] | None, str | None]:
+    """``(record, None)`` for a readable ``summary.json`` holding a JSON object, else ``(None, problem)``.
+
+    The problem is one line: ``invalid JSON at line N, column M (...)``, ``empty file``, ``not a JSON object``...
     """
-    sweep_dir = Path(sweep_dir)
-    records: list[dict[str, Any]] = []
+    path = Path(path)
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except OSError as exc:
+        return None, f"cannot be read ({exc.strerror or exc})"
+    except UnicodeDecodeError:
+        return None, "not UTF-8 text"
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return None, _json_problem(exc, text)
+    except ValueError as exc:  # e.g. a number too large for Python's int parser
+        return None, f"invalid JSON ({exc})"
+    if not isinstance(record, dict):
+        return None, f"not a JSON object (a {type(record).__name__})"
+    return record, None
+
+
+def primary_metric_of(record: dict[str, Any]) -> str | None:
+    """The run's ``primary_metric``, or its dataset's default (:data:`DEFAULT_PRIMARY_METRIC`) when it has none."""
+    metric = record.get("primary_metric")
+    if _is_missing(metric) or str(metric).strip() == "":
+        dataset = record.get("dataset")
+        return None if _is_missing(dataset) else DEFAULT_PRIMARY_METRIC.get(str(dataset))
+    return str(metric)
+
+
+def summary_problem(record: dict[str, Any]) -> str | None:
+    """Why a parsed summary cannot go into the tables (one line), or None when it can.
+
+    Checks the :data:`REQUIRED_KEYS`, that ``noise``, ``alpha`` and ``keep_original`` read as a number, a number
+    and a boolean, and, for an ok run of a dataset whose metric is known, ``best_test_<m>`` and ``last_test_<m>``.
+    ``primary_metric`` itself is optional (the dataset's default is used).
+    """
+    missing = [k for k in REQUIRED_KEYS if k not in record]
+    metric = primary_metric_of(record)
+    if record.get("status") == "ok" and metric in METRICS_COLUMNS:
+        missing += [k for k in (f"best_test_{metric}", f"last_test_{metric}") if k not in record]
+    problems = []
+    if missing:
+        problems.append(f"missing key{'s' if len(missing) > 1 else ''} {', '.join(missing)}")
+    for key in ("status", "dataset", "regularizer"):
+        if key in record and (not isinstance(record[key], str) or not record[key].strip()):
+            problems.append(f"{key} must be a non-empty string, got {record[key]!r}")
+    if "noise" in record:
+        try:
+            value = noise_key(record["noise"])
+            if not math.isfinite(value):
+                raise ValueError
+        except (TypeError, ValueError):
+            problems.append(f"noise must be a number, got {record['noise']!r}")
+    if isinstance(record.get("regularizer"), str):
+        try:
+            Setting.of(record["regularizer"], record.get("alpha"), record.get("keep_original"))
+        except (TypeError, ValueError):
+            problems.append(f"alpha / keep_original unreadable: alpha={record.get('alpha')!r}, "
+                            f"keep_original={record.get('keep_original')!r}")
+    return "; ".join(problems) or None
+
+
+def read_csv_checked(path: str | os.PathLike, columns: Sequence[str] = ()) -> tuple[pd.DataFrame | None, str | None]:
+    """``(frame, None)`` when ``path`` reads as CSV with every one of ``columns``, else ``(None, problem)``.
+
+    The problem is one line (``missing``, ``empty file``, ``not a readable CSV (...)``, ``missing columns x, y``).
+    """
+    path = Path(path)
+    if not path.is_file():
+        return None, "missing"
+    try:
+        frame = pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        return None, "empty file"
+    except (OSError, ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return None, f"not a readable CSV ({first})"
+    absent = [c for c in columns if c not in frame.columns]
+    if absent:
+        return None, f"missing column{'s' if len(absent) > 1 else ''} {', '.join(absent)}"
+    return frame, None
+
+
+def run_file_columns(metric: str | None, which: str = "best") -> dict[str, tuple[str, ...]]:
+    """The columns the figures read from a run's ``metrics.csv`` and ``per_class.csv`` for ``metric``."""
+    if metric not in METRICS_COLUMNS:
+        return {"metrics.csv": ("epoch",), "per_class.csv": PER_CLASS_COLUMNS}
+    return {"metrics.csv": ("epoch", METRICS_COLUMNS[metric]),
+            "per_class.csv": PER_CLASS_COLUMNS + (f"{PER_CLASS_METRIC[metric]}_{which}",)}
+
+
+def _scan(sweep_dir: Path) -> Iterable[tuple[Path, dict[str, Any] | None, str | None]]:
     for path in sorted(sweep_dir.rglob("summary.json")):
         if not path.is_file():
             continue
-        try:
-            record = json.loads(path.read_text(encoding="utf-8"))
-            if not isinstance(record, dict):
-                raise ValueError("summary.json does not hold a JSON object")
-        except (OSError, ValueError) as exc:
-            record = {"status": "unreadable", "reason": f"{type(exc).__name__}: {exc}"}
-        record = dict(record)
-        record["run_dir"] = str(path.parent)
-        record["summary_mtime"] = path.stat().st_mtime
-        records.append(record)
+        record, problem = read_summary(path)
+        if record is not None:
+            problem = summary_problem(record)
+        yield path, record, problem
+
+
+def _runs_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
     frame = pd.DataFrame.from_records(records)
     if frame.empty:
         frame = pd.DataFrame(columns=["status", "dataset", "regularizer", "alpha", "keep_original", "noise", "seed",
                                       "run_dir", "summary_mtime"])
     return frame.reset_index(drop=True)
+
+
+def _stamp(record: dict[str, Any], path: Path) -> dict[str, Any]:
+    record = dict(record)
+    record["run_dir"] = str(path.parent)
+    try:
+        record["summary_mtime"] = path.stat().st_mtime
+    except OSError:
+        record["summary_mtime"] = 0.0
+    return record
+
+
+def collect_runs(sweep_dir: str | os.PathLike) -> pd.DataFrame:
+    """One row per ``summary.json`` found at any depth below ``sweep_dir``.
+
+    Columns: every key of the summaries, plus ``run_dir`` (the run's folder, as a string) and ``summary_mtime``.
+    A summary that cannot be parsed, or lacks a key the tables need (see :func:`summary_problem`), gives a row with
+    ``status == "unreadable"`` and the problem in ``reason``. ``alpha``, ``keep_original`` and ``noise`` are left
+    as the runs wrote them; see :meth:`Setting.of` and :func:`noise_key` for the normalised forms the tables use.
+    Rows are sorted by ``run_dir``.
+    """
+    records: list[dict[str, Any]] = []
+    for path, record, problem in _scan(Path(sweep_dir)):
+        if problem is not None:
+            record = {"status": "unreadable", "reason": problem}
+        records.append(_stamp(record, path))
+    return _runs_frame(records)
+
+
+@dataclass
+class SweepCheck:
+    """What :func:`check_sweep` found: the usable runs and every bad file, each with its one-line problem."""
+
+    runs: pd.DataFrame  # the valid summaries, as :func:`collect_runs` gives them
+    problems: list[tuple[Path, str]]  # (file, problem): bad summaries, grid.json, bad metrics.csv / per_class.csv
+    bad_summaries: int
+    n_summaries: int
+    grid: list | None  # grid.json's entries (None when absent or bad)
+
+    @property
+    def lines(self) -> list[str]:
+        return [f"{path}: {problem}" for path, problem in self.problems]
+
+
+def check_sweep(sweep_dir: str | os.PathLike, run_files: bool = True, which: str = "best") -> SweepCheck:
+    """Read and validate every ``summary.json`` below ``sweep_dir`` (and ``grid.json``) before anything is built.
+
+    With ``run_files``, the ``metrics.csv`` and ``per_class.csv`` of every ok run are read too: a file that exists
+    but cannot be read or lacks a column the figures use is a problem; an absent one is not (it is optional: the
+    figures leave that run out and say so).
+    """
+    sweep_dir = Path(sweep_dir)
+    good: list[dict[str, Any]] = []
+    problems: list[tuple[Path, str]] = []
+    n = bad = 0
+    for path, record, problem in _scan(sweep_dir):
+        n += 1
+        if problem is not None:
+            bad += 1
+            problems.append((path, problem))
+            continue
+        good.append(_stamp(record, path))
+        if run_files and record.get("status") == "ok":
+            for name, columns in run_file_columns(primary_metric_of(record), which).items():
+                file = path.parent / name
+                if not file.exists():
+                    continue
+                _, file_problem = read_csv_checked(file, columns)
+                if file_problem is not None:
+                    problems.append((file, file_problem))
+    grid = None
+    try:
+        grid = load_grid(sweep_dir)
+    except ValueError as exc:
+        problems.append((sweep_dir / "grid.json", str(exc)))
+    return SweepCheck(_runs_frame(good), problems, bad, n, grid)
 
 
 def load_paper_tables(paper_csv: str | os.PathLike | None = None) -> pd.DataFrame:
@@ -227,20 +410,34 @@ def load_paper_tables(paper_csv: str | os.PathLike | None = None) -> pd.DataFram
 
 
 def load_grid(sweep_dir: str | os.PathLike) -> list[tuple[str, Setting, float, Any]] | None:
-    """The expected runs from ``<sweep_dir>/grid.json`` as ``(dataset, setting, noise_key, seed)``; None if absent."""
+    """The expected runs from ``<sweep_dir>/grid.json`` as ``(dataset, setting, noise_key, seed)``; None if absent.
+
+    A grid.json that cannot be used raises ValueError with a one-line message (without the path).
+    """
     path = Path(sweep_dir) / "grid.json"
     if not path.is_file():
         return None
-    entries = json.loads(path.read_text(encoding="utf-8"))
+    try:
+        text = path.read_text(encoding="utf-8")
+        entries = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(_json_problem(exc, text)) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot be read ({exc})") from None
     if isinstance(entries, dict) and "runs" in entries:  # tolerate {"runs": [...]}
         entries = entries["runs"]
     if not isinstance(entries, list):
-        raise ValueError(f"{path}: expected a JSON list of runs")
+        raise ValueError("expected a JSON list of runs")
     grid = []
-    for entry in entries:
-        grid.append((str(entry["dataset"]), Setting.of(entry["regularizer"], entry.get("alpha"),
-                                                       entry.get("keep_original")),
-                     noise_key(entry["noise"]), _seed_key(entry.get("seed"))))
+    for i, entry in enumerate(entries):
+        try:
+            grid.append((str(entry["dataset"]), Setting.of(entry["regularizer"], entry.get("alpha"),
+                                                           entry.get("keep_original")),
+                         noise_key(entry["noise"]), _seed_key(entry.get("seed"))))
+        except KeyError as exc:
+            raise ValueError(f"entry {i} lacks key {exc.args[0]}") from None
+        except (AttributeError, TypeError, ValueError):
+            raise ValueError(f"entry {i} is not a run ({entry!r})") from None
     return grid
 
 
@@ -325,17 +522,22 @@ class _Runs:
 
 def _index_runs(runs: pd.DataFrame, grid: list | None) -> tuple[_Runs, dict[str, Any]]:
     counts: dict[str, Any] = {"ok": 0, "failed": 0, "unreadable": 0, "duplicates": 0, "not_in_grid": 0}
+    unreadable: list[tuple[str, str]] = []
     by_key: dict[tuple, dict] = {}
     for record in runs.to_dict("records"):
         status = record.get("status")
+        where = str(Path(str(record.get("run_dir", "?"))) / "summary.json")
         if status == "unreadable" or _is_missing(record.get("dataset")) or _is_missing(record.get("regularizer")):
             counts["unreadable"] += 1
+            reason = record.get("reason") if status == "unreadable" else None
+            unreadable.append((where, str(reason) if not _is_missing(reason) else "missing dataset or regularizer"))
             continue
         try:
             setting = Setting.of(record["regularizer"], record.get("alpha"), record.get("keep_original"))
             key = (str(record["dataset"]), setting, noise_key(record["noise"]), _seed_key(record.get("seed")))
-        except (KeyError, TypeError, ValueError):
+        except (KeyError, TypeError, ValueError) as exc:
             counts["unreadable"] += 1
+            unreadable.append((where, f"unusable values ({type(exc).__name__}: {exc})"))
             continue
         record = dict(record, _setting=setting)
         previous = by_key.get(key)
@@ -362,7 +564,7 @@ def _index_runs(runs: pd.DataFrame, grid: list | None) -> tuple[_Runs, dict[str,
         target.setdefault(cell, []).append(record)
         seeds_seen.setdefault(cell, set()).add(seed)
         metric = record.get("primary_metric")
-        if not _is_missing(metric):
+        if not _is_missing(metric) and str(metric).strip():
             metric_of.setdefault(dataset, str(metric))
         noises_of.setdefault(dataset, set()).add(noise)
         settings_of.setdefault(dataset, set()).add(setting)
@@ -383,6 +585,7 @@ def _index_runs(runs: pd.DataFrame, grid: list | None) -> tuple[_Runs, dict[str,
             metric_of[dataset] = DEFAULT_PRIMARY_METRIC[dataset]
     counts["failed_runs"] = [(r["run_dir"], str(r.get("reason", ""))) for rs in failed.values() for r in rs]
     counts["failed_runs"].sort()
+    counts["unreadable_runs"] = sorted(unreadable)
     return _Runs(ok, failed, seeds_seen, expected, metric_of, noises_of, settings_of), counts
 
 
@@ -739,7 +942,9 @@ def _report_header(sweep_dir: Path, counts: dict, has_grid: bool) -> str:
     if counts.get("unfinished"):
         extras.append(f"{counts['unfinished']} unfinished (metrics.csv but no summary.json)")
     if counts.get("unreadable"):
-        extras.append(f"{counts['unreadable']} unreadable summary.json")
+        extras.append(f"{counts['unreadable']} unreadable summary.json (listed below)")
+    if counts.get("left_out"):
+        extras.append(f"{len(counts['left_out'])} bad run files left out (listed below)")
     if counts.get("duplicates"):
         extras.append(f"{counts['duplicates']} duplicate runs of the same cell and seed (kept: ok over failed, "
                       "then the newest)")
@@ -750,6 +955,10 @@ def _report_header(sweep_dir: Path, counts: dict, has_grid: bool) -> str:
                       + ", ".join(counts["unknown_metric_datasets"]))
     if extras:
         lines += ["", "Also: " + "; ".join(extras) + "."]
+    left_out = list(counts.get("unreadable_runs") or []) + list(counts.get("left_out") or [])
+    if left_out:
+        lines += ["", "Left out (unreadable or invalid):", ""]
+        lines += [f"- `{path}`: {problem}" for path, problem in left_out]
     if counts["failed_runs"]:
         lines += ["", "Failed runs:", ""]
         shown = counts["failed_runs"][:30]
@@ -764,28 +973,40 @@ def _count_unfinished(sweep_dir: Path) -> int:
     return sum(1 for p in sweep_dir.rglob("metrics.csv") if not (p.parent / "summary.json").exists())
 
 
+_FROM_SWEEP = object()
+
+
 def make_report(sweep_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None,
-                paper_csv: str | os.PathLike | None = None, best_from: str = "best") -> dict[str, Any]:
+                paper_csv: str | os.PathLike | None = None, best_from: str = "best", *,
+                runs: pd.DataFrame | None = None, grid: Any = _FROM_SWEEP,
+                left_out: Sequence[tuple[Any, str]] = (), write: bool = True) -> dict[str, Any]:
     """Write Tables I-III (Markdown, tidy CSV, LaTeX) and ``report.md`` for the runs below ``sweep_dir``.
 
-    ``out_dir`` defaults to ``<sweep_dir>/report``; ``paper_csv`` to the packaged ``paper_tables.csv``. Every file
-    is written atomically (temporary file in the same folder, then ``os.replace``).
+    ``out_dir`` defaults to ``<sweep_dir>/report``; ``paper_csv`` to the packaged ``paper_tables.csv``. ``runs``
+    (default: :func:`collect_runs`) and ``grid`` (default: :func:`load_grid`) may be given, e.g. from
+    :func:`check_sweep`; ``left_out`` lists ``(path, problem)`` of bad files skipped, named in ``report.md``.
+    Everything is computed first; only then are the files written, all together (:func:`write_files`), so an
+    error leaves no half report. ``write=False`` computes without writing (``files`` holds the contents).
 
-    Returns a dict: ``paths`` (name -> Path of every file written), ``markdown`` (table -> Markdown text),
-    ``report_md`` (the full report text), ``counts`` (runs ok / failed / missing / ...), ``tidy`` (table -> the
-    tidy DataFrame) and ``runs`` (the :func:`collect_runs` frame).
+    Returns a dict: ``paths`` (name -> Path of every file), ``files`` (Path -> content), ``markdown`` (table ->
+    Markdown text), ``report_md`` (the full report text), ``counts`` (runs ok / failed / missing / ...), ``tidy``
+    (table -> the tidy DataFrame) and ``runs`` (the :func:`collect_runs` frame).
     """
+    from .output import write_files
+
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir():
         raise FileNotFoundError(f"sweep folder not found: {sweep_dir}")
     out_dir = Path(out_dir) if out_dir is not None else sweep_dir / "report"
-    runs = collect_runs(sweep_dir)
-    grid = load_grid(sweep_dir)
+    runs = collect_runs(sweep_dir) if runs is None else runs
+    grid = load_grid(sweep_dir) if grid is _FROM_SWEEP else grid
     paper = load_paper_tables(paper_csv)
     tables, counts = build_tables(runs, grid, paper, best_from=best_from)
     counts["unfinished"] = _count_unfinished(sweep_dir)
+    counts["left_out"] = [(str(path), str(problem)) for path, problem in left_out]
 
     paths: dict[str, Path] = {}
+    files: dict[Path, str] = {}
     markdown: dict[str, str] = {}
     tidy: dict[str, pd.DataFrame] = {}
     for table, stem in (("I", "table1"), ("II", "table2"), ("III", "table3")):
@@ -795,10 +1016,12 @@ def make_report(sweep_dir: str | os.PathLike, out_dir: str | os.PathLike | None 
         for ext, text in (("md", markdown[table]), ("csv", tidy[table].to_csv(index=False)),
                           ("tex", render_latex(table, blocks, counts))):
             path = out_dir / f"{stem}.{ext}"
-            write_text(path, text)
+            files[path] = text
             paths[f"{stem}.{ext}"] = path
     report_md = _report_header(sweep_dir, counts, grid is not None) + "\n" + "\n".join(markdown.values())
-    write_text(out_dir / "report.md", report_md)
+    files[out_dir / "report.md"] = report_md
     paths["report.md"] = out_dir / "report.md"
-    return {"paths": paths, "markdown": markdown, "report_md": report_md, "counts": counts, "tidy": tidy,
-            "runs": runs}
+    if write:
+        write_files(files)
+    return {"paths": paths, "files": files, "markdown": markdown, "report_md": report_md, "counts": counts,
+            "tidy": tidy, "runs": runs}

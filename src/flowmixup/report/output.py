@@ -1,0 +1,40 @@
+"""Write a report all at once: every file is staged first, and only then are they all put in place.
+
+The tables and figures are computed in memory; :func:`write_files` writes each one to a temporary file beside its
+target (flushed and fsync'ed) and, only once every one of them is on disk, renames them over their targets. A
+failure while staging (a full disk, a permission error) removes the temporary files and leaves the old report as
+it was, so a report folder never holds half of a new report beside half of an old one.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Mapping, Union
+
+__all__ = ["Content", "write_files"]
+
+Content = Union[str, bytes]
+
+
+def write_files(files: Mapping[Path, Content]) -> list[Path]:
+    """Write ``{path: text or bytes}``; returns the paths written, in the mapping's order."""
+    staged: list[tuple[Path, Path]] = []
+    try:
+        for path, content in files.items():
+            path = Path(path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            staged.append((Path(tmp_name), path))
+            data = content.encode("utf-8") if isinstance(content, str) else bytes(content)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+    except BaseException:
+        for tmp, _ in staged:
+            tmp.unlink(missing_ok=True)
+        raise
+    for tmp, path in staged:
+        os.replace(tmp, path)
+    return [path for _, path in staged]
