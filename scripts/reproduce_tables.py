@@ -7,15 +7,18 @@
 
 Runs go to outputs/tables/<profile>/<dataset>/<row>/noise<n>_seed<s>/; the report to outputs/tables/<profile>/report/.
 Re-running skips every finished cell and re-aggregates.
+
+Before anything is launched, every block's config is composed and checked (overrides, values, each dataset's
+dataset.root or prepared cache): each problem is one line on stderr and the exit status is 2. After the sweep, the
+exit status is 1 when cells failed (each is named with its log), else 0.
 """
 from __future__ import annotations
 
 import argparse
 import sys
-from collections import defaultdict
 from pathlib import Path
 
-from flowmixup.report.reproduce import PROJECT_ROOT, run_profile
+from flowmixup.report.reproduce import PreflightError, find_project_root, run_profile
 
 
 def main(argv=None) -> int:
@@ -29,18 +32,31 @@ def main(argv=None) -> int:
     ap.add_argument("--hydra", action="append", default=[], metavar="KEY=VALUE", help="an override for every run")
     args = ap.parse_args(argv)
     try:
-        seeds = [int(s) for s in args.seeds.split(",") if s != ""]
+        seeds = [int(s) for s in args.seeds.split(",") if s.strip() != ""]
     except ValueError:
-        ap.error(f"--seeds must be comma-separated integers, got {args.seeds!r}")
-    extra = defaultdict(list)
-    for item in args.set:
-        if ":" not in item or "=" not in item:
-            ap.error(f"--set takes DATASET:KEY=VALUE, got {item!r}")
-        ds, override = item.split(":", 1)
-        extra[ds].append(override)
-    name = Path(args.profile).stem
-    sweep = Path(args.sweep_dir) if args.sweep_dir else PROJECT_ROOT / "outputs" / "tables" / name
-    failed = run_profile(args.profile, seeds, sweep.resolve(), args.launcher, args.hydra, dict(extra))
+        print(f"error: --seeds must be comma-separated integers, got {args.seeds!r}", file=sys.stderr)
+        return 2
+    bad_hydra = [h for h in args.hydra if "=" not in h]
+    if bad_hydra:
+        for h in bad_hydra:
+            print(f"error: --hydra takes KEY=VALUE, got {h!r}", file=sys.stderr)
+        return 2
+    try:
+        root = find_project_root(Path(__file__).resolve().parent)
+        name = Path(args.profile).stem
+        sweep = Path(args.sweep_dir) if args.sweep_dir else root / "outputs" / "tables" / name
+        failed = run_profile(args.profile, seeds, sweep.resolve(), args.launcher, args.hydra, sets=args.set,
+                             project_root=root)
+    except PreflightError as err:
+        for problem in err.problems:
+            print(f"error: {problem}", file=sys.stderr)
+        print(f"[reproduce] {len(err.problems)} problem(s) found before launching; nothing was run", flush=True)
+        return 2
+    except SystemExit as err:  # a profile that does not exist or cannot be read: its one-line message
+        if isinstance(err.code, str):
+            print(err.code, file=sys.stderr)
+            return 2
+        raise
     return 1 if failed else 0
 
 
