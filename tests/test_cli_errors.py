@@ -84,3 +84,15 @@ def test_prepare_bad_input_is_one_line(tmp_path, args, code, needles):
     res = cli("scripts/prepare_data.py", *args, f"paths.data_dir={tmp_path / 'data'}",
               f"hydra.run.dir={tmp_path / 'run'}")
     assert_one_line(res, code, *needles)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA device")
+def test_slurm_jobs_may_name_a_gpu_from_a_login_node_without_one():
+    """The jobs run on the cluster's GPU nodes: the submitting machine's lack of CUDA is no error there..."""
+    from flowmixup.cli import preflight
+
+    preflight(["-m", "hydra/launcher=slurm", "trainer.device=cuda", "noise=0.1,0.4"], run=False)
+    # ...but it is for jobs that run here
+    with pytest.raises(SystemExit) as info:
+        preflight(["-m", "trainer.device=cuda", "noise=0.1,0.4"], run=False)
+    assert info.value.code == 1

@@ -122,7 +122,8 @@ def preflight(args: list[str], conf_dir: Path = CONF_DIR, config_name: str = "co
         for n, job in enumerate(jobs):
             try:
                 cfg = compose(config_name, overrides=job, return_hydra_config=True)
-                check_config(cfg)
+                launcher = str(OmegaConf.select(cfg, "hydra.launcher._target_", default="") or "")
+                check_config(cfg, local="Slurm" not in launcher)
                 if n == 0 and run:
                     key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
                     check_writable(OmegaConf.select(cfg, key), key)

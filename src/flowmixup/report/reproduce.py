@@ -366,10 +366,8 @@ def plan(prof: dict, seeds: list[int], extra: dict[str, list[str]], launcher: st
                 try:
                     cfg.noise = n
                     with contextlib.chdir(root_dir):  # relative paths mean what they mean to train.py
-                        check_config(cfg)
+                        check_config(cfg, local=not remote)  # remote: the runs' machines have the GPUs
                 except ConfigError as exc:
-                    if remote and str(exc).startswith("trainer.device"):
-                        continue  # the runs' machines, not this one, have the GPUs
                     by_message.setdefault(_first_line(str(exc)), []).append(row)
                     break
                 except Exception as exc:  # noqa: BLE001 - e.g. a value that cannot be resolved

@@ -119,8 +119,14 @@ def missing_keys(cfg: DictConfig) -> list[str]:
     return sorted(out)
 
 
-def check_config(cfg: DictConfig) -> None:
-    """Raise :class:`ConfigError` naming the first impossible value of ``cfg``."""
+REMOTE_LAUNCHERS = ("slurm", "submitit_slurm")  # jobs run on other machines: their GPUs and paths are not here
+
+
+def check_config(cfg: DictConfig, local: bool = True) -> None:
+    """Raise :class:`ConfigError` naming the first impossible value of ``cfg``.
+
+    ``local=False`` (jobs that a SLURM launcher sends to other machines): the CUDA device and the dataset root are
+    not looked for on this machine (a login node has no GPU, and may not mount the data)."""
     for key in missing_keys(cfg):
         if key == "dataset.root":
             raise ConfigError(f"dataset.root: is not set; allowed: the folder of the raw {cfg.dataset.name} data "
@@ -166,7 +172,7 @@ def check_config(cfg: DictConfig) -> None:
         c.boolean(t + key)
     c.need(str(c.get(t + "resume")).lower() in ("auto", "true", "false"), t + "resume",
            f"{c.get(t + 'resume')!r} is unknown", "auto, true, false")
-    if isinstance(dev, str) and dev.startswith("cuda"):
+    if local and isinstance(dev, str) and dev.startswith("cuda"):
         check_cuda(dev)
 
     c.int_at_least("metrics.variance_epochs", 2)
@@ -186,7 +192,7 @@ def check_config(cfg: DictConfig) -> None:
     c.one_of(d + "on_bad_record", ON_BAD_RECORD)
     c.boolean(d + "prepare_if_missing")
     root = c.get(d + "root")
-    if root not in (None, "") and c.has(d + "root"):
+    if local and root not in (None, "") and c.has(d + "root"):
         c.need(Path(str(root)).expanduser().is_dir(), d + "root", f"{root} is not a folder",
                f"the folder of the raw {cfg.dataset.name} data, or null to train from a ready cache")
 
