@@ -126,18 +126,26 @@ class Eq3Mixing(torch.autograd.Function):
 
 
 @pytest.mark.parametrize("keep", [True, False])
-def test_gradients_equal_explicit_equation_3(keep):
+def test_mean_loss_is_equation_3_on_the_loss_summed_over_flows(keep):
+    """Eq. (3) in the paper's form -- each Mixing module halving ``grad' + grad_m``, the loss SUMMED over flows
+    (each flow's BCE averaged over its B rows) -- against the library (no halving, the loss averaged over all
+    ``flows x B`` rows). They agree exactly at the input and before the first module; a layer that carries F flows
+    gets F times the library's gradient under the summed form (Op=True: 1, 2, 4 flows; Op=False: 1, 2, 2)."""
     torch.manual_seed(0)
     x, y = torch.randn(B, 4), torch.randint(0, 2, (B, 3)).float()
+    x.requires_grad_(True)
     model = small_mlp(1)
     reg = FlowMixup(model, ["1", "3"], alpha=3.0, keep_original=keep, generator=gen(7))
     out, targets = reg(x, y)
     nn.functional.binary_cross_entropy_with_logits(out, targets).backward()
     ours = [p.grad.clone() for p in model.parameters()]
+    ours_x = x.grad.clone()
     draws = [(m["lam"], m["perm"]) for m in reg.last_mix]
 
     ref = small_mlp(1)
-    h, t = ref[0](x), y
+    x_ref = x.detach().clone().requires_grad_(True)
+    h, t = ref[0](x_ref), y
+    flows_per_segment = [1]
     for i, (layer_in, (lam, perm)) in enumerate(zip((1, 3), draws)):
         last = i == 1
         rows = (perm.unsqueeze(0) + B * torch.arange(h.shape[0] // B).unsqueeze(1)).reshape(-1)
@@ -145,12 +153,76 @@ def test_gradients_equal_explicit_equation_3(keep):
         h = Eq3Mixing.apply(h, lam, rows, keep_here)
         t_mixed = lam * t + (1 - lam) * t[rows]
         t = torch.cat([t, t_mixed]) if keep_here else t_mixed
+        flows_per_segment.append(h.shape[0] // B)
         h = ref[layer_in](h)
         h = ref[layer_in + 1](h)
     torch.testing.assert_close(h, out)
-    nn.functional.binary_cross_entropy_with_logits(h, t).backward()
-    for a, b in zip(ours, (p.grad for p in ref.parameters())):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+    flows = h.shape[0] // B
+    per_flow = nn.functional.binary_cross_entropy_with_logits(h, t, reduction="none").mean(dim=1)
+    per_flow.view(flows, B).mean(dim=1).sum().backward()  # summed over flows
+    assert flows_per_segment == ([1, 2, 4] if keep else [1, 2, 2])
+    torch.testing.assert_close(ours_x, x_ref.grad, rtol=1e-5, atol=1e-7)  # the input: exactly equal
+    segments = [0, 0, 1, 1, 2, 2]  # (weight, bias) of Linear 0 | Linear 2 | Linear 4
+    for a, b, seg in zip(ours, (p.grad for p in ref.parameters()), segments):
+        torch.testing.assert_close(a * flows_per_segment[seg], b, rtol=1e-5, atol=1e-7)
+
+
+def identical_batch(shape, classes, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(1, *shape, generator=g).expand(B, *shape).contiguous()
+    y = torch.randint(0, 2, (1, classes), generator=g).float().expand(B, classes).contiguous()
+    return x, y
+
+
+def mlp_10():
+    torch.manual_seed(3)
+    return nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 8), nn.Tanh(), nn.Linear(8, 8), nn.Tanh(),
+                         nn.Linear(8, 3))
+
+
+def resnet_1d():
+    """The project's 1-D ResNet, its BatchNorm layers on running statistics: with a batch of identical samples and a
+    global average pool, batch statistics would make the gradient through every BatchNorm exactly zero (the
+    upstream gradient is constant over the normalised axes), and the test would compare zeros with zeros."""
+    from flowmixup.models import ResNet1d
+
+    torch.manual_seed(3)
+    model = ResNet1d(in_channels=2, num_classes=3, blocks=[2, 1, 1, 1], width=4)
+    model.train()
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm1d):
+            m.eval()
+            nn.init.uniform_(m.weight, 0.5, 1.5)  # not the zero-initialised last gamma of each block: a real gradient
+    return model
+
+
+@pytest.mark.parametrize("keep", [True, False])
+@pytest.mark.parametrize("points", ["one", "two"])
+@pytest.mark.parametrize("arch", ["mlp", "resnet1d"])
+def test_identical_samples_give_every_parameter_erm_gradient(arch, points, keep):
+    """When every sample of the batch is the same, every mix is the identity: Flow-Mixup with the project's own loss
+    must then train exactly like ERM, for every parameter (the magnitude Eq. (3) is there to keep)."""
+    from flowmixup.training.losses import BCE
+
+    make, shape, mix_points = {
+        "mlp": (mlp_10, (4,), {"one": ["2"], "two": ["2", "4"]}),
+        "resnet1d": (resnet_1d, (2, 64), {"one": ["layer2.0"], "two": ["layer2.0", "layer3.0"]}),
+    }[arch]
+    x, y = identical_batch(shape, 3)
+    grads = {}
+    for name in ("erm", "flow"):
+        model = make()
+        reg = ERM(model) if name == "erm" else FlowMixup(model, mix_points[points], alpha=3.0, keep_original=keep,
+                                                         generator=gen(1))
+        out, targets = reg(x, y)
+        if name == "flow":
+            assert out.shape[0] == B * reg.flows()
+        BCE(y.numpy())(out, targets).backward()
+        grads[name] = {n: p.grad.clone() for n, p in model.named_parameters()}
+    assert grads["erm"].keys() == grads["flow"].keys()
+    for n, g in grads["erm"].items():
+        assert g.abs().sum() > 0, n  # a real gradient, not zeros compared with zeros
+        torch.testing.assert_close(grads["flow"][n], g, rtol=1e-4, atol=1e-6, msg=lambda m: f"{n}: {m}")
 
 
 @pytest.mark.parametrize("alpha", [0.4, 1.0, 3.0])

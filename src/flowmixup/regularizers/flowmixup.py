@@ -7,11 +7,18 @@ Mixing module of Eq. (2) keeps the incoming flows and appends a mixed copy of th
     z' = [z, Mixing(p, z)],   Mixing(p, z) = p z + (1 - p) z[perm]   (perm within each flow),
 
 with one ``p ~ Beta(alpha, alpha)`` and one permutation per module per step. Targets travel the same path, so
-every output row has the soft target of the very samples mixed into it. In the backward pass the module halves
-the gradient (Eq. 3): ``grad = (grad' + grad_m) / 2``. With two modules the flows go 1 -> 2 -> 4.
+every output row has the soft target of the very samples mixed into it. With two modules the flows go 1 -> 2 -> 4.
+
+Eq. (3), ``grad = (grad' + grad_m) / 2``, keeps the gradient's magnitude when a module doubles the flows. The
+returned rows hold every flow, and the training loss averages over all of them (``flows x B`` rows): that average
+already gives each flow 1/F of the loss, which is Eq. (3)'s halving, compounded over the modules. So the module
+itself passes ``grad' + grad_m`` back unscaled, and with a batch of identical samples (every mix the identity)
+every parameter gets exactly ERM's gradient. Written out with a loss summed over flows and the halving in each
+module, the gradient is the same at the input and before the first module, and F times larger in a part of the
+model that carries F flows (tests/test_regularizers.py checks both forms).
 
 ``keep_original=False`` (the paper's Op=False): the original flows do not go forward from the LAST module,
-which then computes ``z' = Mixing(p, z)`` and passes ``grad = grad_m`` back: 1 -> 2 -> 2 with two modules,
+which then computes ``z' = Mixing(p, z)`` (so ``grad = grad_m``): 1 -> 2 -> 2 with two modules,
 and Manifold Mixup at a fixed layer with one.
 
 In eval mode the model runs unchanged: ``reg(x, y) == (model(x), y)``.
@@ -25,18 +32,6 @@ from torch import nn
 
 from .base import check_alpha, mix
 from .hooks import HookedRegularizer
-
-
-class _HalveGradient(torch.autograd.Function):
-    """Identity forward, gradient times 1/2 backward: Eq. (3) applied to the concatenation [z, z_mixed]."""
-
-    @staticmethod
-    def forward(ctx, z: torch.Tensor) -> torch.Tensor:
-        return z.view_as(z)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        return grad * 0.5
 
 
 def flow_permutation(perm: torch.Tensor, flows: int) -> torch.Tensor:
@@ -78,7 +73,7 @@ class FlowMixup(HookedRegularizer):
             is_last = len(self.last_mix) == n_points
             if is_last and not self.keep_original:
                 return z_mixed, t_mixed
-            return _HalveGradient.apply(torch.cat([z, z_mixed])), torch.cat([t, t_mixed])
+            return torch.cat([z, z_mixed]), torch.cat([t, t_mixed])
 
         return self.run_mixed(x, y, self.mix_points, mixing_module)
 
