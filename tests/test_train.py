@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -220,3 +221,28 @@ def test_compile_traces_between_mix_points_and_changes_nothing(tiny_config, tmp_
     assert compiled["mix_points"] == plain["mix_points"]
     assert counters["stats"]["unique_graphs"] >= (1 if name == "erm" else 5)  # dynamo compiled the pieces
     torch._dynamo.reset()
+
+
+@pytest.mark.slow
+def test_multirun_returns_validation_values_to_the_sweeper(tmp_path):
+    """Hydra hands each job's return value to the sweeper (Optuna, Ax...): it must be a validation value, or
+    hyper-parameters would be tuned on the test set."""
+    record = tmp_path / "returns.jsonl"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(PROJECT_ROOT / "tests" / "support"),
+                                                        os.environ.get("PYTHONPATH", "")])}
+    res = subprocess.run(
+        [sys.executable, "train.py", "-m", "regularizer=erm,mixup", *TINY, f"paths.data_dir={tmp_path / 'data'}",
+         f"hydra.sweep.dir={tmp_path / 'sweep'}", "+hydra.callbacks.record._target_=record_returns.RecordReturns",
+         f"+hydra.callbacks.record.path={record}"],
+        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600, env=env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    returns = [json.loads(line) for line in record.read_text().splitlines()]
+    assert len(returns) == 2
+    for r in returns:
+        summary = json.loads((Path(r["dir"]) / "summary.json").read_text())
+        with open(Path(r["dir"]) / "metrics.csv") as fh:
+            rows = list(csv.DictReader(fh))
+        best = min(rows, key=lambda row: float(row["val_loss"]))  # the epoch of lowest validation loss
+        assert summary["primary_metric"] == "macro_f1"
+        assert r["value"] == pytest.approx(float(best["val_macro_f1"]), abs=1e-9)
+        assert r["value"] == summary["val_macro_f1_at_best_val"]

@@ -163,7 +163,9 @@ def guarded(fn):
 
 
 def finish(summary: dict) -> float | None:
-    """After a run: in a single run, a failed run exits non-zero; in a multirun the sweep goes on."""
+    """After a run: in a single run, a failed run exits non-zero; in a multirun the sweep goes on. Returns the
+    validation value of the dataset's primary metric at the epoch of lowest validation loss (Hydra hands it to
+    the sweeper)."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
@@ -172,5 +174,6 @@ def finish(summary: dict) -> float | None:
         if HydraConfig.get().mode != RunMode.MULTIRUN:
             raise SystemExit(1)
         return None
-    key = "best_test_auc" if summary.get("primary_metric") == "auc" else "best_test_macro_f1"
-    return summary.get(key)
+    # what a sweeper (Optuna, Ax, Nevergrad) optimises: a VALIDATION value, never a test one, so hyper-parameters
+    # are never tuned on the test set. The epoch is the one of lowest validation loss (the model one would keep).
+    return summary.get(f"val_{summary.get('primary_metric', 'macro_f1')}_at_best_val")

@@ -680,6 +680,8 @@ def _summarize(cfg, resolved, history, per_epoch, best, best_val, corrupted, sta
         "best_val_epoch": best_val[1] if history else None,
         "test_auc_at_best_val": at["test_auc"] if at else nan,
         "test_macro_f1_at_best_val": at["test_macro_f1"] if at else nan,
+        "val_auc_at_best_val": at["val_auc"] if at else nan,
+        "val_macro_f1_at_best_val": at["val_macro_f1"] if at else nan,
         "variance_auc": var_auc,
         "variance_macro_f1": var_f1,
         "variance_epochs": used,
