@@ -278,3 +278,14 @@ def test_prepared_cache_follows_the_umask(shared_data, tmp_path):
     files = [p for p in (tmp_path / "cache").rglob("*") if p.is_file()]
     assert path in files and path.with_suffix(".json") in files
     assert {oct(p.stat().st_mode & 0o777) for p in files} == {oct(0o640)}
+
+
+def test_report_files_follow_the_umask(tmp_path):
+    from flowmixup.report.output import write_files
+
+    old = os.umask(0o022)
+    try:
+        written = write_files({tmp_path / "report" / "table.md": "| a |\n", tmp_path / "report" / "fig.png": b"\x89PNG"})
+    finally:
+        os.umask(old)
+    assert {oct(p.stat().st_mode & 0o777) for p in written} == {oct(0o644)}

@@ -12,6 +12,8 @@ import tempfile
 from pathlib import Path
 from typing import Mapping, Union
 
+from ..io import current_umask
+
 __all__ = ["Content", "write_files"]
 
 Content = Union[str, bytes]
@@ -26,6 +28,7 @@ def write_files(files: Mapping[Path, Content]) -> list[Path]:
             path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
             staged.append((Path(tmp_name), path))
+            os.fchmod(fd, 0o666 & ~current_umask())  # a normal file's mode, not mkstemp's 0600
             data = content.encode("utf-8") if isinstance(content, str) else bytes(content)
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
