@@ -31,7 +31,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="'Best' columns: best test metric over epochs (paper) or test metric at best validation")
     parser.add_argument("--fig6-noise", type=float, default=0.1, help="Fig. 6 uses the noise level closest to this")
     parser.add_argument("--fig6-r", type=float, default=None, help="Fig. 6 exponent r (default: 10 AUC, 1 macro-F1)")
-    parser.add_argument("--fig6-normalization", choices=["per_method", "joint", "none"], default="per_method")
+    parser.add_argument("--fig6-normalization", choices=["joint", "none", "per_method"], default="joint",
+                        help="how Fig. 6 normalises performances before the ratio (default joint: keeps every class; "
+                             "the Spearman rho of all three is printed in report.md either way)")
+    parser.add_argument("--fig6-count", choices=["ignore_rhythm", "literal"], default="ignore_rhythm",
+                        help="how Fig. 6 counts records with only class c (default: ignoring rhythm/normal labels)")
     parser.add_argument("--fig6-eps", type=float, default=0.0, help="added to both normalised performances")
     parser.add_argument("--no-figures", action="store_true", help="write the tables only")
     parser.add_argument("--skip-bad", action="store_true",
@@ -81,14 +85,18 @@ def main(argv: list[str] | None = None) -> int:
             return 1
 
     # 2. compute the tables and the figures in memory
+    fig6 = {"target_noise": args.fig6_noise, "r": args.fig6_r, "normalization": args.fig6_normalization,
+            "eps": args.fig6_eps, "count": args.fig6_count}
     report = make_report(args.sweep_dir, out_dir=args.out_dir, paper_csv=args.paper_csv, best_from=args.best_from,
-                         runs=check.runs, grid=check.grid, left_out=check.problems, write=False)
+                         runs=check.runs, grid=check.grid, left_out=check.problems, write=False,
+                         fig6=fig6 if not args.no_figures else False)
     files = dict(report["files"])
     notes: list[str] = []
     if not args.no_figures:
         fig_dir = (args.out_dir / "figures") if args.out_dir is not None else None
         figures = make_figures(args.sweep_dir, fig_dir, target_noise=args.fig6_noise, r=args.fig6_r,
-                               normalization=args.fig6_normalization, eps=args.fig6_eps, runs=check.runs,
+                               normalization=args.fig6_normalization, eps=args.fig6_eps, count=args.fig6_count,
+                               runs=check.runs,
                                write=False)
         files.update(figures["files"])
         notes += figures["notes"]

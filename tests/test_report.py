@@ -244,11 +244,23 @@ def test_collect_runs_any_depth_and_unreadable(tmp_path):
 
 
 def test_performance_ratio_guards_zero_denominator():
-    ratio = figs.performance_ratio([0.5, 0.7, 0.9], [0.9, 0.5, 0.7], r=1.0)
+    ratio = figs.performance_ratio([0.5, 0.7, 0.9], [0.9, 0.5, 0.7], r=1.0, normalization="per_method")
     # per-method min-max: mixup -> [0, .5, 1], flow -> [1, 0, .5]; the class where flow is 0 gives NaN
     assert ratio[0] == pytest.approx(0.0) and np.isnan(ratio[1]) and ratio[2] == pytest.approx(2.0)
-    assert figs.performance_ratio([0.5, 0.7, 0.9], [0.9, 0.5, 0.7], r=2.0, eps=0.5)[1] == pytest.approx(4.0)
+    assert figs.performance_ratio([0.5, 0.7, 0.9], [0.9, 0.5, 0.7], r=2.0, normalization="per_method",
+                                  eps=0.5)[1] == pytest.approx(4.0)
     assert np.isnan(figs.independent_ratio([1, 2], [0, 4])[0])
+    # the default (joint min-max onto [0.5, 1]) never divides by zero: lo = 0.5 -> 0.5, hi = 0.9 -> 1
+    assert figs.DEFAULT_NORMALIZATION == "joint" and figs.JOINT_FLOOR == 0.5
+    joint = figs.performance_ratio([0.5, 0.7, 0.9], [0.9, 0.5, 0.7], r=1.0)
+    to = lambda v: 0.5 + 0.5 * (v - 0.5) / 0.4  # noqa: E731
+    np.testing.assert_allclose(joint, [to(0.5) / to(0.9), to(0.7) / to(0.5), to(0.9) / to(0.7)])
+    assert np.isfinite(figs.performance_ratio([0.0, 0.3], [0.0, 0.0], r=10.0)).all()  # even all-zero F1s
+    # "none": raw ratios; a zero F1 for Flow-Mixup is the one undefined case
+    none = figs.performance_ratio([0.2, 0.4], [0.4, 0.0], r=1.0, normalization="none")
+    assert none[0] == pytest.approx(0.5) and np.isnan(none[1])
+    with pytest.raises(ValueError, match="normalization"):
+        figs.performance_ratio([0.5], [0.5], r=1.0, normalization="zscore")
 
 
 def test_figures_written_and_spearman_matches_scipy(tmp_path):
@@ -270,7 +282,7 @@ def test_figures_written_and_spearman_matches_scipy(tmp_path):
             write_run(tmp_path, "ecg12", s.regularizer, s.alpha, s.keep_original, 0.4, seed,
                       per_class=pc.assign(test_f1_best=rng.uniform(0.2, 0.9, size=8)))
     write_run(tmp_path, "ecg12", "erm", noise=0.1, seed=0)  # has curves, not in Fig. 6
-    out = figs.make_figures(tmp_path)
+    out = figs.make_figures(tmp_path, normalization="per_method")
     fig_dir = tmp_path / "report" / "figures"
     for name in ("fig6_ecg12.png", "fig6_ecg12.pdf", "fig6_ecg12.csv", "fig6_spearman.csv",
                  "curves_ecg12.png", "curves_ecg12.pdf", "curves_ecg12.csv"):
@@ -293,15 +305,28 @@ def test_figures_written_and_spearman_matches_scipy(tmp_path):
     assert row["noise"] == pytest.approx(0.1) and row["r"] == 1.0
     assert row["spearman_rho"] == pytest.approx(expected)
     assert row["n_classes"] == keep.sum() == 7
+    # per_method drops Flow-Mixup's worst class, and says so
+    assert row["n_dropped_per_method"] == 1 and row["dropped_per_method"] == classes[int(np.argmin(flow))]
     per_class = pd.read_csv(fig_dir / "fig6_ecg12.csv")
     np.testing.assert_allclose(per_class["performance_ratio"], ratio, equal_nan=True)
+    # no clean labels in these runs (no predictions_test_*.npz, no noise-0 run): the as-trained counts, said so
+    assert row["independent_source"] == "train_as_trained"
+    assert any("corrupted training labels" in note for note in out["notes"])
     np.testing.assert_allclose(per_class["independent_ratio"], indep)
     assert out["spearman"]["spearman_rho"].iloc[0] == pytest.approx(expected)
 
     # r = 10 changes the ratios but not the rank correlation
-    table, info = figs.fig6_data(collect_runs(tmp_path), "ecg12", r=10.0)
+    table, info = figs.fig6_data(collect_runs(tmp_path), "ecg12", r=10.0, normalization="per_method")
     np.testing.assert_allclose(table["performance_ratio"], ratio ** 10, equal_nan=True)
     assert info["spearman_rho"] == pytest.approx(expected)
+
+    # the default (joint onto [0.5, 1]) keeps all 8 classes
+    table, info = figs.fig6_data(collect_runs(tmp_path), "ecg12")
+    lo, hi = min(mix.min(), flow.min()), max(mix.max(), flow.max())
+    joint = lambda v: 0.5 + 0.5 * (v - lo) / (hi - lo)  # noqa: E731
+    np.testing.assert_allclose(table["performance_ratio"], joint(mix) / joint(flow))
+    assert info["n_classes"] == 8 and info["n_dropped_joint"] == 0
+    assert info["spearman_rho"] == pytest.approx(stats.spearmanr(joint(mix) / joint(flow), indep).statistic)
 
     curves = pd.read_csv(fig_dir / "curves_ecg12.csv")
     mean_e1 = curves[(curves["setting"] == FLOW_F.label) & np.isclose(curves["noise"], 0.1)
@@ -443,3 +468,237 @@ def test_cli_writes_nothing_when_a_figure_fails(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="drawing failed"):
         module["main"]([str(tmp_path)])
     assert not (tmp_path / "report").exists()  # the tables were computed, but nothing was written
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Fig. 6: every class kept, clean labels, the normal class left out, literal vs rhythm-ignoring counts
+# --------------------------------------------------------------------------------------------------------------
+ECG12 = ["窦性心律", "窦性心动过缓", "T波改变", "窦性心动过速", "左心室高电压", "ST段改变", "正常ECG", "ST-T改变",
+         "临界ECG", "电轴左偏", "电轴右偏", "房性早搏"]  # conf/dataset/ecg12.yaml's order
+ECG12_RHYTHM_NORMAL = {"窦性心律", "窦性心动过缓", "窦性心动过速", "正常ECG"}
+
+
+def write_predictions(run: Path, y_true: np.ndarray, class_names, name: str = "predictions_test_last.npz") -> None:
+    """The test predictions a training run writes (only ``y_true`` and ``class_names`` matter here)."""
+    y_true = np.asarray(y_true, dtype=np.uint8)
+    np.savez(run / name, y_true=y_true, y_score=np.full(y_true.shape, 0.5, np.float32),
+             class_names=np.array(class_names), epoch=np.array(5))
+
+
+def explicit_counts(y, names, ignored) -> tuple[dict, dict, dict]:
+    """m_c, literal n_c and rhythm-ignoring n_c, counted record by record."""
+    m, literal, ignoring = {}, {}, {}
+    for j, c in enumerate(names):
+        rows = [i for i in range(len(y)) if y[i][j] == 1]
+        m[c] = len(rows)
+        literal[c] = sum(1 for i in rows if sum(y[i]) == 1)
+        ignoring[c] = sum(1 for i in rows
+                          if not any(y[i][k] == 1 for k in range(len(names)) if k != j and names[k] not in ignored))
+    return m, literal, ignoring
+
+
+def ecg12_labels(n: int, seed: int) -> np.ndarray:
+    """A hand-built ECG-12-like label matrix: a sinus rhythm on (almost) every record, abnormalities beside it,
+    正常ECG only on records without any abnormality."""
+    rng = np.random.default_rng(seed)
+    y = np.zeros((n, len(ECG12)), dtype=np.uint8)
+    rhythm = rng.choice([0, 1, 3, -1], size=n, p=[0.6, 0.15, 0.15, 0.1])
+    for i, k in enumerate(rhythm):
+        if k >= 0:
+            y[i, k] = 1
+    abnormal = [j for j, c in enumerate(ECG12) if c not in ECG12_RHYTHM_NORMAL]
+    prevalence = np.linspace(0.05, 0.35, len(abnormal))
+    for j, p in zip(abnormal, prevalence):
+        y[:, j] = rng.random(n) < p
+    none = y[:, abnormal].sum(axis=1) == 0
+    y[:, ECG12.index("正常ECG")] = none & (rng.random(n) < 0.7)
+    return y
+
+
+def ecg12_sweep(root: Path, y_test: np.ndarray, mix: np.ndarray, flow: np.ndarray,
+                predictions: bool = True) -> list[Path]:
+    """Mixup a=3 and Flow-Mixup a=3 (Op=False) at 10% noise on ECG-12, with per-class F1 ``mix`` / ``flow``.
+    per_class.csv's training counts are made up (they stand for corrupted labels and must not be used)."""
+    dirs = []
+    for s, f1 in ((MIX3, mix), (FLOW_F, flow)):
+        pc = pd.DataFrame({"class": ECG12, "train_count": 100, "train_single_count": np.arange(12), "test_count": 9,
+                           "test_auc_best": 0.5, "test_f1_best": f1})
+        run = write_run(root, "ecg12", s.regularizer, s.alpha, s.keep_original, 0.1, 0, per_class=pc)
+        if predictions:
+            write_predictions(run, y_test, ECG12)
+        dirs.append(run)
+    return dirs
+
+
+def test_fig6_default_keeps_every_class_and_leaves_out_the_normal_class(tmp_path):
+    rng = np.random.default_rng(7)
+    mix, flow = rng.uniform(0.2, 0.9, 12), rng.uniform(0.2, 0.9, 12)
+    normal = ECG12.index("正常ECG")
+    mix[normal], flow[normal] = 0.01, 0.99  # the normal class must not take part in the normalisation either
+    ecg12_sweep(tmp_path, ecg12_labels(300, 1), mix, flow)
+    out = figs.make_figures(tmp_path)
+    per_class = pd.read_csv(tmp_path / "report" / "figures" / "fig6_ecg12.csv")
+    info = out["spearman"].iloc[0]
+    abnormal = [c for c in ECG12 if c != "正常ECG"]
+    # ECG-12: the 11 abnormalities, without the normal class, as the paper's Fig. 6(b)
+    assert per_class["class"].tolist() == abnormal and info["normal_classes_left_out"] == "正常ECG"
+    # default: joint min-max onto [0.5, 1]: every class has a finite ratio, both methods' worst classes included
+    assert info["normalization"] == "joint" and info["count"] == "ignore_rhythm"
+    keep = [ECG12.index(c) for c in abnormal]
+    a, b = mix[keep], flow[keep]
+    worst_mix, worst_flow = abnormal[int(np.argmin(a))], abnormal[int(np.argmin(b))]
+    assert worst_mix != worst_flow
+    assert np.isfinite(per_class["performance_ratio"]).all() and (per_class["performance_ratio"] > 0).all()
+    assert info["n_classes"] == 11 and info["n_classes_plotted"] == 11 and info["n_dropped_joint"] == 0
+    # per_method: Mixup's worst class gets ratio 0, Flow-Mixup's worst is undefined and counted as dropped
+    ratio_pm = per_class.set_index("class")["ratio_per_method"]
+    assert ratio_pm[worst_mix] == 0.0 and np.isnan(ratio_pm[worst_flow])
+    assert info["n_dropped_per_method"] == 1 and info["dropped_per_method"] == worst_flow
+    assert info["n_classes_per_method_ignore_rhythm"] == 10
+    report_md = make_report(tmp_path)["report_md"]
+    assert "正常ECG (normal ECG), as in the paper's Fig. 6(b)" in report_md
+    per_method_row = next(line for line in report_md.splitlines() if line.startswith("| per_method |"))
+    assert per_method_row.rstrip().endswith(f"| 1: {worst_flow} ({figs._GLOSS[worst_flow]}) |")
+
+
+def test_fig6_independent_ratio_from_clean_test_labels(tmp_path):
+    y = ecg12_labels(400, 2)
+    rng = np.random.default_rng(8)
+    ecg12_sweep(tmp_path, y, rng.uniform(0.2, 0.9, 12), rng.uniform(0.2, 0.9, 12))
+    # a noise-0 run: its per_class.csv counts the clean TRAINING labels, the cross-check
+    clean_train = pd.DataFrame({"class": ECG12, "train_count": np.arange(20, 32), "train_single_count": np.arange(12),
+                                "test_count": 9, "test_auc_best": 0.5, "test_f1_best": 0.5})
+    write_run(tmp_path, "ecg12", "erm", noise=0.0, per_class=clean_train)
+    table, info = figs.fig6_data(collect_runs(tmp_path), "ecg12")
+    m, literal, ignoring = explicit_counts(y.tolist(), ECG12, ECG12_RHYTHM_NORMAL)
+    assert info["independent_source"] == "test_clean" and "clean test labels" in info["independent_source_text"]
+    t = table.set_index("class")
+    for c in t.index:
+        assert t.loc[c, "count"] == m[c]
+        assert t.loc[c, "independent_ratio_literal"] == pytest.approx(literal[c] / m[c])
+        assert t.loc[c, "independent_ratio_ignore_rhythm"] == pytest.approx(ignoring[c] / m[c])
+        row = clean_train.set_index("class").loc[c]
+        assert t.loc[c, "independent_ratio_train_clean_literal"] == pytest.approx(
+            row["train_single_count"] / row["train_count"])
+    np.testing.assert_allclose(t["independent_ratio"], t["independent_ratio_ignore_rhythm"])  # the default
+    # 90% of the records carry a sinus rhythm beside their abnormalities: literally, abnormalities are rarely alone
+    abnormal = [c for c in t.index if c not in ECG12_RHYTHM_NORMAL]
+    assert all(literal[c] <= ignoring[c] for c in abnormal)
+    assert sum(literal[c] for c in abnormal) < 0.2 * sum(ignoring[c] for c in abnormal)
+    # both runs hold the same test set: it is counted once
+    assert "of 2 runs: one test set" in info["independent_source_text"]
+
+
+def test_fig6_independent_ratio_from_the_clean_training_labels_runs_write(tmp_path):
+    """Runs write labels_train_clean.npz: the dataset's own clean training labels come first, before test labels."""
+    y_test, y_train = ecg12_labels(200, 3), ecg12_labels(500, 4)
+    rng = np.random.default_rng(9)
+    for run in ecg12_sweep(tmp_path, y_test, rng.uniform(0.2, 0.9, 12), rng.uniform(0.2, 0.9, 12)):
+        np.savez_compressed(run / "labels_train_clean.npz", y=y_train, class_names=np.array(ECG12))
+    table, info = figs.fig6_data(collect_runs(tmp_path), "ecg12")
+    assert info["independent_source"] == "train_clean"
+    assert info["independent_source_text"] == "clean training labels (labels_train_clean.npz)"
+    m, literal, ignoring = explicit_counts(y_train.tolist(), ECG12, ECG12_RHYTHM_NORMAL)
+    t = table.set_index("class")
+    for c in t.index:
+        assert t.loc[c, "count"] == m[c]  # the training set, counted once although both runs hold it
+        assert t.loc[c, "independent_ratio_ignore_rhythm"] == pytest.approx(ignoring[c] / m[c])
+        assert t.loc[c, "independent_ratio_literal"] == pytest.approx(literal[c] / m[c])
+
+
+def test_fig6_spearman_of_every_normalisation_in_report_md(tmp_path):
+    y = ecg12_labels(500, 3)
+    rng = np.random.default_rng(9)
+    mix, flow = rng.uniform(0.1, 0.9, 12), rng.uniform(0.1, 0.9, 12)
+    ecg12_sweep(tmp_path, y, mix, flow)
+    report_md = make_report(tmp_path)["report_md"]
+    assert (tmp_path / "report" / "report.md").read_text() == report_md
+
+    keep = [j for j, c in enumerate(ECG12) if c != "正常ECG"]
+    a, b = mix[keep], flow[keep]
+    m, literal, ignoring = explicit_counts(y.tolist(), ECG12, ECG12_RHYTHM_NORMAL)
+    names = [ECG12[j] for j in keep]
+    indep = {"literal": np.array([literal[c] / m[c] for c in names]),
+             "ignore": np.array([ignoring[c] / m[c] for c in names])}
+    lo, hi = min(a.min(), b.min()), max(a.max(), b.max())
+    joint = lambda v: 0.5 + 0.5 * (v - lo) / (hi - lo)  # noqa: E731
+    per = lambda v: (v - v.min()) / (v.max() - v.min())  # noqa: E731
+    pa, pb = per(a), per(b)
+    ratios = {"none": a / b, "joint": joint(a) / joint(b),
+              "per_method": np.where(pb > 0, pa / np.where(pb > 0, pb, 1), np.nan)}
+    rows = {"none": "| none |", "joint": "| **joint** (default) |", "per_method": "| per_method |"}
+    lines = report_md.splitlines()
+    for norm, ratio in ratios.items():
+        cells = next(line for line in lines if line.startswith(rows[norm])).split("|")
+        for column, count in ((2, "literal"), (3, "ignore")):
+            ok = np.isfinite(ratio) & np.isfinite(indep[count])
+            expected = stats.spearmanr(ratio[ok], indep[count][ok]).statistic
+            assert np.isfinite(expected)
+            assert cells[column].strip() == f"{expected:.3f} (n = {ok.sum()})", (norm, count, cells)
+    assert "## Fig. 6" in report_md and "ρ ≈ 0.3" in report_md
+    # the figure's annotation prints the same table
+    figs_out = figs.make_figures(tmp_path, write=False)
+    assert figs_out["fig6_markdown"] in report_md
+    table, info = figs.fig6_data(collect_runs(tmp_path), "ecg12")
+    note = figs._figure_note(info)
+    for norm in figs.NORMALIZATIONS:
+        for count in figs.COUNTS:
+            assert f"{info[f'spearman_rho_{norm}_{count}']:.3f}" in note
+
+
+def test_fig6_literal_vs_ignoring_rhythm_counts():
+    names = ["sinus_rhythm", "sinus_tachycardia", "atrial_fibrillation", "premature_ventricular_contraction",
+             "low_qrs_voltage"]
+    y = np.array([[1, 0, 0, 1, 0],   # sinus + PVC: PVC alone once the sinus rhythm is ignored
+                  [1, 0, 0, 0, 0],   # sinus alone
+                  [0, 0, 1, 1, 0],   # AF + PVC: AF is an abnormality, neither is alone
+                  [0, 1, 0, 0, 1],   # sinus tachycardia + low voltage: low voltage alone when ignoring rhythm
+                  [0, 0, 1, 0, 0],   # AF alone
+                  [1, 0, 0, 1, 1]])  # two abnormalities: none alone
+    ignored = figs.IGNORED_CLASSES["synth_ecg"]
+    assert set(ignored) == {"sinus_rhythm", "sinus_tachycardia", "sinus_bradycardia"}
+    counts = figs.alone_counts(y, names, ignored)
+    assert counts["count"].tolist() == [3, 1, 2, 3, 2]
+    assert counts["single_literal"].tolist() == [1, 0, 1, 0, 0]
+    assert counts["single_ignore_rhythm"].tolist() == [1, 0, 1, 1, 1]
+    # with nothing to ignore (ChestX-ray14) the two counts agree
+    plain = figs.alone_counts(y, names, figs.IGNORED_CLASSES["chestxray14"])
+    assert plain["single_ignore_rhythm"].tolist() == plain["single_literal"].tolist()
+    # the per-dataset definition covers every dataset, and names only classes that exist there
+    for dataset in ("synth_ecg", "ecg12", "ecg55", "chestxray14", "nih1000"):
+        assert dataset in figs.IGNORED_CLASSES and dataset in figs.NORMAL_CLASSES
+        assert set(figs.NORMAL_CLASSES[dataset]) <= set(figs.IGNORED_CLASSES[dataset])
+    from flowmixup.data.synth_ecg import CLASSES as SYNTH
+
+    assert set(ignored) <= set(SYNTH)
+    import yaml
+
+    for dataset in ("ecg12", "ecg55"):
+        conf = yaml.safe_load((PROJECT_ROOT / "conf" / "dataset" / f"{dataset}.yaml").read_text())
+        assert set(figs.IGNORED_CLASSES[dataset]) <= set(conf["classes"]), dataset
+    assert set(figs.IGNORED_CLASSES["ecg12"]) == ECG12_RHYTHM_NORMAL
+
+
+def test_fig6_literal_count_from_synth_ecg_runs(tmp_path):
+    """On synth_ecg every record has a rhythm label: literally, no other class is ever alone; the figure draws the
+    rhythm-ignoring count by default, and report.md prints rho for both."""
+    from flowmixup.data.synth_ecg import CLASSES as SYNTH, sample_labels
+
+    y = sample_labels(600, np.random.default_rng(0))
+    rng = np.random.default_rng(1)
+    for s in (MIX3, FLOW_F):
+        pc = pd.DataFrame({"class": SYNTH, "train_count": 50, "train_single_count": 0, "test_count": 5,
+                           "test_auc_best": 0.5, "test_f1_best": rng.uniform(0.3, 0.9, len(SYNTH))})
+        write_predictions(write_run(tmp_path, "synth_ecg", s.regularizer, s.alpha, s.keep_original, 0.1,
+                                    per_class=pc), y, SYNTH)
+    table, info = figs.fig6_data(collect_runs(tmp_path), "synth_ecg")
+    assert len(table) == 15 and info["count"] == "ignore_rhythm"
+    rhythm = {"sinus_rhythm", "sinus_tachycardia", "sinus_bradycardia", "atrial_fibrillation"}
+    literal = table.set_index("class")["independent_ratio_literal"]
+    assert (literal.drop(list(rhythm)) == 0).all()  # 11 of 15 classes: 0
+    assert (table.set_index("class")["independent_ratio"].drop(list(rhythm)) > 0).all()
+    assert info["n_classes_joint_literal"] == info["n_classes_joint_ignore_rhythm"] == 15
+    assert np.isfinite(info["spearman_rho_joint_ignore_rhythm"])
+    report_md = make_report(tmp_path)["report_md"]
+    assert "### Synthetic ECG" in report_md
+    assert "sinus_rhythm, sinus_tachycardia, sinus_bradycardia" in report_md  # the classes ignored, named

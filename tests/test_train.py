@@ -85,6 +85,11 @@ def test_noise_corrupts_train_never_test(tiny_config, tmp_path):
     y_clean = np.load(tmp_path / "clean" / "predictions_test_last.npz")["y_true"]
     y_noisy = np.load(tmp_path / "noisy" / "predictions_test_last.npz")["y_true"]
     assert np.array_equal(y_clean, y_noisy)
+    # the clean training labels (dataset statistics such as Fig. 6's) are the same whatever the noise
+    train_clean = np.load(tmp_path / "clean" / "labels_train_clean.npz")
+    train_noisy = np.load(tmp_path / "noisy" / "labels_train_clean.npz")
+    assert np.array_equal(train_clean["y"], train_noisy["y"]) and train_clean["y"].shape == (112, 15)
+    assert train_noisy["class_names"].tolist() == train_clean["class_names"].tolist()
     flip = run(tiny_config("regularizer=erm", "noise=0.2", "corruption.kind=flip"), tmp_path / "flip")
     assert flip["corruption_kind"] == "flip" and flip["corrupted_fraction"] > 0.9  # 15 entries, each 20%
 

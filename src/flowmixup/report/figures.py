@@ -13,24 +13,65 @@ For one dataset, the per-class test performance (``test_auc_best`` for AUC datas
 macro-F1 datasets, from ``per_class.csv``) of Mixup (α = 3) and Flow-Mixup (α = 3, Op = False) at the noise level
 closest to 0.1 (``target_noise``; ties go to the lower level) where both have runs. With several seeds the
 per-class values are averaged over the seeds first. Classes whose performance is NaN for either method (no
-positive test sample) are left out.
+positive test sample) are left out, and so is the dataset's *normal* class (:data:`NORMAL_CLASSES`: ECG-12's and
+ECG-55's 正常ECG), as in the paper's Fig. 6(b), which shows "11 abnormality categories except for a normal
+category". Tick labels show English glosses of the Tianchi (ECG-12/55) class names (matplotlib's default fonts have
+no Chinese glyphs); the CSVs keep the datasets' own names.
 
-The paper defines, per class c, "Performance Ratio" = (Perf_Mixup / Perf_Flow-Mixup)^r (r = 10 for CXR, 1 for ECG)
-and says "the performances are normalized before computing the Performance Ratio", and elsewhere that its
-normalisation is min-max. That sentence is ambiguous (normalised over what? jointly or per method? and min-max
-makes the worst class exactly 0, so a ratio of normalised values divides by zero for one class). We read it as:
+**Performance Ratio.** The paper defines, per class c, (Perf_Mixup / Perf_Flow-Mixup)^r (r = 10 for CXR, 1 for
+ECG) and says "the performances are normalized before computing the Performance Ratio", and elsewhere that its
+normalisation is min-max. Normalised over what is not said, and a min-max onto [0, 1] sends some class to exactly
+0, so a ratio of such values can divide by zero. Three readings are offered (``normalization``), and the Spearman
+correlation is reported under every one of them (``fig6_spearman.csv``, the figure's annotation, ``report.md``),
+because the paper's "≈ 0.3" depends on the choice:
 
-1. ``normalization="per_method"`` (default): each method's per-class vector is min-max normalised over the
-   classes on its own, ``p'_c = (p_c - min_k p_k) / (max_k p_k - min_k p_k)``; a constant vector gives all 0.
-   (``"joint"`` uses one min and max over both methods' values, ``"none"`` skips the step.)
-2. ratio_c = ((p'_mixup,c + eps) / (p'_flow,c + eps)) ** r, ``eps = 0`` by default. Where the denominator is 0
-   (the class Flow-Mixup does worst on, after per-method min-max) the ratio is undefined: it is NaN, drawn as a
-   gap, and left out of the Spearman correlation; 0/0 is NaN too. Pass ``eps > 0`` to keep every class instead
-   (it changes the plotted ratios, strongly so with r = 10).
+- ``"joint"`` (**default**): one min-max over both methods' per-class values together, mapped onto
+  [``joint_floor``, 1] with ``joint_floor = 0.5`` (:data:`JOINT_FLOOR`):
+  ``p' = f + (1 - f) (p - lo) / (hi - lo)``, lo / hi the smallest / largest value of either method. It is the
+  paper's min-max, applied to both methods alike so that the ratio still compares them class by class, and the
+  floor makes every denominator at least 0.5: no division by zero, every class kept, and every ratio in [0.5, 2]
+  before the exponent, the span of raw AUC ratios (a useful AUC is in [0.5, 1]) that r = 10 was chosen to stretch.
+  A constant vector (lo == hi) maps to ``f`` (ratio 1). The floor is a choice: Spearman's ρ depends on it, since
+  the ranks of (a + s) / (b + s) change with the shift s; hence the other two readings are always printed beside.
+- ``"none"``: the raw performances. Divides by zero only where Flow-Mixup's value is exactly 0 (an F1 of 0).
+- ``"per_method"``: each method's vector min-max normalised onto [0, 1] on its own. Mixup's worst class always gets
+  ratio 0 and Flow-Mixup's worst class always divides by zero: that class is NaN, drawn as a gap, left out of the
+  correlation, and the number and names of the classes so dropped are reported (``n_dropped_per_method``,
+  ``dropped_per_method``), never silently.
 
-"Independent Ratio" = n_c / m_c with n_c = ``train_single_count`` (images with only class c) and m_c =
-``train_count`` (images with class c) from ``per_class.csv``; with several runs (seeds, both methods) it is
-sum(n_c) / sum(m_c) over them; m_c = 0 gives NaN.
+ratio_c = ((p'_mixup,c + eps) / (p'_flow,c + eps)) ** r with ``eps = 0`` by default; a zero denominator (or 0/0)
+gives NaN, counted in ``n_dropped_<normalization>``.
+
+**Independent Ratio** = n_c / m_c: m_c records with class c, n_c those with "only the class c". It is a property
+of the dataset, so it is counted from **clean** labels (``per_class.csv``'s ``train_count`` /
+``train_single_count`` count the labels trained on, corrupted at the run's noise level). The source is chosen in
+this order (``independent_source`` in the result):
+
+0. ``"train_clean"`` with whole label vectors: ``labels_train_clean.npz`` (``y``, ``class_names``), which every
+   run writes: the clean training labels, each distinct training set counted once.
+1. ``"test_clean"`` (runs written before ``labels_train_clean.npz`` existed): the test labels ``y_true`` of the runs' ``predictions_test_last.npz`` (else
+   ``predictions_test_best.npz``); corruption never touches the test split, and the test split is a random 20 %
+   of the same data (7:1:2) for the ECG sets, the official test list for ChestX-ray14. Counts are summed over the
+   Mixup and Flow-Mixup runs used, each distinct test set once (the runs normally share one, whose counts these
+   then are). Used whenever a run has the file: it is the only clean source holding whole label vectors, which the
+   rhythm-ignoring count needs.
+2. ``"train_clean"``: ``per_class.csv`` of the dataset's ok runs at noise 0 (their training labels are clean);
+   literal counts only.
+3. ``"train_as_trained"``: ``per_class.csv`` of the Fig. 6 runs themselves (corrupted labels; last resort, said so).
+
+When the source is 1 and noise-0 runs exist, the literal ratio from clean *training* labels (2) is added as a
+cross-check (``independent_ratio_train_clean_literal``, ``spearman_rho_<normalization>_literal_train_clean``).
+
+Two counts of n_c are offered (``count``):
+
+- ``"literal"``: records whose only label is c. A class that always comes with a rhythm label is then never
+  alone (n_c = 0): on synth_ecg, where every record carries exactly one rhythm label, 11 of 15 classes get 0.
+- ``"ignore_rhythm"`` (**default**): records with c and no *other* label outside the dataset's rhythm / normal
+  classes (:data:`IGNORED_CLASSES`). It keeps the paper's meaning ("in what degree a class is independent") on ECG
+  data, where the literal count says nothing. On ChestX-ray14 the two are the same (no such classes).
+
+From per_class.csv counts (sources 2 and 3) only the literal count exists; it serves as the rhythm-ignoring one
+too when none of the dataset's ignored classes is among the classes, and is NaN otherwise.
 
 The Spearman correlation (``scipy.stats.spearmanr``) is between the Performance Ratio and the Independent Ratio
 over the classes where both are finite (NaN with fewer than 3 such classes). Spearman works on ranks, and x -> x^r
@@ -42,6 +83,7 @@ import io
 import math
 import os
 import warnings
+import zipfile
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -56,25 +98,102 @@ from flowmixup.report.tables import (DATASET_NAMES, DDOF, PAPER_SETTINGS, Settin
                                      noise_key, primary_metric_of, read_csv_checked, run_file_columns)
 
 __all__ = [
-    "MIXUP", "FLOW", "DEFAULT_R",
-    "normalize_minmax", "performance_ratio", "independent_ratio", "spearman",
-    "fig6_data", "make_fig6", "make_curves", "make_figures",
+    "MIXUP", "FLOW", "DEFAULT_R", "NORMALIZATIONS", "DEFAULT_NORMALIZATION", "JOINT_FLOOR", "COUNTS",
+    "DEFAULT_COUNT", "IGNORED_CLASSES", "NORMAL_CLASSES",
+    "normalize_minmax", "normalize_pair", "performance_ratio", "independent_ratio", "alone_counts", "spearman",
+    "fig6_data", "fig6_markdown", "fig6_section", "make_fig6", "make_curves", "make_figures",
 ]
 
 MIXUP = Setting("mixup", 3.0)
 FLOW = Setting("flowmixup", 3.0, False)
 DEFAULT_R = {"auc": 10.0, "macro_f1": 1.0}
+NORMALIZATIONS = ("none", "joint", "per_method")
+DEFAULT_NORMALIZATION = "joint"
+JOINT_FLOOR = 0.5
+COUNTS = ("literal", "ignore_rhythm")
+DEFAULT_COUNT = "ignore_rhythm"
+_COUNT_TEXT = {"literal": "literal", "ignore_rhythm": "ignoring rhythm/normal"}
 _PER_CLASS_PREFIX = {"auc": "test_auc", "macro_f1": "test_f1"}
 _SETTING_COLORS = dict(zip(PAPER_SETTINGS, ["#7f7f7f", "#9ecae1", "#3182bd", "#e6550d", "#31a354", "#756bb1"]))
+
+# --------------------------------------------------------------------------------------------------------------
+# Which classes are not abnormalities: the one place that says so, per dataset
+# --------------------------------------------------------------------------------------------------------------
+NORMAL_CLASSES: dict[str, tuple[str, ...]] = {
+    # left out of Fig. 6 itself (the paper's Fig. 6(b) shows ECG-12's 11 abnormalities "except for a normal
+    # category"); ECG-55 gets the same treatment. synth_ecg has no normal label (a sinus rhythm without any
+    # other label is its normal record), ChestX-ray14's "No Finding" is not one of its 14 classes.
+    "ecg12": ("正常ECG",),  # normal ECG
+    "ecg55": ("正常ECG",),  # normal ECG
+    "synth_ecg": (),
+    "chestxray14": (),
+    "nih1000": (),
+}
+IGNORED_CLASSES: dict[str, tuple[str, ...]] = {
+    # Not counted as another label when deciding whether a record holds "only the class c" (count
+    # "ignore_rhythm"). These are the labels that describe a normal heart: the sinus-node rhythms, one of which
+    # comes with almost every Tianchi record beside its abnormalities (窦性心律 sinus rhythm, 31,473 of 34,796
+    # ECG-12 records), and the "normal ECG" label. Abnormal rhythms (心房颤动 atrial fibrillation, 起搏心律 paced
+    # rhythm, 快/慢心室率 fast/slow ventricular rate) are abnormalities and stay counted, and so do the summary
+    # labels 临界ECG (borderline) and 异常ECG (abnormal ECG), which the Tianchi annotators used as findings.
+    "ecg12": ("窦性心律", "窦性心动过缓", "窦性心动过速") + NORMAL_CLASSES["ecg12"],
+    "ecg55": ("窦性心律", "窦性心动过缓", "窦性心动过速", "窦性心律不齐") + NORMAL_CLASSES["ecg55"],
+    # synth_ecg (flowmixup.data.synth_ecg) draws exactly one of four rhythms per record; the three sinus ones are
+    # its normal background. atrial_fibrillation is an abnormality (the generator ties PVCs to it on purpose, a
+    # dependence the Independent Ratio should see), as for ECG-12/55.
+    "synth_ecg": ("sinus_rhythm", "sinus_tachycardia", "sinus_bradycardia"),
+    # ChestX-ray14 and its 1,000-image subset: 14 findings, no rhythm or normal class.
+    "chestxray14": (),
+    "nih1000": (),
+}
+
+# English glosses of the Tianchi (ECG-12 / ECG-55) class names, for tick labels (conf/dataset/ecg55.yaml's comments).
+_GLOSS = {
+    "窦性心律": "sinus rhythm", "T波改变": "T-wave change", "窦性心动过缓": "sinus bradycardia",
+    "左心室高电压": "left ventricular high voltage", "正常ECG": "normal ECG", "ST段改变": "ST-segment change",
+    "ST-T改变": "ST-T change", "窦性心动过速": "sinus tachycardia", "临界ECG": "borderline ECG",
+    "QRS低电压": "low QRS voltage", "房性早搏": "premature atrial contraction", "电轴左偏": "left axis deviation",
+    "心房颤动": "atrial fibrillation", "电轴右偏": "right axis deviation", "异常ECG": "abnormal ECG",
+    "完全性右束支传导阻滞": "complete right bundle branch block", "室性早搏": "premature ventricular contraction",
+    "窦性心律不齐": "sinus arrhythmia", "左心室肥大": "left ventricular hypertrophy",
+    "右束支传导阻滞": "right bundle branch block", "一度房室传导阻滞": "first-degree AV block",
+    "快心室率": "rapid ventricular rate", "不完全性右束支传导阻滞": "incomplete right bundle branch block",
+    "非特异性T波异常": "nonspecific T-wave abnormality", "QT间期延长": "prolonged QT interval",
+    "左前分支传导阻滞": "left anterior fascicular block", "非特异性ST段异常": "nonspecific ST-segment abnormality",
+    "差异性传导": "aberrant conduction", "起搏心律": "paced rhythm", "非特异性ST段与T波异常": "nonspecific ST-T abnormality",
+    "短PR间期": "short PR interval", "下壁异常Q波": "inferior abnormal Q waves",
+    "快室率心房颤动": "atrial fibrillation, rapid ventricular rate", "室内差异性传导": "intraventricular aberrant conduction",
+    "逆钟向转位": "counterclockwise rotation", "室上性早搏": "supraventricular premature beat",
+    "早期复极化": "early repolarization", "二联律": "bigeminy", "未下传的房性早搏": "non-conducted premature atrial contraction",
+    "顺钟向转位": "clockwise rotation", "复极化异常": "repolarization abnormality", "慢心室率": "slow ventricular rate",
+    "短串房性心动过速": "short run of atrial tachycardia", "肺心病型": "cor pulmonale pattern",
+    "前间壁R波递增不良": "poor anteroseptal R-wave progression",
+    "非特异性室内传导延迟": "nonspecific intraventricular conduction delay", "右心房扩大": "right atrial enlargement",
+    "左束支传导阻滞": "left bundle branch block", "右心室肥大": "right ventricular hypertrophy",
+    "房室传导延缓": "AV conduction delay", "非特异性室内传导阻滞": "nonspecific intraventricular block",
+    "双分支传导阻滞": "bifascicular block", "肺型P波": "P pulmonale", "完全性左束支传导阻滞": "complete left bundle branch block",
+    "融合波": "fusion beat",
+}
+
+
+def _gloss(name: str) -> str:
+    """A class name readable with matplotlib's default fonts: the English gloss of a Tianchi name, else the name."""
+    return _GLOSS.get(name, name)
+
+
+def _named(names: Sequence[str]) -> str:
+    """``a (gloss), b`` for Markdown: a Tianchi name with its gloss, any other name as it is."""
+    return ", ".join(f"{n} ({_GLOSS[n]})" if n in _GLOSS else n for n in names)
 
 
 # --------------------------------------------------------------------------------------------------------------
 # The numbers of Fig. 6
 # --------------------------------------------------------------------------------------------------------------
-def normalize_minmax(values: Sequence[float], lo: float | None = None, hi: float | None = None) -> np.ndarray:
-    """Min-max normalise ``values`` to [0, 1] (over themselves, or with the given ``lo``/``hi``).
+def normalize_minmax(values: Sequence[float], lo: float | None = None, hi: float | None = None,
+                     floor: float = 0.0) -> np.ndarray:
+    """Min-max normalise ``values`` onto [``floor``, 1] (over themselves, or with the given ``lo``/``hi``).
 
-    NaNs stay NaN and are ignored for min and max; a constant vector (max == min) gives all 0.
+    NaNs stay NaN and are ignored for min and max; a constant vector (max == min) gives all ``floor``.
     """
     x = np.asarray(values, dtype=float)
     finite = x[np.isfinite(x)]
@@ -83,30 +202,43 @@ def normalize_minmax(values: Sequence[float], lo: float | None = None, hi: float
     lo = float(np.min(finite)) if lo is None else lo
     hi = float(np.max(finite)) if hi is None else hi
     if hi - lo <= 0:
-        return np.where(np.isfinite(x), 0.0, np.nan)
-    return (x - lo) / (hi - lo)
+        return np.where(np.isfinite(x), float(floor), np.nan)
+    return floor + (1.0 - floor) * (x - lo) / (hi - lo)
 
 
-def performance_ratio(perf_mixup: Sequence[float], perf_flow: Sequence[float], r: float,
-                      normalization: str = "per_method", eps: float = 0.0) -> np.ndarray:
-    """The paper's "Performance Ratio" per class, ((norm Mixup + eps) / (norm Flow-Mixup + eps)) ** r.
-
-    See the module docstring for the reading of "normalized before computing" and the division-by-zero rule
-    (a zero denominator gives NaN).
-    """
+def normalize_pair(perf_mixup: Sequence[float], perf_flow: Sequence[float], normalization: str = DEFAULT_NORMALIZATION,
+                   joint_floor: float = JOINT_FLOOR) -> tuple[np.ndarray, np.ndarray]:
+    """The two per-class vectors normalised as ``normalization`` says (see the module docstring)."""
     a = np.asarray(perf_mixup, dtype=float)
     b = np.asarray(perf_flow, dtype=float)
     if a.shape != b.shape:
         raise ValueError(f"per-class vectors differ in length: {a.shape} vs {b.shape}")
     if normalization == "per_method":
-        a, b = normalize_minmax(a), normalize_minmax(b)
-    elif normalization == "joint":
+        return normalize_minmax(a), normalize_minmax(b)
+    if normalization == "joint":
+        if not 0.0 <= joint_floor < 1.0:
+            raise ValueError(f"joint_floor must be in [0, 1), not {joint_floor}")
         both = np.concatenate([a, b])
         both = both[np.isfinite(both)]
-        if both.size:
-            a, b = normalize_minmax(a, both.min(), both.max()), normalize_minmax(b, both.min(), both.max())
-    elif normalization != "none":
-        raise ValueError(f"normalization must be 'per_method', 'joint' or 'none', not {normalization!r}")
+        if both.size == 0:
+            return a, b
+        lo, hi = float(both.min()), float(both.max())
+        return normalize_minmax(a, lo, hi, joint_floor), normalize_minmax(b, lo, hi, joint_floor)
+    if normalization == "none":
+        return a, b
+    raise ValueError(f"normalization must be one of {', '.join(NORMALIZATIONS)}, not {normalization!r}")
+
+
+def performance_ratio(perf_mixup: Sequence[float], perf_flow: Sequence[float], r: float,
+                      normalization: str = DEFAULT_NORMALIZATION, eps: float = 0.0,
+                      joint_floor: float = JOINT_FLOOR) -> np.ndarray:
+    """The paper's "Performance Ratio" per class, ((norm Mixup + eps) / (norm Flow-Mixup + eps)) ** r.
+
+    See the module docstring for the normalisations; a zero denominator gives NaN (possible under ``per_method``,
+    always for Flow-Mixup's worst class, and under ``none`` where Flow-Mixup's value is 0; never under the default
+    ``joint`` with ``joint_floor > 0``).
+    """
+    a, b = normalize_pair(perf_mixup, perf_flow, normalization, joint_floor)
     num, den = a + eps, b + eps
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
@@ -115,11 +247,31 @@ def performance_ratio(perf_mixup: Sequence[float], perf_flow: Sequence[float], r
 
 
 def independent_ratio(single_count: Sequence[float], count: Sequence[float]) -> np.ndarray:
-    """n_c / m_c per class; NaN where m_c is 0."""
+    """n_c / m_c per class; NaN where m_c is 0 (or either is NaN)."""
     n = np.asarray(single_count, dtype=float)
     m = np.asarray(count, dtype=float)
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(m > 0, n / np.where(m > 0, m, 1.0), np.nan)
+
+
+def alone_counts(y: np.ndarray, class_names: Sequence[str], ignored: Sequence[str] = ()) -> pd.DataFrame:
+    """Per class of the n x C label matrix ``y``: ``count`` (m_c) and the two n_c of the module docstring.
+
+    ``single_literal``: records whose only positive label is c. ``single_ignore_rhythm``: records with c and no
+    positive label other than c outside ``ignored`` (for a class in ``ignored`` itself: no positive label outside
+    ``ignored``). Labels are positive where ``y >= 0.5``. Indexed by class name.
+    """
+    y = np.asarray(y, dtype=float) >= 0.5
+    names = [str(c) for c in class_names]
+    if y.ndim != 2 or y.shape[1] != len(names):
+        raise ValueError(f"labels of shape {y.shape} do not match {len(names)} class names")
+    counted = ~np.isin(np.array(names, dtype=object), list(ignored))  # the labels that can keep c from being alone
+    per_record = y.sum(axis=1)
+    others = y[:, counted].sum(axis=1)[:, None] - (y & counted[None, :])  # counted labels other than c
+    return pd.DataFrame({"count": y.sum(axis=0),
+                         "single_literal": (y & (per_record == 1)[:, None]).sum(axis=0),
+                         "single_ignore_rhythm": (y & (others == 0)).sum(axis=0)},
+                        index=pd.Index(names, name="class")).astype(float)
 
 
 def spearman(x: Sequence[float], y: Sequence[float]) -> tuple[float, float, int]:
@@ -181,19 +333,138 @@ def _read_per_class(run_dir: str, columns: tuple[str, ...] = ("class",)) -> tupl
     return frame, problem
 
 
+_PREDICTION_FILES = ("predictions_test_last.npz", "predictions_test_best.npz")
+
+
+_TRAIN_LABEL_FILES = ("labels_train_clean.npz",)
+
+
+def _read_test_labels(run_dir: str, classes: Sequence[str], files: Sequence[str] = _PREDICTION_FILES,
+                      key: str = "y_true") -> tuple[np.ndarray | None, list[str], str | None]:
+    """``(labels, class names, None)`` from the first of ``files`` a run has (its test predictions by default),
+    or ``(None, [], problem)``.
+
+    ``classes`` (the run's per_class.csv order) names the columns when the file has no ``class_names``.
+    """
+    for name in files:
+        path = Path(run_dir) / name
+        if not path.is_file():
+            continue
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                y = np.asarray(data[key])
+                names = [str(c) for c in data["class_names"]] if "class_names" in data.files else list(classes)
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+            return None, [], f"{name} unreadable ({type(exc).__name__})"
+        if y.ndim != 2 or y.shape[1] != len(names):
+            return None, [], f"{name}: y_true of shape {y.shape} does not match {len(names)} classes"
+        return y, names, None
+    return None, [], "no " + " or ".join(files)
+
+
+def _train_counts(frames: Sequence[pd.DataFrame]) -> pd.DataFrame:
+    """per_class.csv training counts summed over runs: ``count``, ``single_literal``, indexed by class."""
+    stacked = pd.concat([f[["class", "train_count", "train_single_count"]] for f in frames])
+    for column in ("train_count", "train_single_count"):
+        stacked[column] = pd.to_numeric(stacked[column], errors="coerce")
+    summed = stacked.groupby("class", sort=False)[["train_count", "train_single_count"]].sum(min_count=1)
+    return summed.rename(columns={"train_count": "count", "train_single_count": "single_literal"}).astype(float)
+
+
+def _independent_counts(dataset: str, fig_runs: Sequence[tuple[str, pd.DataFrame]], clean_train: pd.DataFrame | None,
+                        noise: float, notes: list[str] | None) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """n_c (both counts) and m_c per class from the cleanest source there is (module docstring), and the source."""
+    ignored = IGNORED_CLASSES.get(dataset, ())
+    # 0. the clean training labels the runs write (labels_train_clean.npz): the dataset's own statistics
+    train_sets: list[tuple[np.ndarray, list[str]]] = []
+    for run_dir, per_class in fig_runs:
+        y, names, _ = _read_test_labels(run_dir, list(per_class["class"]), _TRAIN_LABEL_FILES, key="y")
+        if y is not None and not any(names == n and y.shape == d.shape and np.array_equal(y, d)
+                                     for d, n in train_sets):
+            train_sets.append((y, names))
+    if train_sets:
+        total = alone_counts(*train_sets[0], ignored)
+        for y, names in train_sets[1:]:
+            total = total.add(alone_counts(y, names, ignored), fill_value=0.0)
+        return total, {"independent_source": "train_clean",
+                       "independent_source_text": "clean training labels (labels_train_clean.npz"
+                                                  + (f", {len(train_sets)} different training sets summed)"
+                                                     if len(train_sets) > 1 else ")")}
+    distinct: list[tuple[np.ndarray, list[str]]] = []  # each test set once (the runs normally share one)
+    used = 0
+    for run_dir, per_class in fig_runs:
+        y, names, problem = _read_test_labels(run_dir, list(per_class["class"]))
+        if y is None:
+            if notes is not None:
+                notes.append(f"Fig. 6 ({dataset}): no clean test labels from {run_dir} ({problem})")
+            continue
+        used += 1
+        if not any(names == n and y.shape == d.shape and np.array_equal(y, d) for d, n in distinct):
+            distinct.append((y, names))
+    if distinct:
+        total = alone_counts(*distinct[0], ignored)
+        for y, names in distinct[1:]:
+            total = total.add(alone_counts(y, names, ignored), fill_value=0.0)
+        sets = "one test set" if len(distinct) == 1 else f"{len(distinct)} different test sets, counts summed"
+        if len(distinct) > 1 and notes is not None:
+            notes.append(f"Fig. 6 ({dataset}): the runs' test labels differ ({len(distinct)} test sets); "
+                         "n_c and m_c are summed over them")
+        return total, {"independent_source": "test_clean",
+                       "independent_source_text": f"clean test labels (y_true of predictions_test_*.npz of {used} "
+                                                  f"run{'s' if used != 1 else ''}: {sets})"}
+    if clean_train is not None:
+        frame, kind, text = clean_train, "train_clean", "clean training labels (per_class.csv of the noise-0 runs)"
+    else:
+        frame = _train_counts([f for _, f in fig_runs])
+        kind, text = "train_as_trained", (f"training labels as trained on, corrupted at noise {noise:g} "
+                                          "(per_class.csv; no clean source found)")
+        if notes is not None:
+            notes.append(f"Fig. 6 ({dataset}): Independent Ratio from corrupted training labels (no "
+                         "predictions_test_*.npz and no noise-0 run)")
+    frame = frame.copy()
+    # per_class.csv counts are literal; they are the rhythm-ignoring count too when no ignored class is present
+    frame["single_ignore_rhythm"] = (frame["single_literal"] if not set(ignored) & set(frame.index) else np.nan)
+    return frame, {"independent_source": kind, "independent_source_text": text}
+
+
+def _clean_train_counts(ok: pd.DataFrame, dataset: str, notes: list[str] | None) -> tuple[pd.DataFrame | None, int]:
+    """Literal training counts of the dataset's ok noise-0 runs (clean labels), summed; None without such runs."""
+    frames = []
+    for record in ok[(ok["dataset"] == dataset) & (ok["_noise"] == 0.0)].to_dict("records"):
+        frame, _ = _read_per_class(record["run_dir"], ("class", "train_count", "train_single_count"))
+        if frame is not None:
+            frames.append(frame)
+    return (_train_counts(frames), len(frames)) if frames else (None, 0)
+
+
+def _check_choice(value: str, allowed: Sequence[str], what: str) -> None:
+    if value not in allowed:
+        raise ValueError(f"{what} must be one of {', '.join(allowed)}, not {value!r}")
+
+
 def fig6_data(runs: pd.DataFrame, dataset: str, target_noise: float = 0.1, r: float | None = None,
-              normalization: str = "per_method", eps: float = 0.0, which: str = "best",
-              notes: list[str] | None = None) -> tuple[pd.DataFrame, dict[str, Any]] | None:
-    """The per-class table behind Fig. 6 for ``dataset`` and its Spearman correlation; None without the runs.
+              normalization: str = DEFAULT_NORMALIZATION, eps: float = 0.0, which: str = "best",
+              notes: list[str] | None = None, *, count: str = DEFAULT_COUNT,
+              joint_floor: float = JOINT_FLOOR) -> tuple[pd.DataFrame, dict[str, Any]] | None:
+    """The per-class table behind Fig. 6 for ``dataset`` and its Spearman correlations; None without the runs.
 
     ``runs`` is :func:`flowmixup.report.tables.collect_runs`'s frame. ``which`` picks the per-class column
-    (``best``, ``last`` or ``at_best_val``); ``r`` defaults to 10 for AUC datasets and 1 for macro-F1 ones.
-    Returns ``(per_class, info)``: one row per class with ``perf_mixup, perf_flow, norm_mixup, norm_flow,
-    performance_ratio, single_count, count, independent_ratio``; ``info`` has ``dataset, primary_metric, noise,
-    r, normalization, eps, spearman_rho, spearman_p, n_classes`` (the classes in the correlation) and the seeds.
-    A run whose ``per_class.csv`` is missing, unreadable or lacks a column is left out, with a line appended to
-    ``notes`` (when given) saying so. The primary metric is the runs' ``primary_metric``, or the dataset's default.
+    (``best``, ``last`` or ``at_best_val``); ``r`` defaults to 10 for AUC datasets and 1 for macro-F1 ones;
+    ``normalization`` and ``count`` choose what is drawn (module docstring), every combination is computed.
+
+    Returns ``(per_class, info)``. ``per_class``: one row per class drawn, with ``perf_mixup, perf_flow,
+    norm_mixup, norm_flow, performance_ratio`` (the drawn normalisation), ``ratio_none, ratio_joint,
+    ratio_per_method``, ``count`` (m_c), ``single_count_literal, single_count_ignore_rhythm,
+    independent_ratio_literal, independent_ratio_ignore_rhythm``, ``single_count, independent_ratio`` (the drawn
+    count) and, when available, ``independent_ratio_train_clean_literal``. ``info``: ``dataset, primary_metric,
+    noise, r, normalization, count, joint_floor, eps, independent_source(_text), spearman_rho, spearman_p,
+    n_classes`` (the drawn pair), ``spearman_rho_<norm>_<count>`` / ``spearman_p_...`` / ``n_classes_...`` for
+    every pair, ``n_dropped_<norm>`` / ``dropped_<norm>`` (classes whose ratio is undefined), the normal and
+    ignored classes, and the seeds. A run whose ``per_class.csv`` is missing, unreadable or lacks a column is left
+    out, with a line appended to ``notes`` (when given) saying so.
     """
+    _check_choice(normalization, NORMALIZATIONS, "normalization")
+    _check_choice(count, COUNTS, "count")
     ok = _ok_runs(runs)
     ok = ok[ok["dataset"] == dataset] if not ok.empty else ok
     if ok.empty:
@@ -205,7 +476,7 @@ def fig6_data(runs: pd.DataFrame, dataset: str, target_noise: float = 0.1, r: fl
     r = DEFAULT_R[metric] if r is None else float(r)
     needed = tuple(run_file_columns(metric, which)["per_class.csv"])
 
-    per_noise: dict[float, dict[Setting, list[pd.DataFrame]]] = {}
+    per_noise: dict[float, dict[Setting, list[tuple[str, pd.DataFrame]]]] = {}
     for record in ok.to_dict("records"):
         if record["_setting"] not in (MIXUP, FLOW):
             continue
@@ -214,46 +485,173 @@ def fig6_data(runs: pd.DataFrame, dataset: str, target_noise: float = 0.1, r: fl
             if notes is not None:
                 notes.append(f"Fig. 6 ({dataset}) leaves out {record['run_dir']}: per_class.csv ({problem})")
             continue
-        per_noise.setdefault(record["_noise"], {}).setdefault(record["_setting"], []).append(frame)
+        per_noise.setdefault(record["_noise"], {}).setdefault(record["_setting"], []).append((record["run_dir"], frame))
     usable = [n for n, by in per_noise.items() if MIXUP in by and FLOW in by]
     if not usable:
         return None
     noise = min(usable, key=lambda n: (abs(n - target_noise), n))
-    frames = per_noise[noise]
+    runs_at = per_noise[noise]
 
     def mean_perf(setting: Setting) -> pd.Series:
-        stacked = pd.concat([f[["class", column]] for f in frames[setting]])
+        stacked = pd.concat([f[["class", column]] for _, f in runs_at[setting]])
         stacked[column] = pd.to_numeric(stacked[column], errors="coerce")
         return stacked.groupby("class", sort=False)[column].mean()
 
     mix, flow = mean_perf(MIXUP), mean_perf(FLOW)
-    counts = pd.concat([f[["class", "train_single_count", "train_count"]] for s in (MIXUP, FLOW) for f in frames[s]])
-    counts = counts.groupby("class", sort=False)[["train_single_count", "train_count"]].sum()
-    order = [c for c in frames[FLOW][0]["class"] if c in mix.index]  # class order as in per_class.csv
+    order = [c for c in runs_at[FLOW][0][1]["class"] if c in mix.index]  # class order as in per_class.csv
     table = pd.DataFrame({"class": order, "perf_mixup": mix.reindex(order).to_numpy(),
                           "perf_flow": flow.reindex(order).to_numpy()})
-    table = table[np.isfinite(table["perf_mixup"]) & np.isfinite(table["perf_flow"])].reset_index(drop=True)
-    table["norm_mixup"], table["norm_flow"] = _normalized(table["perf_mixup"], table["perf_flow"], normalization)
-    table["performance_ratio"] = performance_ratio(table["perf_mixup"], table["perf_flow"], r, normalization, eps)
-    table["single_count"] = counts["train_single_count"].reindex(table["class"]).to_numpy(dtype=float)
-    table["count"] = counts["train_count"].reindex(table["class"]).to_numpy(dtype=float)
-    table["independent_ratio"] = independent_ratio(table["single_count"], table["count"])
-    rho, p, n = spearman(table["performance_ratio"], table["independent_ratio"])
-    info = {"dataset": dataset, "primary_metric": metric, "per_class_column": column, "noise": noise,
-            "target_noise": target_noise, "r": r, "normalization": normalization, "eps": eps,
-            "spearman_rho": rho, "spearman_p": p, "n_classes": n, "n_classes_plotted": len(table),
-            "n_seeds_mixup": len(frames[MIXUP]), "n_seeds_flow": len(frames[FLOW])}
+    normal = [c for c in table["class"] if c in NORMAL_CLASSES.get(dataset, ())]
+    table = table[np.isfinite(table["perf_mixup"]) & np.isfinite(table["perf_flow"])
+                  & ~table["class"].isin(normal)].reset_index(drop=True)
+
+    for norm in NORMALIZATIONS:
+        table[f"ratio_{norm}"] = performance_ratio(table["perf_mixup"], table["perf_flow"], r, norm, eps, joint_floor)
+    table["norm_mixup"], table["norm_flow"] = normalize_pair(table["perf_mixup"], table["perf_flow"], normalization,
+                                                             joint_floor)
+    table["performance_ratio"] = table[f"ratio_{normalization}"]
+
+    fig_runs = [pair for s in (MIXUP, FLOW) for pair in runs_at[s]]
+    clean_train, n_clean_train = _clean_train_counts(ok, dataset, notes)
+    counts, source = _independent_counts(dataset, fig_runs, clean_train, noise, notes)
+    counts = counts.reindex(table["class"])
+    table["count"] = counts["count"].to_numpy(dtype=float)
+    for c in COUNTS:
+        table[f"single_count_{c}"] = counts[f"single_{c}"].to_numpy(dtype=float)
+        table[f"independent_ratio_{c}"] = independent_ratio(table[f"single_count_{c}"], table["count"])
+    table["single_count"] = table[f"single_count_{count}"]
+    table["independent_ratio"] = table[f"independent_ratio_{count}"]
+    cross_check = source["independent_source"] == "test_clean" and clean_train is not None
+    if cross_check:
+        train = clean_train.reindex(table["class"])
+        table["independent_ratio_train_clean_literal"] = independent_ratio(train["single_literal"], train["count"])
+
+    present_ignored = [c for c in order if c in IGNORED_CLASSES.get(dataset, ())]
+    info: dict[str, Any] = {
+        "dataset": dataset, "primary_metric": metric, "per_class_column": column, "noise": noise,
+        "target_noise": target_noise, "r": r, "normalization": normalization, "count": count,
+        "joint_floor": joint_floor, "eps": eps, **source,
+        "n_clean_train_runs": n_clean_train if cross_check or source["independent_source"] == "train_clean" else 0,
+        "normal_classes_left_out": "; ".join(normal), "ignored_classes": "; ".join(present_ignored),
+        "n_classes_plotted": len(table), "n_seeds_mixup": len(runs_at[MIXUP]), "n_seeds_flow": len(runs_at[FLOW]),
+    }
+    for norm in NORMALIZATIONS:
+        undefined = ~np.isfinite(table[f"ratio_{norm}"].to_numpy(float))
+        info[f"n_dropped_{norm}"] = int(undefined.sum())
+        info[f"dropped_{norm}"] = "; ".join(table["class"][undefined])
+        for c in COUNTS:
+            rho, p, n = spearman(table[f"ratio_{norm}"], table[f"independent_ratio_{c}"])
+            info.update({f"spearman_rho_{norm}_{c}": rho, f"spearman_p_{norm}_{c}": p, f"n_classes_{norm}_{c}": n})
+        if cross_check:
+            rho, p, n = spearman(table[f"ratio_{norm}"], table["independent_ratio_train_clean_literal"])
+            info.update({f"spearman_rho_{norm}_literal_train_clean": rho,
+                         f"spearman_p_{norm}_literal_train_clean": p, f"n_classes_{norm}_literal_train_clean": n})
+    info["spearman_rho"] = info[f"spearman_rho_{normalization}_{count}"]
+    info["spearman_p"] = info[f"spearman_p_{normalization}_{count}"]
+    info["n_classes"] = info[f"n_classes_{normalization}_{count}"]
     return table, info
 
 
-def _normalized(a: pd.Series, b: pd.Series, normalization: str) -> tuple[np.ndarray, np.ndarray]:
-    if normalization == "per_method":
-        return normalize_minmax(a), normalize_minmax(b)
-    if normalization == "joint":
-        both = np.concatenate([a.to_numpy(float), b.to_numpy(float)])
-        lo, hi = (np.nanmin(both), np.nanmax(both)) if np.isfinite(both).any() else (None, None)
-        return normalize_minmax(a, lo, hi), normalize_minmax(b, lo, hi)
-    return a.to_numpy(float), b.to_numpy(float)
+# --------------------------------------------------------------------------------------------------------------
+# Text: the Spearman correlations under every reading, for the figure and report.md
+# --------------------------------------------------------------------------------------------------------------
+def _rho_text(info: dict[str, Any], key: str) -> str:
+    rho, n = info.get(f"spearman_rho_{key}", math.nan), info.get(f"n_classes_{key}", 0)
+    return f"{rho:.3f} (n = {n})" if np.isfinite(rho) else f"n/a (n = {n})"
+
+
+def _norm_text(norm: str, info: dict[str, Any]) -> str:
+    if norm == "joint":
+        return f"joint [{info['joint_floor']:g}, 1]"
+    return norm
+
+
+def _dropped_text(info: dict[str, Any], norm: str, gloss: bool = False) -> str:
+    k = info[f"n_dropped_{norm}"]
+    if not k:
+        return "0"
+    names = [n for n in str(info[f"dropped_{norm}"]).split("; ") if n]
+    shown = ", ".join(_gloss(n) for n in names) if gloss else _named(names)
+    return f"{k}: {shown}"
+
+
+def _figure_note(info: dict[str, Any]) -> str:
+    """The annotation under Fig. 6: ρ for every normalisation and count, what is drawn, where n_c comes from."""
+    perf = "AUC" if info["primary_metric"] == "auc" else "F1"
+    head = ["normalisation", f"ρ, n_c {_COUNT_TEXT['literal']}", f"ρ, n_c {_COUNT_TEXT['ignore_rhythm']}",
+            "classes dropped (ratio undefined)"]
+    rows = []
+    for norm in NORMALIZATIONS:
+        mark = " *" if norm == info["normalization"] else ""
+        rows.append([_norm_text(norm, info) + mark] + [_rho_text(info, f"{norm}_{c}") + (
+            " *" if (norm, c) == (info["normalization"], info["count"]) else "") for c in COUNTS]
+            + [_dropped_text(info, norm, gloss=True)])
+    widths = [max(len(line[i]) for line in [head] + rows) for i in range(len(head))]
+    lines = [f"Spearman ρ({perf} Ratio, Independent Ratio) over the classes where both are finite (paper: ≈ 0.3):"]
+    lines += ["  " + "  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in [head] + rows]
+    drawn = (f"* drawn: {_norm_text(info['normalization'], info)} normalisation; Independent Ratio n_c "
+             f"{_COUNT_TEXT[info['count']]}")
+    ignored = [n for n in str(info["ignored_classes"]).split("; ") if n]
+    if info["count"] == "ignore_rhythm":
+        drawn += (" (" + ", ".join(_gloss(n) for n in ignored) + ")" if ignored
+                  else " (no rhythm/normal classes here: the two counts agree)")
+    lines.append(drawn)
+    lines.append(f"n_c, m_c from {info['independent_source_text']}")
+    normal = [n for n in str(info["normal_classes_left_out"]).split("; ") if n]
+    if normal:
+        lines.append("left out: normal class " + ", ".join(_gloss(n) for n in normal) + " (as the paper's Fig. 6(b))")
+    return "\n".join(lines)
+
+
+def fig6_markdown(infos: Sequence[dict[str, Any]], skipped: dict[str, str] | None = None) -> str:
+    """The Fig. 6 section of ``report.md``: per dataset, ρ under every normalisation and count, and the choices.
+
+    ``infos`` are :func:`fig6_data`'s ``info`` dicts. Empty text when there is nothing to say.
+    """
+    if not infos and not skipped:
+        return ""
+    lines = [f"## Fig. 6: per-class {MIXUP.label} vs {FLOW.label}", "",
+             "Spearman ρ between the Performance Ratio (Perf_Mixup / Perf_Flow-Mixup)^r of normalised per-class test "
+             "performances and the Independent Ratio n_c / m_c, under every normalisation (`none`: raw; `joint`: one "
+             "min-max over both methods onto [floor, 1], the default; `per_method`: each method min-max onto [0, 1], "
+             "which gives Mixup's worst class ratio 0 and leaves Flow-Mixup's worst class undefined) and both counts "
+             "of n_c (`literal`: records whose only label is c; `ignoring rhythm/normal`: no other label outside the "
+             "dataset's rhythm/normal classes, the default). The paper reports ρ ≈ 0.3. `n` is the number of classes "
+             "in the correlation; the per-class numbers are in `figures/fig6_<dataset>.csv`.", ""]
+    for info in infos:
+        name = DATASET_NAMES.get(info["dataset"], info["dataset"])
+        perf = "AUC" if info["primary_metric"] == "auc" else "F1"
+        lines += [f"### {name}: noise {info['noise'] * 100:g}%, test {perf} (`{info['per_class_column']}`), "
+                  f"r = {info['r']:g}, {info['n_classes_plotted']} classes", ""]
+        normal = [n for n in str(info["normal_classes_left_out"]).split("; ") if n]
+        if normal:
+            lines.append(f"- Left out of the figure: the normal class {_named(normal)}, as in the paper's Fig. 6(b).")
+        lines.append(f"- n_c and m_c from {info['independent_source_text']}.")
+        ignored = [n for n in str(info["ignored_classes"]).split("; ") if n]
+        lines.append("- Rhythm/normal classes ignored by the second count: "
+                     + (_named(ignored) if ignored else "none (the two counts agree)") + ".")
+        chosen = "default" if (info["normalization"], info["count"]) == (DEFAULT_NORMALIZATION, DEFAULT_COUNT) \
+            else "chosen"
+        lines.append(f"- {chosen.capitalize()} for the figure: `{info['normalization']}` normalisation"
+                     + (f" (floor {info['joint_floor']:g})" if info["normalization"] == "joint" else "")
+                     + f", n_c {_COUNT_TEXT[info['count']]}"
+                     + (f", eps = {info['eps']:g}" if info["eps"] else "")
+                     + " (what a figure drew is in its annotation and in `figures/fig6_spearman.csv`).")
+        lines += ["", f"| normalisation | ρ, n_c {_COUNT_TEXT['literal']} | ρ, n_c {_COUNT_TEXT['ignore_rhythm']} "
+                      "| classes dropped (ratio undefined) |", "| --- | --- | --- | --- |"]
+        for norm in NORMALIZATIONS:
+            label = f"**{norm}** ({chosen})" if norm == info["normalization"] else norm
+            lines.append(f"| {label} | " + " | ".join(_rho_text(info, f"{norm}_{c}") for c in COUNTS)
+                         + f" | {_dropped_text(info, norm)} |")
+        if f"spearman_rho_{NORMALIZATIONS[0]}_literal_train_clean" in info:
+            lines += ["", f"Cross-check, literal n_c / m_c from the clean training labels of "
+                          f"{info['n_clean_train_runs']} noise-0 run(s) (per_class.csv): ρ = "
+                      + "; ".join(f"{norm} {_rho_text(info, f'{norm}_literal_train_clean')}"
+                                  for norm in NORMALIZATIONS) + "."]
+        lines.append("")
+    for dataset, reason in (skipped or {}).items():
+        lines.append(f"- {DATASET_NAMES.get(dataset, dataset)}: no Fig. 6 ({reason}).")
+    return "\n".join(lines).rstrip() + "\n"
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -274,15 +672,19 @@ def _draw_fig6(table: pd.DataFrame, info: dict[str, Any]) -> Figure:
     name = DATASET_NAMES.get(info["dataset"], info["dataset"])
     perf = "AUC" if info["primary_metric"] == "auc" else "F1"
     n = len(table)
-    fig = Figure(figsize=(max(6.0, 0.55 * n + 2), 4.5))
-    ax = fig.add_subplot(1, 1, 1)
+    note = _figure_note(info)
+    note_lines = note.count("\n") + 1
+    note_height = 0.13 * note_lines + 0.15
+    fig = Figure(figsize=(max(9.0, 0.55 * n + 3), 5.6 + note_height))
+    grid = fig.add_gridspec(2, 1, height_ratios=[5.6, note_height])
+    ax = fig.add_subplot(grid[0])
     x = np.arange(n)
     width = 0.38
     ax.bar(x - width / 2, table["perf_mixup"], width, label=MIXUP.label, color="#3182bd")
     ax.bar(x + width / 2, table["perf_flow"], width, label=FLOW.label, color="#31a354")
     ax.set_xticks(x)
-    ax.set_xticklabels(table["class"], rotation=45, ha="right", fontsize=8)
-    ax.set_ylabel(f"test {perf} per class")
+    ax.set_xticklabels([_gloss(c) for c in table["class"]], rotation=45, ha="right", fontsize=8)
+    ax.set_ylabel(f"test {perf} per class (bars)")
     finite = np.concatenate([table["perf_mixup"].to_numpy(float), table["perf_flow"].to_numpy(float)])
     if np.isfinite(finite).any():
         lo = float(np.nanmin(finite))
@@ -290,43 +692,45 @@ def _draw_fig6(table: pd.DataFrame, info: dict[str, Any]) -> Figure:
     # The two ratios live on very different scales (r = 10 makes the Performance Ratio span decades), so each gets
     # its own right-hand axis; the second one's spine is moved outwards.
     ax2 = ax.twinx()
-    ax2.plot(x, table["performance_ratio"], "o-", color="#e6550d", label=f"{perf} Ratio (r = {info['r']:g})")
+    norm_label = _norm_text(info["normalization"], info)
+    ax2.plot(x, table["performance_ratio"], "o-", color="#e6550d",
+             label=f"{perf} Ratio (r = {info['r']:g}, {norm_label} normalisation)")
     ax2.set_ylabel(f"{perf} Ratio", color="#e6550d")
     ratios = np.asarray(table["performance_ratio"], dtype=float)
-    if np.nanmax(np.abs(ratios), initial=0.0) > 50:  # r = 10 after min-max normalising spans many decades
+    positive = ratios[np.isfinite(ratios)]
+    if positive.size and positive.min() > 0 and positive.max() / positive.min() > 20:
+        ax2.set_yscale("log")  # a ratio: 1/x and x equally far from 1
+        ax2.set_ylabel(f"{perf} Ratio (log)", color="#e6550d")
+    elif np.nanmax(np.abs(ratios), initial=0.0) > 50:  # zeros (per_method) and a wide span
         ax2.set_yscale("symlog", linthresh=1.0)
         ax2.set_ylabel(f"{perf} Ratio (symlog)", color="#e6550d")
     ax3 = ax.twinx()
-    ax3.spines["right"].set_position(("axes", 1.12))
-    ax3.plot(x, table["independent_ratio"], "s--", color="#636363", label="Independent Ratio $n_c/m_c$")
+    ax3.spines["right"].set_position(("axes", 1.1))
+    count_label = f" ({_COUNT_TEXT[info['count']]})" if info["ignored_classes"] else ""
+    ax3.plot(x, table["independent_ratio"], "s--", color="#636363", label=f"Independent Ratio $n_c/m_c${count_label}")
     ax3.set_ylabel("Independent Ratio", color="#636363")
+    ax3.set_ylim(-0.03, 1.03)
     handles = [a.get_legend_handles_labels() for a in (ax, ax2, ax3)]
-    fig.legend(sum((h for h, _ in handles), []), sum((l for _, l in handles), []), fontsize=7, loc="lower center",
-               ncol=4, frameon=False)  # below the plot: inside it would hide the bars
+    # above the plot, between it and the title: inside it would hide bars or lines
+    ax3.legend(sum((h for h, _ in handles), []), sum((l for _, l in handles), []), fontsize=7, loc="lower center",
+               bbox_to_anchor=(0.5, 1.01), ncol=2, frameon=False)
     rho = info["spearman_rho"]
     rho_text = "n/a" if not np.isfinite(rho) else f"{rho:.3f}"
     ax.set_title(f"{name}, noise {info['noise'] * 100:g}%: Spearman ρ({perf} Ratio, Independent Ratio) = "
-                 f"{rho_text} over {info['n_classes']} classes", fontsize=9)
-    fig.tight_layout(rect=(0, 0.05, 1, 1))
+                 f"{rho_text} over {info['n_classes']} of {n} classes", fontsize=9, pad=32)
+    text_ax = fig.add_subplot(grid[1])
+    text_ax.axis("off")
+    text_ax.text(0.0, 1.0, note, family="DejaVu Sans Mono", fontsize=7, va="top", ha="left",
+                 transform=text_ax.transAxes)
+    fig.tight_layout()
     return fig
 
 
-def make_fig6(sweep_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None, target_noise: float = 0.1,
-              r: float | dict[str, float] | None = None, normalization: str = "per_method", eps: float = 0.0,
-              which: str = "best", runs: pd.DataFrame | None = None, write: bool = True) -> dict[str, Any]:
-    """Fig. 6 for every dataset that has Mixup (α=3) and Flow-Mixup (α=3, Op=False) runs with ``per_class.csv``.
-
-    Writes ``fig6_<dataset>.{png,pdf,csv}`` (the CSV: the per-class numbers plotted) and ``fig6_spearman.csv``
-    (one row per dataset: noise, r, normalisation, Spearman rho and p, classes used) into ``out_dir`` (default
-    ``<sweep_dir>/report/figures``), all at once after every figure is drawn (``write=False``: not at all).
-    ``r`` may be a number or a ``{primary_metric: r}`` dict. Returns ``{"paths": [...], "files": {path: bytes},
-    "spearman": DataFrame, "skipped": {dataset: reason}, "notes": [...]}`` (``notes``: runs left out, and why).
-    """
-    sweep_dir = Path(sweep_dir)
-    out_dir = Path(out_dir) if out_dir is not None else sweep_dir / "report" / "figures"
-    runs = collect_runs(sweep_dir) if runs is None else runs
-    files: dict[Path, Any] = {}
-    infos: list[dict[str, Any]] = []
+def _fig6_all(runs: pd.DataFrame, target_noise: float, r: float | dict[str, float] | None, normalization: str,
+              eps: float, which: str, count: str, joint_floor: float
+              ) -> tuple[list[tuple[str, pd.DataFrame, dict[str, Any]]], dict[str, str], list[str]]:
+    """:func:`fig6_data` for every dataset of ``runs``: ``(results, skipped, notes)``."""
+    results: list[tuple[str, pd.DataFrame, dict[str, Any]]] = []
     skipped: dict[str, str] = {}
     notes: list[str] = []
     datasets = sorted(set(runs["dataset"].dropna().astype(str))) if "dataset" in runs else []
@@ -336,22 +740,60 @@ def make_fig6(sweep_dir: str | os.PathLike, out_dir: str | os.PathLike | None = 
             skipped[dataset] = f"primary metric unknown ({metric!r}): set primary_metric in its summaries"
             continue
         r_here = r.get(metric) if isinstance(r, dict) else r
-        result = fig6_data(runs, dataset, target_noise, r_here, normalization, eps, which, notes=notes)
+        result = fig6_data(runs, dataset, target_noise, r_here, normalization, eps, which, notes=notes, count=count,
+                           joint_floor=joint_floor)
         if result is None:
             skipped[dataset] = ("no noise level with ok runs of both Mixup (α=3.0) and Flow-Mixup (α=3.0, Op=False) "
                                 "having per_class.csv")
             continue
-        table, info = result
+        results.append((dataset, *result))
+    return results, skipped, notes
+
+
+def fig6_section(sweep_dir: str | os.PathLike, runs: pd.DataFrame | None = None, target_noise: float = 0.1,
+                 r: float | dict[str, float] | None = None, normalization: str = DEFAULT_NORMALIZATION,
+                 eps: float = 0.0, which: str = "best", count: str = DEFAULT_COUNT,
+                 joint_floor: float = JOINT_FLOOR) -> str:
+    """:func:`fig6_markdown` for the runs below ``sweep_dir`` (or ``runs``), without drawing; "" when no dataset
+    has the Mixup and Flow-Mixup runs Fig. 6 needs. Used by :func:`flowmixup.report.tables.make_report`."""
+    runs = collect_runs(sweep_dir) if runs is None else runs
+    results, _, _ = _fig6_all(runs, target_noise, r, normalization, eps, which, count, joint_floor)
+    return fig6_markdown([info for _, _, info in results])
+
+
+def make_fig6(sweep_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None, target_noise: float = 0.1,
+              r: float | dict[str, float] | None = None, normalization: str = DEFAULT_NORMALIZATION,
+              eps: float = 0.0, which: str = "best", runs: pd.DataFrame | None = None, write: bool = True, *,
+              count: str = DEFAULT_COUNT, joint_floor: float = JOINT_FLOOR) -> dict[str, Any]:
+    """Fig. 6 for every dataset that has Mixup (α=3) and Flow-Mixup (α=3, Op=False) runs with ``per_class.csv``.
+
+    Writes ``fig6_<dataset>.{png,pdf,csv}`` (the CSV: the per-class numbers, every normalisation and count) and
+    ``fig6_spearman.csv`` (one row per dataset: noise, r, the choices drawn, the source of n_c, and Spearman's rho,
+    p and class count for every normalisation x count, plus the classes each normalisation drops) into ``out_dir``
+    (default ``<sweep_dir>/report/figures``), all at once after every figure is drawn (``write=False``: not at all).
+    ``r`` may be a number or a ``{primary_metric: r}`` dict. Returns ``{"paths": [...], "files": {path: bytes},
+    "spearman": DataFrame, "markdown": str (:func:`fig6_markdown`), "skipped": {dataset: reason}, "notes": [...]}``
+    (``notes``: runs left out, and why).
+    """
+    _check_choice(normalization, NORMALIZATIONS, "normalization")
+    _check_choice(count, COUNTS, "count")
+    sweep_dir = Path(sweep_dir)
+    out_dir = Path(out_dir) if out_dir is not None else sweep_dir / "report" / "figures"
+    runs = collect_runs(sweep_dir) if runs is None else runs
+    results, skipped, notes = _fig6_all(runs, target_noise, r, normalization, eps, which, count, joint_floor)
+    files: dict[Path, Any] = {}
+    for dataset, table, info in results:
         stem = out_dir / f"fig6_{dataset}"
         files.update(_render(_draw_fig6(table, info), stem))
         files[stem.with_suffix(".csv")] = table.to_csv(index=False)
-        infos.append(info)
+    infos = [info for _, _, info in results]
     spearman_frame = pd.DataFrame(infos)
     if infos:
         files[out_dir / "fig6_spearman.csv"] = spearman_frame.to_csv(index=False)
     if write:
         write_files(files)
-    return {"paths": list(files), "files": files, "spearman": spearman_frame, "skipped": skipped, "notes": notes}
+    return {"paths": list(files), "files": files, "spearman": spearman_frame, "markdown": fig6_markdown(infos),
+            "skipped": skipped, "notes": notes}
 
 
 def _curve_table(ok: pd.DataFrame, dataset: str, metric: str, notes: list[str] | None = None) -> pd.DataFrame:
@@ -440,20 +882,22 @@ def make_curves(sweep_dir: str | os.PathLike, out_dir: str | os.PathLike | None 
 
 
 def make_figures(sweep_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None, target_noise: float = 0.1,
-                 r: float | dict[str, float] | None = None, normalization: str = "per_method", eps: float = 0.0,
-                 which: str = "best", runs: pd.DataFrame | None = None, write: bool = True) -> dict[str, Any]:
+                 r: float | dict[str, float] | None = None, normalization: str = DEFAULT_NORMALIZATION,
+                 eps: float = 0.0, which: str = "best", runs: pd.DataFrame | None = None, write: bool = True, *,
+                 count: str = DEFAULT_COUNT, joint_floor: float = JOINT_FLOOR) -> dict[str, Any]:
     """Fig. 6 and the curves for the runs below ``sweep_dir``; see :func:`make_fig6` and :func:`make_curves`.
 
     ``runs`` defaults to :func:`collect_runs`. Every figure is drawn first; the files are written together at the
     end (``write=False``: not at all). Returns ``{"paths": [...], "files": {...}, "spearman": DataFrame,
-    "skipped": {"fig6": {...}, "curves": {...}}, "notes": [...]}``.
+    "fig6_markdown": str, "skipped": {"fig6": {...}, "curves": {...}}, "notes": [...]}``.
     """
     runs = collect_runs(sweep_dir) if runs is None else runs
-    fig6 = make_fig6(sweep_dir, out_dir, target_noise, r, normalization, eps, which, runs=runs, write=False)
+    fig6 = make_fig6(sweep_dir, out_dir, target_noise, r, normalization, eps, which, runs=runs, write=False,
+                     count=count, joint_floor=joint_floor)
     curves = make_curves(sweep_dir, out_dir, runs=runs, write=False)
     files = {**fig6["files"], **curves["files"]}
     if write:
         write_files(files)
-    return {"paths": list(files), "files": files, "spearman": fig6["spearman"],
+    return {"paths": list(files), "files": files, "spearman": fig6["spearman"], "fig6_markdown": fig6["markdown"],
             "skipped": {"fig6": fig6["skipped"], "curves": curves["skipped"]},
             "notes": fig6["notes"] + curves["notes"]}

@@ -11,7 +11,8 @@ writes, into ``<sweep_dir>/report/``:
 - ``table3.{md,csv,tex}``: the Eq. 8 variances of the min-max normalised per-epoch test metric
   (``variance_auc`` for AUC datasets, ``variance_macro_f1`` for macro-F1 datasets);
 - ``report.md``: the three Markdown tables under a header counting runs ok / failed / missing, and naming every
-  summary left out (unreadable or invalid) with its problem.
+  summary left out (unreadable or invalid) with its problem; then, where the runs allow it, the Spearman
+  correlations behind Fig. 6 under every normalisation and count (:func:`flowmixup.report.figures.fig6_section`).
 
 Every file is computed in memory first and all are written together at the end
 (:func:`flowmixup.report.output.write_files`). :func:`check_sweep` reads and validates every summary (and the
@@ -979,8 +980,14 @@ _FROM_SWEEP = object()
 def make_report(sweep_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None,
                 paper_csv: str | os.PathLike | None = None, best_from: str = "best", *,
                 runs: pd.DataFrame | None = None, grid: Any = _FROM_SWEEP,
-                left_out: Sequence[tuple[Any, str]] = (), write: bool = True) -> dict[str, Any]:
+                left_out: Sequence[tuple[Any, str]] = (), write: bool = True,
+                fig6: bool | dict[str, Any] = True) -> dict[str, Any]:
     """Write Tables I-III (Markdown, tidy CSV, LaTeX) and ``report.md`` for the runs below ``sweep_dir``.
+
+    ``report.md`` ends with a Fig. 6 section (:func:`flowmixup.report.figures.fig6_section`: Spearman's rho under
+    every normalisation and count of n_c) when a dataset has the Mixup and Flow-Mixup runs it needs; ``fig6`` may
+    be a dict of options for it (``target_noise``, ``r``, ``normalization``, ``eps``, ``count``, ``joint_floor``;
+    give the ones the figures were made with), or False to leave the section out.
 
     ``out_dir`` defaults to ``<sweep_dir>/report``; ``paper_csv`` to the packaged ``paper_tables.csv``. ``runs``
     (default: :func:`collect_runs`) and ``grid`` (default: :func:`load_grid`) may be given, e.g. from
@@ -1019,6 +1026,12 @@ def make_report(sweep_dir: str | os.PathLike, out_dir: str | os.PathLike | None 
             files[path] = text
             paths[f"{stem}.{ext}"] = path
     report_md = _report_header(sweep_dir, counts, grid is not None) + "\n" + "\n".join(markdown.values())
+    if fig6 is not False:
+        from .figures import fig6_section  # figures imports this module: import it only when it is needed
+
+        section = fig6_section(sweep_dir, runs=runs, **(fig6 if isinstance(fig6, dict) else {}))
+        if section:
+            report_md += "\n" + section
     files[out_dir / "report.md"] = report_md
     paths["report.md"] = out_dir / "report.md"
     if write:

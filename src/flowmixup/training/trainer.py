@@ -231,6 +231,13 @@ def save_predictions(path: Path, y_true: np.ndarray, y_score: np.ndarray, class_
                      class_names=np.array(class_names), epoch=np.array(epoch))
 
 
+def save_labels(path: Path, y: np.ndarray, class_names: list[str]) -> None:
+    """The clean (uncorrupted) training labels, for dataset statistics such as Fig. 6's Independent Ratio."""
+    with atomic_path(path, suffix=".npz") as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez_compressed(fh, y=np.asarray(y, dtype=np.uint8), class_names=np.array(class_names))
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # one epoch
 # ----------------------------------------------------------------------------------------------------------------
@@ -617,6 +624,7 @@ def _run_locked(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         best_probs = state.best[primary][1] if state.best[primary][1] is not None else state.last_probs
         save_predictions(run_dir / "predictions_test_last.npz", state.y_test, state.last_probs, names,
                          len(state.history))
+        save_labels(run_dir / "labels_train_clean.npz", y_clean[idx["train"]], names)
         save_predictions(run_dir / "predictions_test_best.npz", state.y_test, best_probs, names,
                          int(np.nanargmax([getattr(sc, primary) for sc in state.per_epoch])) + 1)
         write_csv(run_dir / "per_class.csv",
