@@ -29,6 +29,9 @@ TINY = [
     "trainer.batch_size=16",
     "trainer.progress=false",
     "trainer.device=cpu",
+    # one thread: tiny models gain nothing from two, and on a loaded machine two threads spin-wait for each other
+    # (epochs measured 30x slower) and their reduction order may change the last digits between runs
+    "trainer.num_threads=1",
 ]
 
 

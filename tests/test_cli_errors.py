@@ -41,6 +41,11 @@ CASES = {
     "bad_root": (["dataset=chestxray14", "dataset.root=/nonexistent/nih"], 1, ["dataset.root: /nonexistent/nih is not a folder"]),
     "resume": (["trainer.resume=maybe"], 1, ["trainer.resume: 'maybe' is unknown", "allowed: auto, true, false"]),
     "multirun_cell": (["-m", "noise=0.1,1.5"], 1, ["noise: got 1.5", "(in the multirun cell noise=1.5)"]),
+    "paper_points_in_a_small_backbone": (["-m", "regularizer=erm,flowmixup", "backbone.blocks=[1,1,1,1]"], 1, [
+        "regularizer.mix_points: null (the paper's), but the paper's mix points need at least 5 residual blocks",
+        "(in the multirun cell regularizer=flowmixup)"]),
+    "mix_points_in_a_multirun": (["-m", "regularizer=flowmixup,manifold_mixup", "regularizer.mix_points=[layer9.0]"],
+                                 1, ["regularizer.mix_points: unknown submodule 'layer9.0'"]),
     "unknown_key": (["trainer.epoch=3"], 2, ["trainer.epoch: is not a config key; did you mean trainer.epochs?"]),
     "unknown_option": (["regularizer=flowmix"], 2, ["regularizer: 'flowmix' is not a known option",
                                                      "allowed: erm, flowmixup, manifold_mixup, mixup"]),

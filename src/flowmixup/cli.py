@@ -114,6 +114,10 @@ def preflight(args: list[str], conf_dir: Path = CONF_DIR, config_name: str = "co
 
     from .training.checks import ConfigError, UsageError, check_config, check_writable
 
+    from .regularizers.base import RegularizerError
+    from .training.trainer import check_mix_points
+
+    models_checked: set = set()
     try:
         jobs, multirun = job_overrides(args)
     except HydraException as err:
@@ -124,10 +128,14 @@ def preflight(args: list[str], conf_dir: Path = CONF_DIR, config_name: str = "co
                 cfg = compose(config_name, overrides=job, return_hydra_config=True)
                 launcher = str(OmegaConf.select(cfg, "hydra.launcher._target_", default="") or "")
                 check_config(cfg, local="Slurm" not in launcher)
+                key = (OmegaConf.to_yaml(cfg.backbone), str(OmegaConf.select(cfg, "regularizer.mix_points")))
+                if "mix_points" in cfg.regularizer and key not in models_checked:
+                    models_checked.add(key)
+                    check_mix_points(cfg)
                 if n == 0 and run:
                     key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
                     check_writable(OmegaConf.select(cfg, key), key)
-            except ConfigError as err:
+            except (ConfigError, RegularizerError) as err:
                 varying = {o.split("=", 1)[0] for o in job if any(o not in other for other in jobs)}
                 shown = " ".join(o for o in job if o.split("=", 1)[0] in varying)
                 cell = f" (in the multirun cell {shown})" if multirun and len(jobs) > 1 else ""

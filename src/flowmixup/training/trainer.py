@@ -133,7 +133,10 @@ def call_target(node, skip: tuple[str, ...] = (), **extra):
 
 
 def load_data(cfg: DictConfig) -> LabeledArrays:
-    data = call_target(cfg.dataset.loader)
+    try:
+        data = call_target(cfg.dataset.loader)
+    except DataError as err:
+        raise DataError(_prepare_hint_with_overrides(str(err))) from None
     for split in ("train", "val", "test"):
         if len(data.splits[split]) == 0:
             raise DataError(f"dataset={cfg.dataset.name}: the {split} split is empty; check the dataset's size and split settings")
@@ -145,13 +148,50 @@ def build_model(cfg: DictConfig, in_channels: int, num_classes: int) -> torch.nn
 
 
 def resolve_mix_points(cfg: DictConfig, model: torch.nn.Module) -> list[str] | None:
+    """The mix points of the regularizer: its own list, else the backbone's paper mix points (checked by name)."""
     if "mix_points" not in cfg.regularizer:
         return None
     if cfg.regularizer.mix_points is not None:
-        return list(cfg.regularizer.mix_points)
-    if not hasattr(model, "paper_mix_points"):
-        raise ValueError(f"backbone={cfg.backbone.name} has no default mix points; set regularizer.mix_points=[...]")
-    return model.paper_mix_points()
+        points = list(cfg.regularizer.mix_points)
+    else:
+        if not hasattr(model, "paper_mix_points"):
+            raise ConfigError(f"regularizer.mix_points: null, but backbone={cfg.backbone.name} has no default mix "
+                              "points; allowed: a list of its submodule names, e.g. regularizer.mix_points=[...]",
+                              key="regularizer.mix_points")
+        try:
+            points = model.paper_mix_points()
+        except ValueError as err:
+            raise ConfigError(f"regularizer.mix_points: null (the paper's), but {err} (backbone={cfg.backbone.name}); "
+                              "allowed: a larger backbone, or regularizer.mix_points=[...] naming its blocks",
+                              key="regularizer.mix_points") from None
+    from ..regularizers.base import resolve_mix_points as check_names
+
+    return check_names(model, points)
+
+
+def check_mix_points(cfg: DictConfig) -> None:
+    """Build the backbone alone (on the CPU, with 1 input channel and 2 classes: mix-point names depend on neither)
+    and check the regularizer's mix points against it, so a multirun stops before its first cell, not in the middle."""
+    if "mix_points" not in cfg.regularizer:
+        return
+    model = build_model(cfg, in_channels=1, num_classes=2)
+    resolve_mix_points(cfg, model)
+
+
+def _prepare_hint_with_overrides(message: str) -> str:
+    """A loader's "Build it with: python scripts/prepare_data.py ..." hint, redone from the user's own overrides, so
+    that the printed command builds the cache where this command looks for it (paths.data_dir, experiment...)."""
+    marker = "python scripts/prepare_data.py"
+    if marker not in message:
+        return message
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return message
+    keep = ("dataset", "paths", "experiment")
+    overrides = [o for o in HydraConfig.get().overrides.task
+                 if o.lstrip("+~").split("=", 1)[0].split(".")[0].split("/")[0] in keep]
+    return message[: message.index(marker)] + " ".join([marker, *overrides])
 
 
 def build_regularizer(cfg: DictConfig, model: torch.nn.Module, mix_points, generator: torch.Generator):
@@ -380,7 +420,7 @@ CHECKPOINT = "checkpoint.pt"
 PREVIOUS = "checkpoint.prev.pt"  # the checkpoint before the last one: the way back if the last one is damaged
 CHECKPOINT_KEYS = ("config", "state", "model", "optimizer", "scheduler", "rng")
 # keys that may differ between an interrupted run and its resumption (everything else must match)
-RESUMABLE_CHANGES = ("trainer.epochs", "trainer.progress", "trainer.num_workers", "trainer.resume",
+RESUMABLE_CHANGES = ("trainer.epochs", "trainer.progress", "trainer.num_workers", "trainer.num_threads", "trainer.resume",
                      "trainer.skip_finished", "trainer.device", "logger", "paths")
 
 
