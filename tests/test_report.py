@@ -1,6 +1,7 @@
 """Tables I-III, Fig. 6 and the curves, built from hand-made run folders whose answers are known."""
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
@@ -702,3 +703,24 @@ def test_fig6_literal_count_from_synth_ecg_runs(tmp_path):
     report_md = make_report(tmp_path)["report_md"]
     assert "### Synthetic ECG" in report_md
     assert "sinus_rhythm, sinus_tachycardia, sinus_bradycardia" in report_md  # the classes ignored, named
+
+
+def test_memorisation_section_best_epoch_and_gap_per_noise(tmp_path):
+    """report.md's best-vs-last table: the best epoch and best - last, from each run's metrics.csv, seed-averaged."""
+    # ERM at 40% noise: peaks at epoch 3 of 6 then memorises; two seeds
+    write_run(tmp_path, "synth_ecg", "erm", noise=0.4, seed=0, curve=[0.2, 0.4, 0.5, 0.45, 0.4, 0.3])
+    write_run(tmp_path, "synth_ecg", "erm", noise=0.4, seed=1, curve=[0.2, 0.3, 0.4, 0.6, 0.5, 0.4])
+    write_run(tmp_path, "synth_ecg", "erm", noise=0.0, seed=0, curve=[0.2, 0.4, 0.5, 0.6, 0.65, 0.7])
+    write_run(tmp_path, "synth_ecg", "flowmixup", 3.0, False, noise=0.4, curve=[0.2, 0.4, 0.5, 0.55, 0.56, 0.56])
+    report = make_report(tmp_path)
+    md = report["report_md"]
+    assert "## Memorisation: best vs last epoch" in md and "### synth_ecg (test macro_f1)" in md
+    section = md[md.index("## Memorisation"):]
+    erm = next(line for line in section.splitlines() if line.startswith("| ERM |"))
+    # noise 0: best = last at epoch 6; noise 0.4: best (0.5 + 0.6) / 2 at epochs 3 and 4 -> 3.5, last 0.35
+    assert erm == "| ERM | 0.7000 (6/6) | 0.7000 | 0.0000 | 0.5500 (4/6) | 0.3500 | 0.2000 |"
+    memo = pd.read_csv(io.StringIO(report["files"][tmp_path / "report" / "memorisation.csv"]))
+    row = memo[(memo["setting"] == "ERM") & (memo["noise"] == 0.4)].iloc[0]
+    assert row["best_epoch"] == 3.5 and row["seeds"] == 2 and row["diff"] == pytest.approx(0.2)
+    flow = memo[memo["setting"].str.startswith("Flow-Mixup")].iloc[0]
+    assert flow["best_epoch"] == 5 and flow["diff"] == pytest.approx(0.0)
