@@ -107,11 +107,25 @@ def test_noise_corrupts_train_never_test(tiny_config, tmp_path):
         (["corruption.kind=swap"], ConfigError, r"^corruption.kind: 'swap' is unknown; allowed: resample, flip$"),
         (["seed=-5"], ConfigError, r"^seed: got -5; allowed: an integer in \[0, 4294967295\]$"),
         (["dataset.split=[1.0,0.0,0.0]"], ConfigError, r"^dataset.split: .*allowed: 3 fractions in \(0, 1\) summing to 1"),
+        (["dataset.sampling_rate=20"], ConfigError, r"^dataset.sampling_rate: got 20; allowed: a number in \[50, inf\)$"),
     ],
 )
 def test_bad_values_fail_before_training_with_one_line(tiny_config, tmp_path, overrides, error, match):
     with pytest.raises(error, match=match) as info:
         run(tiny_config(*overrides), tmp_path / "bad")
+    assert "\n" not in str(info.value)
+    assert not (tmp_path / "bad" / "metrics.csv").exists()
+
+
+def test_an_input_too_small_for_the_backbone_is_one_line(tmp_path):
+    """A 2-D DenseNet on 1-D ECG records: one line naming the backbone and the input shape, before training."""
+    from conftest import compose_config
+
+    cfg = compose_config(tmp_path, ["backbone=densenet_small", "dataset.n_records=160", "trainer.epochs=1",
+                                    "trainer.progress=false", "trainer.num_threads=1"], tiny=False)
+    with pytest.raises(ConfigError, match=r"^backbone: densenet_small cannot take this dataset's input of shape "
+                                          r"\(8, 500\) \(.*\); allowed: a larger input") as info:
+        run(cfg, tmp_path / "bad")
     assert "\n" not in str(info.value)
     assert not (tmp_path / "bad" / "metrics.csv").exists()
 

@@ -182,8 +182,9 @@ def check_config(cfg: DictConfig, local: bool = True) -> None:
     c.seed(d + "split_seed")
     c.seed(d + "generator_seed")
     c.int_at_least(d + "n_records", 10)
-    c.number_in(d + "sampling_rate", 0, math.inf, low_open=True, high_open=True)
-    c.number_in(d + "duration", 0, math.inf, low_open=True, high_open=True)
+    low_rate, low_duration = (50, 2) if cfg.dataset.name == "synth_ecg" else (0, 0)  # synth_ecg's generator needs both
+    c.number_in(d + "sampling_rate", low_rate, math.inf, low_open=not low_rate, high_open=True)
+    c.number_in(d + "duration", low_duration, math.inf, low_open=not low_duration, high_open=True)
     c.fractions(d + "split")
     c.fractions(d + "split_fractions")
     c.number_in(d + "val_fraction", 0, 1, low_open=True, high_open=True)

@@ -169,6 +169,22 @@ def resolve_mix_points(cfg: DictConfig, model: torch.nn.Module) -> list[str] | N
     return check_names(model, points)
 
 
+def check_input_fits(cfg: DictConfig, model: torch.nn.Module, sample: torch.Tensor) -> None:
+    """One sample through the model (eval mode, no gradient: no random draw, no BatchNorm update), so an input too
+    small for the backbone's down-sampling is one line before training, not a traceback from inside a layer."""
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(sample)
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigError(f"backbone: {cfg.backbone.name} cannot take this dataset's input of shape "
+                          f"{tuple(sample.shape[1:])} ({first}); allowed: a larger input (e.g. dataset.resolution) "
+                          "or a backbone with fewer down-sampling stages", key="backbone") from None
+    finally:
+        model.train()
+
+
 def check_mix_points(cfg: DictConfig) -> None:
     """Build the backbone alone (on the CPU, with 1 input channel and 2 classes: mix-point names depend on neither)
     and check the regularizer's mix points against it, so a multirun stops before its first cell, not in the middle."""
@@ -536,10 +552,12 @@ def _run_locked(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         raise DataError(f"the train split has {len(idx['train'])} samples, fewer than trainer.batch_size={cfg.trainer.batch_size}")
 
     # model, regularizer, loss, optimiser
-    sample_shape = np.asarray(data.x[np.array([0])]).shape
+    sample = np.asarray(data.x[np.array([0])])
+    sample_shape = sample.shape
     model = build_model(cfg, in_channels=sample_shape[1], num_classes=len(names)).to(device)
     if cfg.trainer.channels_last and len(sample_shape) == 4:
         model = model.to(memory_format=torch.channels_last)
+    check_input_fits(cfg, model, to_input(torch.from_numpy(sample), device, cfg.trainer.channels_last))
     mix_points = resolve_mix_points(cfg, model)
     reg_gen = torch.Generator().manual_seed(cfg.seed + 1)
     reg = build_regularizer(cfg, model, mix_points, reg_gen)
