@@ -46,8 +46,6 @@ def check_overrides(args: list[str], conf_dir: Path = CONF_DIR) -> None:
 
 def check_keys(args: list[str], conf_dir: Path = CONF_DIR) -> None:
     """Exit with a one-line message, with the closest existing key, if an override names a key the config lacks."""
-    import difflib
-
     plain = [a for a in args if "=" in a and not a.startswith(("-", "+", "~"))]
     keys = [a.split("=", 1)[0] for a in plain if a.split("=", 1)[0] not in GROUPS and not a.startswith("hydra")]
     if not keys:
@@ -59,17 +57,28 @@ def check_keys(args: list[str], conf_dir: Path = CONF_DIR) -> None:
     with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
         cfg = compose("config", overrides=groups)
     for key in keys:
-        node, parts = cfg, key.split(".")
-        for depth, part in enumerate(parts):
-            child = node._get_node(part) if hasattr(node, "keys") and part in list(node.keys()) else None
-            if child is None:
-                here = ".".join(parts[:depth])
-                siblings = [str(k) for k in node.keys()] if hasattr(node, "keys") else []
-                close = difflib.get_close_matches(part, siblings, n=1)
-                hint = f"; did you mean {(here + '.') if here else ''}{close[0]}?" if close else ""
-                where = f"under {here}: " if here else "top-level keys: "
-                fail(f"{key}: is not a config key{hint}; allowed: {where}{', '.join(siblings[:25])}", 2)
-            node = child
+        gap = where_key_leaves(cfg, key)
+        if gap is not None:
+            here, siblings, close = gap
+            hint = f"; did you mean {(here + '.') if here else ''}{close}?" if close else ""
+            where = f"under {here}: " if here else "top-level keys: "
+            fail(f"{key}: is not a config key{hint}; allowed: {where}{', '.join(siblings[:25])}", 2)
+
+
+def where_key_leaves(cfg, key: str) -> tuple[str, list[str], str | None] | None:
+    """Where the dotted ``key`` leaves ``cfg``: (the part that exists, e.g. ``trainer``; the keys there; the one
+    closest to the missing part, or None), or None when ``cfg`` has the key."""
+    import difflib
+
+    node, parts = cfg, key.split(".")
+    for depth, part in enumerate(parts):
+        child = node._get_node(part) if hasattr(node, "keys") and part in list(node.keys()) else None
+        if child is None:
+            siblings = [str(k) for k in node.keys()] if hasattr(node, "keys") else []
+            close = difflib.get_close_matches(part, siblings, n=1)
+            return ".".join(parts[:depth]), siblings, close[0] if close else None
+        node = child
+    return None
 
 
 def fail(message: str, code: int = 1) -> None:

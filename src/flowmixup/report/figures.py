@@ -339,7 +339,7 @@ _PREDICTION_FILES = ("predictions_test_last.npz", "predictions_test_best.npz")
 _TRAIN_LABEL_FILES = ("labels_train_clean.npz",)
 
 
-def _read_test_labels(run_dir: str, classes: Sequence[str], files: Sequence[str] = _PREDICTION_FILES,
+def _read_label_file(run_dir: str, classes: Sequence[str], files: Sequence[str] = _PREDICTION_FILES,
                       key: str = "y_true") -> tuple[np.ndarray | None, list[str], str | None]:
     """``(labels, class names, None)`` from the first of ``files`` a run has (its test predictions by default),
     or ``(None, [], problem)``.
@@ -378,7 +378,7 @@ def _independent_counts(dataset: str, fig_runs: Sequence[tuple[str, pd.DataFrame
     # 0. the clean training labels the runs write (labels_train_clean.npz): the dataset's own statistics
     train_sets: list[tuple[np.ndarray, list[str]]] = []
     for run_dir, per_class in fig_runs:
-        y, names, _ = _read_test_labels(run_dir, list(per_class["class"]), _TRAIN_LABEL_FILES, key="y")
+        y, names, _ = _read_label_file(run_dir, list(per_class["class"]), _TRAIN_LABEL_FILES, key="y")
         if y is not None and not any(names == n and y.shape == d.shape and np.array_equal(y, d)
                                      for d, n in train_sets):
             train_sets.append((y, names))
@@ -393,7 +393,7 @@ def _independent_counts(dataset: str, fig_runs: Sequence[tuple[str, pd.DataFrame
     distinct: list[tuple[np.ndarray, list[str]]] = []  # each test set once (the runs normally share one)
     used = 0
     for run_dir, per_class in fig_runs:
-        y, names, problem = _read_test_labels(run_dir, list(per_class["class"]))
+        y, names, problem = _read_label_file(run_dir, list(per_class["class"]))
         if y is None:
             if notes is not None:
                 notes.append(f"Fig. 6 ({dataset}): no clean test labels from {run_dir} ({problem})")

@@ -15,7 +15,6 @@ blocks, a cell without ``summary.json`` or whose status is not ``ok`` counts as 
 from __future__ import annotations
 
 import contextlib
-import difflib
 import json
 import os
 import re
@@ -193,15 +192,13 @@ def _describe(exc: BaseException, override: str | None, cfg0: Any) -> str:
 
 def _key_hint(cfg: Any, full_key: str) -> str:
     """``; did you mean X?`` for a key that is not in ``cfg`` (the closest sibling), or ``""``."""
+    from ..cli import where_key_leaves
+
+    gap = where_key_leaves(cfg, full_key)
     parts = full_key.split(".")
-    node = cfg
-    for part in parts[:-1]:
-        if not hasattr(node, "keys") or part not in node:
-            return ""
-        node = node._get_node(part)
-    siblings = [str(k) for k in node.keys()] if hasattr(node, "keys") else []
-    close = difflib.get_close_matches(parts[-1], siblings, n=1)
-    return f"; did you mean {'.'.join(parts[:-1] + [close[0]])}?" if close and close[0] != parts[-1] else ""
+    if gap is None or gap[0] != ".".join(parts[:-1]) or gap[2] is None:  # only a misspelt last part gets a hint
+        return ""
+    return f"; did you mean {'.'.join(parts[:-1] + [gap[2]])}?"
 
 
 def _compose(conf_dir: Path, overrides: list[str]):
