@@ -1,0 +1,133 @@
+"""hydra/launcher=local_gpus: one job per GPU at a time, every GPU busy, on CPU with a faked device count."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from conftest import CONF_DIR, PROJECT_ROOT
+from hydra_plugins.flowmixup_local_gpus.local_gpus_launcher import GpuSlot, NoGpus, resolve_gpus, slot_order
+
+
+def test_resolve_gpus_reads_null_count_and_ids():
+    assert resolve_gpus(None, count=4) == [0, 1, 2, 3]
+    assert resolve_gpus(2, count=4) == [0, 1]
+    assert resolve_gpus([3, 1], count=4) == [3, 1]
+
+
+@pytest.mark.parametrize("gpus, count, words", [
+    (None, 0, "no CUDA device is visible"),
+    (5, 4, "got 5, this machine sees 4"),
+    ([0, 4], 4, "unknown or repeated ids [4]"),
+    ([1, 1], 4, "unknown or repeated"),
+    ("two", 4, "hydra.launcher.gpus: got 'two'"),
+])
+def test_resolve_gpus_refuses_in_one_line(gpus, count, words):
+    with pytest.raises(NoGpus) as err:
+        resolve_gpus(gpus, count=count)
+    assert words in str(err.value) and "\n" not in str(err.value)
+
+
+def test_slot_order_starts_at_job_number_mod_n():
+    assert slot_order(0, 4) == [0, 1, 2, 3]
+    assert slot_order(6, 4) == [2, 3, 0, 1]
+
+
+def test_a_busy_slot_sends_the_job_to_the_next_gpu(tmp_path):
+    with GpuSlot(tmp_path, [0, 1, 2], 1, job_idx=4) as first:      # 4 mod 3 = 1
+        assert first.device == 1
+        with GpuSlot(tmp_path, [0, 1, 2], 1, job_idx=1) as second:  # wants 1, busy: takes 2
+            assert second.device == 2
+    with GpuSlot(tmp_path, [0, 1, 2], 1, job_idx=1) as again:       # released: 1 is free again
+        assert again.device == 1
+
+
+def test_jobs_per_gpu_gives_each_gpu_that_many_slots(tmp_path):
+    held = [GpuSlot(tmp_path, [0, 1], 2, job_idx=i).__enter__() for i in range(4)]
+    assert sorted(s.device for s in held) == [0, 0, 1, 1]
+    with pytest.raises(RuntimeError, match="no free GPU slot"):
+        GpuSlot(tmp_path, [0, 1], 2, job_idx=0).__enter__()
+    for s in held:
+        s.__exit__()
+
+
+APP = textwrap.dedent('''
+    """A stand-in for train.py: records its device, and checks no other job holds that device meanwhile."""
+    import os, time
+    from pathlib import Path
+    import hydra
+
+    @hydra.main(config_path=".", config_name="cfg", version_base="1.3")
+    def main(cfg):
+        out = Path(cfg.out)
+        dev = cfg.trainer.device
+        try:  # exclusive marker: exists only while a job runs on this device
+            fd = os.open(out / f"busy_{dev}", os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            (out / f"overlap_{cfg.i}").write_text(dev)
+            return
+        (out / f"job_{cfg.i}").write_text(f"{dev} {os.getpid()}")
+        # barrier: the first `together` jobs wait for each other, which only ends if they run at the same time
+        if cfg.i < cfg.together:
+            deadline = time.monotonic() + 120
+            while len(list(out.glob("job_*"))) < cfg.together:
+                if time.monotonic() > deadline:
+                    (out / f"alone_{cfg.i}").write_text("never met the other jobs")
+                    break
+                time.sleep(0.05)
+        os.close(fd)
+        os.unlink(out / f"busy_{dev}")
+
+    if __name__ == "__main__":
+        main()
+''')
+
+
+@pytest.mark.slow
+def test_a_multirun_keeps_every_gpu_busy_with_one_job_each(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (tmp_path / "app.py").write_text(APP)
+    (tmp_path / "cfg.yaml").write_text(textwrap.dedent(f'''
+        defaults:
+          - override hydra/launcher: local_gpus
+          - _self_
+        i: 0
+        together: 3
+        out: {out}
+        trainer:
+          device: auto
+        hydra:
+          searchpath: [file://{CONF_DIR}]
+          sweep:
+            dir: {tmp_path / "sweep"}
+    '''))
+    env = {**os.environ, "FLOWMIXUP_FAKE_GPU_COUNT": "4"}
+    proc = subprocess.run([sys.executable, "app.py", "-m", "i=0,1,2,3,4,5,6", "hydra.launcher.gpus=[0,2,3]"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert not list(out.glob("overlap_*")), "two jobs ran on one GPU at once"
+    assert not list(out.glob("alone_*")), "the first three jobs did not run in parallel"
+    devices = {int(p.name.split("_")[1]): p.read_text().split()[0] for p in out.glob("job_*")}
+    assert sorted(devices) == list(range(7))
+    assert set(devices.values()) == {"cuda:0", "cuda:2", "cuda:3"}
+    # the first three start on their own slot (job number mod 3 over the ids [0, 2, 3])
+    assert [devices[i] for i in range(3)] == ["cuda:0", "cuda:2", "cuda:3"]
+    # the device is an ordinary override: Hydra records it with the job
+    overrides = (tmp_path / "sweep" / "0" / ".hydra" / "overrides.yaml").read_text()
+    assert "trainer.device=cuda:0" in overrides
+
+
+@pytest.mark.slow
+def test_no_gpu_is_one_line_before_any_job(tmp_path):
+    proc = subprocess.run([sys.executable, "train.py", "-m", "hydra/launcher=local_gpus", "seed=0,1",
+                           f"hydra.sweep.dir={tmp_path}/sweep"], cwd=PROJECT_ROOT, capture_output=True, text=True,
+                          env={**os.environ, "FLOWMIXUP_FAKE_GPU_COUNT": "0"}, timeout=300)
+    assert proc.returncode != 0
+    assert "no CUDA device is visible" in proc.stderr
+    assert not (tmp_path / "sweep" / "0" / "summary.json").exists()
