@@ -58,6 +58,8 @@ def write_figure(path: Path, labels: list[str], points: list[str], r2: dict[str,
     bottom.grid(alpha=0.3)
     if len(labels) > 1:
         bottom.legend(fontsize=8)
+    else:
+        bottom.text(0.5, 0.5, "the ratio needs a second run", ha="center", va="center", transform=bottom.transAxes)
     bottom.set_xticks(x)
     bottom.set_xticklabels(points, rotation=45, ha="right")
     bottom.set_xlabel("hidden state")
