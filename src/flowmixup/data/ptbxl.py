@@ -230,7 +230,7 @@ def source_fingerprint(root: str | os.PathLike, sampling_rate: int, meta: pd.Dat
     scp = read_statements(root) if scp is None else scp
     rate = check_rate(sampling_rate)
     return fingerprint(root, [DATABASE, STATEMENTS], _record_files(root, meta, rate),
-                       cache_config(rate, [str(s) for s in scp.index]))
+                       cache_config(rate, task_classes(scp, "all")))
 
 
 def _statement_table(scp: pd.DataFrame) -> dict[str, dict[str, Any]]:
@@ -276,8 +276,7 @@ def prepare(
     scp = read_statements(root)
     if meta.empty:
         raise DataError(f"{root / DATABASE}: no record")
-    statements = [str(s) for s in scp.index]
-    y_all, _ = labels(meta, scp, "all")
+    y_all, statements = labels(meta, scp, "all")  # columns: the 71 statements, sorted
     unknown = [(line, c) for line, codes in zip(meta["line"], meta["scp_codes"]) for c in codes if c not in set(statements)]
     if unknown:
         line, code = unknown[0]
@@ -368,7 +367,7 @@ def load(
         if Path(root).is_dir():
             try:
                 scp = read_statements(root)
-                config = cache_config(rate, [str(s) for s in scp.index])
+                config = cache_config(rate, task_classes(scp, "all"))
                 fp = source_fingerprint(root, rate, scp=scp)
             except DataError as err:
                 manifest = read_manifest(path)
