@@ -1,290 +1,230 @@
-"""Tables I, II and III of the Flow-Mixup paper, rebuilt from a sweep of training runs.
+"""Tables I, II and III of the Flow-Mixup paper from a sweep of runs, as a tidy pandas pipeline.
 
-A *sweep* is any folder; every run below it (at any depth) is a folder holding ``summary.json`` (written last, so
-its presence means the run ended), ``metrics.csv`` and ``per_class.csv``. This module reads the summaries and
-writes, into ``<sweep_dir>/report/``:
+``summary.json`` files (at any depth below the sweep) -> :func:`collect_runs`: one row per run, every summary key
+and every value of the run's config as a dotted column (``config.trainer.lr``; the summary's ``config`` key, else
+``<run>/config.yaml``) -> :func:`prepare_runs`: each run's table row (:class:`Setting`), noise, seed and primary
+metric; runs that differ in a setting other than the seed get their own rows; true duplicates are set aside ->
+:func:`tidy_tables`: per cell (dataset, row, noise, quantity) the mean, sample std (ddof = 1) and counts over seeds,
+the paper's number and the marks -> Markdown, CSV and LaTeX (:func:`make_report`, into ``<sweep>/report``).
 
-- ``table1.{md,csv,tex}``: datasets whose ``primary_metric`` is ``"auc"`` (the paper's ChestX-ray14): Best, Last
-  and Diff. test AUC in percent, one column group per label-noise level;
-- ``table2.{md,csv,tex}``: datasets whose ``primary_metric`` is ``"macro_f1"`` (ECG-12, ECG-55, synthetic ECG):
-  Best test macro-F1 as a fraction;
-- ``table3.{md,csv,tex}``: the Eq. 8 variances of the min-max normalised per-epoch test metric
-  (``variance_auc`` for AUC datasets, ``variance_macro_f1`` for macro-F1 datasets);
-- ``report.md``: the three Markdown tables under a header counting runs ok / failed / missing, and naming every
-  summary left out (unreadable or invalid) with its problem; then, where the runs allow it, the Spearman
-  correlations behind Fig. 6 under every normalisation and count (:func:`flowmixup.report.figures.fig6_section`).
+Conventions (repeated in each caption): a cell is the **mean ± sample std (ddof = 1)** over the seeds that ended
+ok (one seed: mean only); ``[k/n]`` when only k of n expected seeds are in it; ``—`` no run, ``failed`` every run
+failed; ``(paper x)`` the paper's number; best / second best per column **bold** / underlined (Table III: the
+lowest variance bold), decided on the printed numbers; Diff. columns unmarked. The expected grid is
+``<sweep>/grid.json`` when present. The paper's rows (in the order of ``paper_tables.csv``) are always listed;
+other rows follow.
 
-Every file is computed in memory first and all are written together at the end
-(:func:`flowmixup.report.output.write_files`). :func:`check_sweep` reads and validates every summary (and the
-``metrics.csv`` / ``per_class.csv`` the figures read) beforehand, each problem one line naming the file:
-``scripts/make_tables.py`` stops on any, unless told to skip them.
-
-Conventions (they are repeated in each table's caption):
-
-- a cell aggregates the seeds of one (dataset, regularizer setting, noise level): **mean ± sample standard
-  deviation (ddof = 1)** over the seeds whose run ended with ``status == "ok"``; with one seed only the mean is
-  shown. Failed seeds are excluded from mean and std and counted (``n_failed`` in the CSV; ``[k/n]`` in the
-  Markdown/LaTeX cell when only k of the n expected seeds are in the mean);
-- a cell without any run is ``—`` (missing), never filled in; a cell whose runs all failed reads ``failed``;
-- the paper's number for the same cell is printed beside it, ``(paper 77.0)``; datasets, settings or noise
-  levels the paper does not report get no paper value;
-- best and second best per column (Tables I and II; higher is better) are **bold** / underlined, the lowest
-  variance per column in Table III is **bold**, as in the paper. Marks are decided on the numbers *as displayed*
-  (rounded), so equal printed numbers share a mark, like the two underlined 76.1 in the paper's Table I;
-  Diff. columns are not marked;
-- the expected grid comes from ``<sweep_dir>/grid.json`` when it exists (a list of ``{dataset, regularizer,
-  alpha, keep_original, noise, seed}``); otherwise it is what was found. The six settings of the paper are always
-  listed (in the paper's order) so that a setting never run is visible as a row of ``—``; settings outside them
-  are appended after.
+**No run is dropped silently.** A run's row is its regularizer and the settings its config shows
+(``regularizer.label`` / ``regularizer.shown``; older summaries: the built-in names and α / Op). When runs of one
+dataset, row and noise level differ in any other result-affecting setting (every config value except
+:data:`EXECUTION_ONLY`), each setting value gets its own row, labelled e.g. ``Flow-Mixup (α=3.0, Op=False)
+[backbone=resnet34_1d]``. Runs alike in everything including the seed are duplicates: the newest ok one is used
+and all are listed in ``report.md``.
 """
 from __future__ import annotations
 
+import dataclasses
+import fnmatch
 import json
 import math
 import os
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
 
-__all__ = [
-    "Setting",
-    "PAPER_SETTINGS",
-    "TABLE3_SETTINGS",
-    "collect_runs",
-    "check_sweep",
-    "SweepCheck",
-    "read_summary",
-    "summary_problem",
-    "primary_metric_of",
-    "read_csv_checked",
-    "load_paper_tables",
-    "load_grid",
-    "build_tables",
-    "make_report",
-]
-
 DDOF = 1  # sample standard deviation over seeds
 MISSING = "—"
 FAILED = "failed"
-_NOISE_DECIMALS = 6
-_REGULARIZER_ORDER = {"erm": 0, "mixup": 1, "manifold_mixup": 2, "flowmixup": 3}
-_REGULARIZER_NAMES = {"erm": "ERM", "mixup": "Mixup", "manifold_mixup": "Manifold Mixup", "flowmixup": "Flow-Mixup"}
 DATASET_NAMES = {"chestxray14": "ChestX-ray14", "ecg12": "ECG-12", "ecg55": "ECG-55", "synth_ecg": "Synthetic ECG"}
-# Used only for datasets that appear in grid.json but in no summary.json (so no run says which metric it uses).
 DEFAULT_PRIMARY_METRIC = {"chestxray14": "auc", "ecg12": "macro_f1", "ecg55": "macro_f1", "synth_ecg": "macro_f1"}
+_REGULARIZER_NAMES = {"erm": "ERM", "mixup": "Mixup", "manifold_mixup": "Manifold Mixup", "flowmixup": "Flow-Mixup"}
+_REGULARIZER_ORDER = list(_REGULARIZER_NAMES)
+
+# Settings that change how or where a run executes, never its result: they never split a table row. Patterns on
+# the config's dotted keys (fnmatch). Everything else in a run's config is result-affecting.
+EXECUTION_ONLY = ("seed", "paths.*", "trainer.device", "trainer.num_workers", "trainer.num_threads",
+                  "trainer.progress", "trainer.resume", "trainer.skip_finished", "trainer.compile*", "logger.*",
+                  "logger", "hydra.*", "dataset.root", "dataset.prepare_workers", "*cache_dir", "*.cache_dir",
+                  "run_dir", "output_dir")
+# Summary keys that are settings, for older summaries without any config (the others are results).
+SUMMARY_SETTINGS = ("backbone", "mix_points", "corruption_kind", "epochs_planned")
+REQUIRED_KEYS = ("status", "dataset", "regularizer", "noise", "seed")
+METRICS_COLUMNS = {"auc": "test_auc", "macro_f1": "test_macro_f1"}
+PER_CLASS_COLUMNS = ("class", "train_count", "train_single_count")
+PER_CLASS_METRIC = {"auc": "test_auc", "macro_f1": "test_f1"}
 
 
-# --------------------------------------------------------------------------------------------------------------
-# Settings and keys
-# --------------------------------------------------------------------------------------------------------------
 def _is_missing(value: Any) -> bool:
-    if value is None:
-        return True
     try:
-        return bool(pd.isna(value))
+        return value is None or bool(pd.isna(value))
     except (TypeError, ValueError):
         return False
 
 
 def _as_alpha(value: Any) -> float | None:
-    if _is_missing(value) or (isinstance(value, str) and value.strip() == ""):
-        return None
-    return round(float(value), 6)
+    return None if _is_missing(value) or str(value).strip() == "" else round(float(value), 6)
 
 
 def _as_bool(value: Any) -> bool | None:
-    if _is_missing(value):
+    if _is_missing(value) or isinstance(value, (bool, np.bool_)):
+        return None if _is_missing(value) else bool(value)
+    text = str(value).strip().lower()
+    if text in {"", "none", "null", "nan"}:
         return None
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    if isinstance(value, str):
-        text = value.strip().lower()
-        if text in {"", "none", "null", "nan"}:
-            return None
-        if text in {"true", "1", "yes"}:
-            return True
-        if text in {"false", "0", "no"}:
-            return False
+    if text not in {"true", "1", "yes", "false", "0", "no"}:
         raise ValueError(f"not a boolean: {value!r}")
-    return bool(value)
+    return text in {"true", "1", "yes"}
 
 
 def noise_key(value: Any) -> float:
-    """The noise level as a dictionary key: a float rounded to 6 decimals (so 0.1 and 0.1000000001 agree)."""
-    return round(float(value), _NOISE_DECIMALS)
+    """The noise level as a key: a float rounded to 6 decimals (so 0.1 and 0.1000000001 agree)."""
+    return round(float(value), 6)
+
+
+def _hashable(value: Any) -> Any:
+    if isinstance(value, (list, tuple, dict)):
+        return json.dumps(value, sort_keys=True, ensure_ascii=False)
+    return None if _is_missing(value) else value
+
+
+def _fmt_alpha(alpha: float) -> str:
+    return f"{alpha:.1f}" if alpha == int(alpha) else f"{alpha:g}"
 
 
 @dataclass(frozen=True)
 class Setting:
-    """One row of the tables: a regularizer with its hyper-parameters.
+    """One table row: a regularizer, the settings it shows, and any other setting that tells it from a like row.
 
-    ``alpha`` is ``None`` for ERM; ``keep_original`` (the paper's "Op") is only kept for Flow-Mixup and is ``None``
-    for every other regularizer, whatever the run wrote.
+    ``params`` and ``extra`` are ``((key, value), ...)``; ``name`` (the config's ``regularizer.label``) only
+    changes the display.
     """
 
     regularizer: str
     alpha: float | None = None
     keep_original: bool | None = None
+    params: tuple = ()
+    extra: tuple = ()
+    name: str | None = field(default=None, compare=False)
 
     @classmethod
     def of(cls, regularizer: str, alpha: Any = None, keep_original: Any = None) -> "Setting":
+        """The built-in reading of an older summary: α except for ERM, Op for Flow-Mixup only."""
         regularizer = str(regularizer)
-        a = None if regularizer == "erm" else _as_alpha(alpha)
-        op = _as_bool(keep_original) if regularizer == "flowmixup" else None
-        return cls(regularizer, a, op)
+        return cls(regularizer, None if regularizer == "erm" else _as_alpha(alpha),
+                   _as_bool(keep_original) if regularizer == "flowmixup" else None)
 
-    @property
-    def label(self) -> str:
-        name = _REGULARIZER_NAMES.get(self.regularizer, self.regularizer)
-        parts = []
-        if self.alpha is not None:
-            parts.append(f"α={self.alpha:.1f}" if self.alpha == int(self.alpha) else f"α={self.alpha:g}")
-        if self.keep_original is not None:
-            parts.append(f"Op={self.keep_original}")
-        return f"{name} ({', '.join(parts)})" if parts else name
+    def _label(self, latex: bool) -> str:
+        esc = _latex_escape if latex else str
+        name = self.name or _REGULARIZER_NAMES.get(self.regularizer) or esc(self.regularizer)
+        parts = [] if self.alpha is None else [(r"$\alpha={}$" if latex else "α={}").format(_fmt_alpha(self.alpha))]
+        parts += [] if self.keep_original is None else [f"Op={self.keep_original}"]
+        parts += [esc(f"{k}={v}") for k, v in self.params]
+        label = f"{name} ({', '.join(parts)})" if parts else name
+        return label + (" [" + esc(", ".join(f"{k}={v}" for k, v in self.extra)) + "]" if self.extra else "")
 
-    @property
-    def latex_label(self) -> str:
-        name = _REGULARIZER_NAMES.get(self.regularizer, self.regularizer.replace("_", r"\_"))
-        parts = []
-        if self.alpha is not None:
-            value = f"{self.alpha:.1f}" if self.alpha == int(self.alpha) else f"{self.alpha:g}"
-            parts.append(f"$\\alpha={value}$")
-        if self.keep_original is not None:
-            parts.append(f"Op={self.keep_original}")
-        return f"{name} ({', '.join(parts)})" if parts else name
+    label = property(lambda self: self._label(False))
+    latex_label = property(lambda self: self._label(True))
 
     def sort_key(self) -> tuple:
-        return (
-            _REGULARIZER_ORDER.get(self.regularizer, len(_REGULARIZER_ORDER)),
-            self.regularizer,
-            -1.0 if self.alpha is None else self.alpha,
-            -1 if self.keep_original is None else int(self.keep_original),
-        )
+        order = _REGULARIZER_ORDER.index(self.regularizer) if self.regularizer in _REGULARIZER_ORDER else 99
+        return (order, self.regularizer, -1.0 if self.alpha is None else self.alpha,
+                -1 if self.keep_original is None else int(self.keep_original), str(self.params), str(self.extra))
+
+    def base(self) -> "Setting":
+        return dataclasses.replace(self, extra=())
 
 
-PAPER_SETTINGS: tuple[Setting, ...] = (
-    Setting("erm"),
-    Setting("mixup", 1.0),
-    Setting("mixup", 3.0),
-    Setting("manifold_mixup", 3.0),
-    Setting("flowmixup", 3.0, False),
-    Setting("flowmixup", 3.0, True),
-)
-TABLE3_SETTINGS: tuple[Setting, ...] = (Setting("manifold_mixup", 3.0), Setting("flowmixup", 3.0, False))
+def setting_of(run: dict) -> Setting:
+    """A run's row: from ``config.regularizer.label`` / ``.shown`` when its config has them, else built in."""
+    shown = run.get("config.regularizer.shown")
+    if not isinstance(shown, (list, tuple)):
+        return Setting.of(run["regularizer"], run.get("alpha"), run.get("keep_original"))
+    values = {str(k): run.get(f"config.regularizer.{k}", run.get(str(k))) for k in shown}
+    label = run.get("config.regularizer.label")
+    return Setting(str(run["regularizer"]), _as_alpha(values.pop("alpha", None)),
+                   _as_bool(values.pop("keep_original", None)), tuple((k, _hashable(v)) for k, v in values.items()),
+                   name=str(label) if isinstance(label, str) and label else None)
 
 
-def _ordered_settings(first: Sequence[Setting], found: Iterable[Setting]) -> list[Setting]:
-    extra = sorted(set(found) - set(first), key=Setting.sort_key)
-    return list(first) + extra
+def _paper_rows(table: str | None = None) -> tuple[Setting, ...]:
+    paper = load_paper_tables()
+    return tuple(dict.fromkeys(paper["setting"] if table is None else paper.loc[paper["table"] == table, "setting"]))
 
 
 # --------------------------------------------------------------------------------------------------------------
 # Inputs
 # --------------------------------------------------------------------------------------------------------------
-REQUIRED_KEYS = ("status", "dataset", "regularizer", "noise", "seed")
-"""Keys every ``summary.json`` must hold; an ok run also needs ``best_test_<metric>`` and ``last_test_<metric>``."""
-METRICS_COLUMNS = {"auc": "test_auc", "macro_f1": "test_macro_f1"}
-"""The per-epoch test-metric column of ``metrics.csv`` that the curves read, per primary metric."""
-PER_CLASS_COLUMNS = ("class", "train_count", "train_single_count")
-PER_CLASS_METRIC = {"auc": "test_auc", "macro_f1": "test_f1"}
-"""``per_class.csv``: the columns Fig. 6 reads besides ``<PER_CLASS_METRIC[metric]>_<best|last|at_best_val>``."""
-
-
 def _json_problem(exc: json.JSONDecodeError, text: str) -> str:
-    if not text.strip():
-        return "empty file"
-    return f"invalid JSON at line {exc.lineno}, column {exc.colno} ({exc.msg})"
+    return "empty file" if not text.strip() else f"invalid JSON at line {exc.lineno}, column {exc.colno} ({exc.msg})"
 
 
 def read_summary(path: str | os.PathLike) -> tuple[dict[str, Any] | None, str | None]:
-    """``(record, None)`` for a readable ``summary.json`` holding a JSON object, else ``(None, problem)``.
-
-    The problem is one line: ``invalid JSON at line N, column M (...)``, ``empty file``, ``not a JSON object``...
-    """
-    path = Path(path)
+    """``(record, None)`` for a readable ``summary.json`` holding a JSON object, else ``(None, one-line problem)``."""
     try:
-        text = path.read_bytes().decode("utf-8")
+        text = Path(path).read_bytes().decode("utf-8")
+        record = json.loads(text)
     except OSError as exc:
         return None, f"cannot be read ({exc.strerror or exc})"
     except UnicodeDecodeError:
         return None, "not UTF-8 text"
-    try:
-        record = json.loads(text)
     except json.JSONDecodeError as exc:
         return None, _json_problem(exc, text)
     except ValueError as exc:  # e.g. a number too large for Python's int parser
         return None, f"invalid JSON ({exc})"
-    if not isinstance(record, dict):
-        return None, f"not a JSON object (a {type(record).__name__})"
-    return record, None
+    return (record, None) if isinstance(record, dict) else (None, f"not a JSON object (a {type(record).__name__})")
 
 
 def primary_metric_of(record: dict[str, Any]) -> str | None:
-    """The run's ``primary_metric``, or its dataset's default (:data:`DEFAULT_PRIMARY_METRIC`) when it has none."""
-    metric = record.get("primary_metric")
-    if _is_missing(metric) or str(metric).strip() == "":
-        dataset = record.get("dataset")
-        return None if _is_missing(dataset) else DEFAULT_PRIMARY_METRIC.get(str(dataset))
-    return str(metric)
+    """The run's ``primary_metric``, else its config's ``dataset.primary_metric``, else its dataset's default."""
+    config = record.get("config") if isinstance(record.get("config"), dict) else {}
+    for metric in (record.get("primary_metric"), record.get("config.dataset.primary_metric"),
+                   (config.get("dataset") or {}).get("primary_metric") if isinstance(config.get("dataset"), dict)
+                   else None):
+        if not _is_missing(metric) and str(metric).strip():
+            return str(metric)
+    dataset = record.get("dataset")
+    return None if _is_missing(dataset) else DEFAULT_PRIMARY_METRIC.get(str(dataset))
 
 
 def summary_problem(record: dict[str, Any]) -> str | None:
-    """Why a parsed summary cannot go into the tables (one line), or None when it can.
-
-    Checks the :data:`REQUIRED_KEYS`, that ``noise``, ``alpha`` and ``keep_original`` read as a number, a number
-    and a boolean, and, for an ok run of a dataset whose metric is known, ``best_test_<m>`` and ``last_test_<m>``.
-    ``primary_metric`` itself is optional (the dataset's default is used).
-    """
+    """Why a parsed summary cannot go into the tables (one line), or None. ``primary_metric`` is optional."""
     missing = [k for k in REQUIRED_KEYS if k not in record]
     metric = primary_metric_of(record)
     if record.get("status") == "ok" and metric in METRICS_COLUMNS:
         missing += [k for k in (f"best_test_{metric}", f"last_test_{metric}") if k not in record]
-    problems = []
-    if missing:
-        problems.append(f"missing key{'s' if len(missing) > 1 else ''} {', '.join(missing)}")
-    for key in ("status", "dataset", "regularizer"):
-        if key in record and (not isinstance(record[key], str) or not record[key].strip()):
-            problems.append(f"{key} must be a non-empty string, got {record[key]!r}")
-    if "noise" in record:
-        try:
-            value = noise_key(record["noise"])
-            if not math.isfinite(value):
-                raise ValueError
-        except (TypeError, ValueError):
-            problems.append(f"noise must be a number, got {record['noise']!r}")
-    if isinstance(record.get("regularizer"), str):
-        try:
+    problems = [f"missing key{'s' if len(missing) > 1 else ''} {', '.join(missing)}"] if missing else []
+    problems += [f"{k} must be a non-empty string, got {record[k]!r}" for k in ("status", "dataset", "regularizer")
+                 if k in record and (not isinstance(record[k], str) or not record[k].strip())]
+    try:
+        if "noise" in record and not math.isfinite(noise_key(record["noise"])):
+            raise ValueError
+    except (TypeError, ValueError):
+        problems.append(f"noise must be a number, got {record['noise']!r}")
+    try:
+        if isinstance(record.get("regularizer"), str):
             Setting.of(record["regularizer"], record.get("alpha"), record.get("keep_original"))
-        except (TypeError, ValueError):
-            problems.append(f"alpha / keep_original unreadable: alpha={record.get('alpha')!r}, "
-                            f"keep_original={record.get('keep_original')!r}")
+    except (TypeError, ValueError):
+        problems.append(f"alpha / keep_original unreadable: alpha={record.get('alpha')!r}, "
+                        f"keep_original={record.get('keep_original')!r}")
     return "; ".join(problems) or None
 
 
 def read_csv_checked(path: str | os.PathLike, columns: Sequence[str] = ()) -> tuple[pd.DataFrame | None, str | None]:
-    """``(frame, None)`` when ``path`` reads as CSV with every one of ``columns``, else ``(None, problem)``.
-
-    The problem is one line (``missing``, ``empty file``, ``not a readable CSV (...)``, ``missing columns x, y``).
-    """
-    path = Path(path)
-    if not path.is_file():
+    """``(frame, None)`` when ``path`` reads as CSV with every one of ``columns``, else ``(None, one-line problem)``."""
+    if not Path(path).is_file():
         return None, "missing"
     try:
         frame = pd.read_csv(path)
     except pd.errors.EmptyDataError:
         return None, "empty file"
     except (OSError, ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return None, f"not a readable CSV ({first})"
+        return None, f"not a readable CSV ({(str(exc).strip().splitlines() or [type(exc).__name__])[0]})"
     absent = [c for c in columns if c not in frame.columns]
-    if absent:
-        return None, f"missing column{'s' if len(absent) > 1 else ''} {', '.join(absent)}"
-    return frame, None
+    return (None, f"missing column{'s' if len(absent) > 1 else ''} {', '.join(absent)}") if absent else (frame, None)
 
 
 def run_file_columns(metric: str | None, which: str = "best") -> dict[str, tuple[str, ...]]:
@@ -295,60 +235,57 @@ def run_file_columns(metric: str | None, which: str = "best") -> dict[str, tuple
             "per_class.csv": PER_CLASS_COLUMNS + (f"{PER_CLASS_METRIC[metric]}_{which}",)}
 
 
-def _scan(sweep_dir: Path) -> Iterable[tuple[Path, dict[str, Any] | None, str | None]]:
-    for path in sorted(sweep_dir.rglob("summary.json")):
-        if not path.is_file():
-            continue
+def _config_yaml(run_dir: Path) -> dict | None:
+    """An older run's resolved config (``<run>/config.yaml``), or None."""
+    import yaml
+
+    try:
+        config = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
+    except (OSError, ValueError, yaml.YAMLError):
+        return None
+    return config if isinstance(config, dict) else None
+
+
+def _scan(sweep_dir: Path):
+    for path in sorted(p for p in Path(sweep_dir).rglob("summary.json") if p.is_file()):
         record, problem = read_summary(path)
-        if record is not None:
-            problem = summary_problem(record)
-        yield path, record, problem
-
-
-def _runs_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
-    frame = pd.DataFrame.from_records(records)
-    if frame.empty:
-        frame = pd.DataFrame(columns=["status", "dataset", "regularizer", "alpha", "keep_original", "noise", "seed",
-                                      "run_dir", "summary_mtime"])
-    return frame.reset_index(drop=True)
+        yield path, record, problem if record is None else summary_problem(record)
 
 
 def _stamp(record: dict[str, Any], path: Path) -> dict[str, Any]:
-    record = dict(record)
-    record["run_dir"] = str(path.parent)
-    try:
-        record["summary_mtime"] = path.stat().st_mtime
-    except OSError:
-        record["summary_mtime"] = 0.0
+    record = dict(record, run_dir=str(path.parent))
+    record["summary_mtime"] = path.stat().st_mtime if path.exists() else 0.0
+    if not isinstance(record.get("config"), dict):
+        record["config"] = _config_yaml(path.parent)
     return record
 
 
-def collect_runs(sweep_dir: str | os.PathLike) -> pd.DataFrame:
-    """One row per ``summary.json`` found at any depth below ``sweep_dir``.
+def _runs_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
+    """One row per run; a config dict becomes dotted ``config.*`` columns (``pd.json_normalize``)."""
+    if not records:
+        return pd.DataFrame(columns=["status", "dataset", "regularizer", "alpha", "keep_original", "noise", "seed",
+                                     "run_dir", "summary_mtime"])
+    configs = pd.json_normalize([r.get("config") or {} for r in records]).add_prefix("config.")
+    top = pd.DataFrame.from_records([{k: v for k, v in r.items() if k != "config"} for r in records])
+    return pd.concat([top, configs.set_axis(top.index)], axis=1)
 
-    Columns: every key of the summaries, plus ``run_dir`` (the run's folder, as a string) and ``summary_mtime``.
-    A summary that cannot be parsed, or lacks a key the tables need (see :func:`summary_problem`), gives a row with
-    ``status == "unreadable"`` and the problem in ``reason``. ``alpha``, ``keep_original`` and ``noise`` are left
-    as the runs wrote them; see :meth:`Setting.of` and :func:`noise_key` for the normalised forms the tables use.
-    Rows are sorted by ``run_dir``.
-    """
-    records: list[dict[str, Any]] = []
-    for path, record, problem in _scan(Path(sweep_dir)):
-        if problem is not None:
-            record = {"status": "unreadable", "reason": problem}
-        records.append(_stamp(record, path))
-    return _runs_frame(records)
+
+def collect_runs(sweep_dir: str | os.PathLike) -> pd.DataFrame:
+    """One row per ``summary.json`` at any depth below ``sweep_dir`` (sorted by path), with ``run_dir`` and
+    ``summary_mtime``; an unusable summary gives ``status == "unreadable"`` and its problem in ``reason``."""
+    return _runs_frame([_stamp(record if problem is None else {"status": "unreadable", "reason": problem}, path)
+                        for path, record, problem in _scan(Path(sweep_dir))])
 
 
 @dataclass
 class SweepCheck:
     """What :func:`check_sweep` found: the usable runs and every bad file, each with its one-line problem."""
 
-    runs: pd.DataFrame  # the valid summaries, as :func:`collect_runs` gives them
-    problems: list[tuple[Path, str]]  # (file, problem): bad summaries, grid.json, bad metrics.csv / per_class.csv
+    runs: pd.DataFrame
+    problems: list[tuple[Path, str]]
     bad_summaries: int
     n_summaries: int
-    grid: list | None  # grid.json's entries (None when absent or bad)
+    grid: list | None
 
     @property
     def lines(self) -> list[str]:
@@ -356,90 +293,38 @@ class SweepCheck:
 
 
 def check_sweep(sweep_dir: str | os.PathLike, run_files: bool = True, which: str = "best") -> SweepCheck:
-    """Read and validate every ``summary.json`` below ``sweep_dir`` (and ``grid.json``) before anything is built.
-
-    With ``run_files``, the ``metrics.csv`` and ``per_class.csv`` of every ok run are read too: a file that exists
-    but cannot be read or lacks a column the figures use is a problem; an absent one is not (it is optional: the
-    figures leave that run out and say so).
-    """
-    sweep_dir = Path(sweep_dir)
-    good: list[dict[str, Any]] = []
-    problems: list[tuple[Path, str]] = []
-    n = bad = 0
-    for path, record, problem in _scan(sweep_dir):
-        n += 1
+    """Read and check every ``summary.json`` below ``sweep_dir`` and ``grid.json``; with ``run_files`` also the
+    ``metrics.csv`` / ``per_class.csv`` of every ok run (an absent one is fine: the figures leave that run out)."""
+    good, problems, n = [], [], 0
+    for n, (path, record, problem) in enumerate(_scan(Path(sweep_dir)), 1):
         if problem is not None:
-            bad += 1
             problems.append((path, problem))
             continue
         good.append(_stamp(record, path))
-        if run_files and record.get("status") == "ok":
-            for name, columns in run_file_columns(primary_metric_of(record), which).items():
-                file = path.parent / name
-                if not file.exists():
-                    continue
-                _, file_problem = read_csv_checked(file, columns)
-                if file_problem is not None:
-                    problems.append((file, file_problem))
+        for name, columns in run_file_columns(primary_metric_of(record), which).items() if (
+                run_files and record.get("status") == "ok") else ():
+            if (path.parent / name).exists() and (bad := read_csv_checked(path.parent / name, columns)[1]):
+                problems.append((path.parent / name, bad))
+    bad_summaries = sum(1 for p, _ in problems if p.name == "summary.json")
     grid = None
     try:
         grid = load_grid(sweep_dir)
     except ValueError as exc:
-        problems.append((sweep_dir / "grid.json", str(exc)))
-    return SweepCheck(_runs_frame(good), problems, bad, n, grid)
+        problems.append((Path(sweep_dir) / "grid.json", str(exc)))
+    return SweepCheck(_runs_frame(good), problems, bad_summaries, n, grid)
 
 
 def load_paper_tables(paper_csv: str | os.PathLike | None = None) -> pd.DataFrame:
-    """The paper's numbers (``src/flowmixup/report/paper_tables.csv`` unless ``paper_csv`` is given).
-
-    Adds ``setting`` (a :class:`Setting`) and ``noise_key`` columns; ``value`` keeps the paper's units (AUC in
-    percent, macro-F1 and variances as fractions).
-    """
-    if paper_csv is None:
-        with resources.as_file(resources.files("flowmixup.report") / "paper_tables.csv") as path:
-            frame = pd.read_csv(path, dtype={"keep_original": "string", "alpha": "string"})
-    else:
-        frame = pd.read_csv(paper_csv, dtype={"keep_original": "string", "alpha": "string"})
-    required = {"table", "dataset", "regularizer", "alpha", "keep_original", "noise", "metric", "value"}
-    missing = required - set(frame.columns)
+    """The paper's numbers (the packaged ``paper_tables.csv`` unless given), with ``setting`` and ``noise_key``."""
+    source = paper_csv if paper_csv is not None else resources.files("flowmixup.report") / "paper_tables.csv"
+    with source.open("rb") if paper_csv is None else open(paper_csv, "rb") as fh:
+        frame = pd.read_csv(fh, dtype={"keep_original": "string", "alpha": "string"})
+    missing = {"table", "dataset", "regularizer", "alpha", "keep_original", "noise", "metric", "value"} - set(frame)
     if missing:
         raise ValueError(f"{paper_csv or 'paper_tables.csv'}: missing columns {sorted(missing)}")
-    frame["setting"] = [Setting.of(r, a, k) for r, a, k in zip(frame["regularizer"], frame["alpha"],
-                                                                frame["keep_original"])]
-    frame["noise_key"] = [noise_key(n) for n in frame["noise"]]
+    frame["setting"] = [Setting.of(*x) for x in zip(frame["regularizer"], frame["alpha"], frame["keep_original"])]
+    frame["noise_key"] = frame["noise"].map(noise_key)
     return frame
-
-
-def load_grid(sweep_dir: str | os.PathLike) -> list[tuple[str, Setting, float, Any]] | None:
-    """The expected runs from ``<sweep_dir>/grid.json`` as ``(dataset, setting, noise_key, seed)``; None if absent.
-
-    A grid.json that cannot be used raises ValueError with a one-line message (without the path).
-    """
-    path = Path(sweep_dir) / "grid.json"
-    if not path.is_file():
-        return None
-    try:
-        text = path.read_text(encoding="utf-8")
-        entries = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ValueError(_json_problem(exc, text)) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ValueError(f"cannot be read ({exc})") from None
-    if isinstance(entries, dict) and "runs" in entries:  # tolerate {"runs": [...]}
-        entries = entries["runs"]
-    if not isinstance(entries, list):
-        raise ValueError("expected a JSON list of runs")
-    grid = []
-    for i, entry in enumerate(entries):
-        try:
-            grid.append((str(entry["dataset"]), Setting.of(entry["regularizer"], entry.get("alpha"),
-                                                           entry.get("keep_original")),
-                         noise_key(entry["noise"]), _seed_key(entry.get("seed"))))
-        except KeyError as exc:
-            raise ValueError(f"entry {i} lacks key {exc.args[0]}") from None
-        except (AttributeError, TypeError, ValueError):
-            raise ValueError(f"entry {i} is not a run ({entry!r})") from None
-    return grid
 
 
 def _seed_key(seed: Any) -> Any:
@@ -451,340 +336,235 @@ def _seed_key(seed: Any) -> Any:
         return str(seed)
 
 
-# --------------------------------------------------------------------------------------------------------------
-# Cells
-# --------------------------------------------------------------------------------------------------------------
-@dataclass
-class Cell:
-    """The aggregate of one table cell."""
-
-    status: str  # "ok", "failed", "missing" or "n/a" (runs ok but the value is absent/NaN)
-    values: list[float] = field(default_factory=list)
-    n_failed: int = 0
-    n_missing: int = 0
-    paper: float | None = None
-    mark: str = ""  # "best", "second" or ""
-
-    @property
-    def n_seeds(self) -> int:
-        return len(self.values)
-
-    @property
-    def n_expected(self) -> int:
-        return self.n_seeds + self.n_failed + self.n_missing
-
-    @property
-    def mean(self) -> float:
-        return float(np.mean(self.values)) if self.values else math.nan
-
-    @property
-    def std(self) -> float:
-        return float(np.std(self.values, ddof=DDOF)) if len(self.values) > DDOF else math.nan
-
-
-@dataclass(frozen=True)
-class Column:
-    dataset: str
-    noise: float
-    quantity: str  # "best", "last", "diff", "variance"
-    mark: str | None  # "max", "min" or None
-    decimals: int
-    mark_second: bool = True
-
-    @property
-    def noise_label(self) -> str:
-        return f"{self.noise * 100:g}%"
-
-
-@dataclass
-class Block:
-    """Rows x columns of cells; one dataset (Tables I, II) or all datasets side by side (Table III)."""
-
-    table: str
-    title: str
-    rows: list[Setting]
-    columns: list[Column]
-    cells: dict[tuple[Setting, Column], Cell]
-    primary_metric: dict[str, str]
-
-
-@dataclass
-class _Runs:
-    """The runs of a sweep indexed by cell, after de-duplication."""
-
-    ok: dict[tuple[str, Setting, float], list[dict]]
-    failed: dict[tuple[str, Setting, float], list[dict]]
-    seeds_seen: dict[tuple[str, Setting, float], set]
-    expected_seeds: dict[tuple[str, Setting, float], set] | None
-    metric_of: dict[str, str]
-    noises_of: dict[str, set]
-    settings_of: dict[str, set]
-
-
-def _index_runs(runs: pd.DataFrame, grid: list | None) -> tuple[_Runs, dict[str, Any]]:
-    counts: dict[str, Any] = {"ok": 0, "failed": 0, "unreadable": 0, "duplicates": 0, "not_in_grid": 0}
-    unreadable: list[tuple[str, str]] = []
-    by_key: dict[tuple, dict] = {}
-    for record in runs.to_dict("records"):
-        status = record.get("status")
-        where = str(Path(str(record.get("run_dir", "?"))) / "summary.json")
-        if status == "unreadable" or _is_missing(record.get("dataset")) or _is_missing(record.get("regularizer")):
-            counts["unreadable"] += 1
-            reason = record.get("reason") if status == "unreadable" else None
-            unreadable.append((where, str(reason) if not _is_missing(reason) else "missing dataset or regularizer"))
-            continue
-        try:
-            setting = Setting.of(record["regularizer"], record.get("alpha"), record.get("keep_original"))
-            key = (str(record["dataset"]), setting, noise_key(record["noise"]), _seed_key(record.get("seed")))
-        except (KeyError, TypeError, ValueError) as exc:
-            counts["unreadable"] += 1
-            unreadable.append((where, f"unusable values ({type(exc).__name__}: {exc})"))
-            continue
-        record = dict(record, _setting=setting)
-        previous = by_key.get(key)
-        if previous is not None:
-            counts["duplicates"] += 1
-            # keep an ok run over a failed one, then the most recent summary
-            rank_new = (record.get("status") == "ok", record.get("summary_mtime", 0))
-            rank_old = (previous.get("status") == "ok", previous.get("summary_mtime", 0))
-            if rank_new <= rank_old:
-                continue
-        by_key[key] = record
-
-    ok: dict = {}
-    failed: dict = {}
-    seeds_seen: dict = {}
-    metric_of: dict[str, str] = {}
-    noises_of: dict[str, set] = {}
-    settings_of: dict[str, set] = {}
-    grid_keys = set(grid) if grid is not None else None
-    for (dataset, setting, noise, seed), record in by_key.items():
-        cell = (dataset, setting, noise)
-        target = ok if record.get("status") == "ok" else failed
-        counts["ok" if target is ok else "failed"] += 1
-        target.setdefault(cell, []).append(record)
-        seeds_seen.setdefault(cell, set()).add(seed)
-        metric = record.get("primary_metric")
-        if not _is_missing(metric) and str(metric).strip():
-            metric_of.setdefault(dataset, str(metric))
-        noises_of.setdefault(dataset, set()).add(noise)
-        settings_of.setdefault(dataset, set()).add(setting)
-        if grid_keys is not None and (dataset, setting, noise, seed) not in grid_keys:
-            counts["not_in_grid"] += 1
-
-    expected: dict | None = None
-    counts["missing"] = None
-    if grid is not None:
-        expected = {}
-        for dataset, setting, noise, seed in grid:
-            expected.setdefault((dataset, setting, noise), set()).add(seed)
-            noises_of.setdefault(dataset, set()).add(noise)
-            settings_of.setdefault(dataset, set()).add(setting)
-        counts["missing"] = sum(len(seeds - seeds_seen.get(cell, set())) for cell, seeds in expected.items())
-    for dataset in list(noises_of):
-        if dataset not in metric_of and dataset in DEFAULT_PRIMARY_METRIC:
-            metric_of[dataset] = DEFAULT_PRIMARY_METRIC[dataset]
-    counts["failed_runs"] = [(r["run_dir"], str(r.get("reason", ""))) for rs in failed.values() for r in rs]
-    counts["failed_runs"].sort()
-    counts["unreadable_runs"] = sorted(unreadable)
-    return _Runs(ok, failed, seeds_seen, expected, metric_of, noises_of, settings_of), counts
-
-
-def _finite(value: Any) -> float | None:
-    if _is_missing(value):
+def load_grid(sweep_dir: str | os.PathLike) -> list[tuple[str, Setting, float, Any]] | None:
+    """``<sweep_dir>/grid.json`` as ``(dataset, setting, noise, seed)``; None if absent; ValueError (one line)."""
+    path = Path(sweep_dir) / "grid.json"
+    if not path.is_file():
         return None
     try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return None
-    return value if math.isfinite(value) else None
+        text = path.read_text(encoding="utf-8")
+        entries = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(_json_problem(exc, text)) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot be read ({exc})") from None
+    entries = entries["runs"] if isinstance(entries, dict) and "runs" in entries else entries
+    if not isinstance(entries, list):
+        raise ValueError("expected a JSON list of runs")
+    grid = []
+    for i, e in enumerate(entries):
+        try:
+            grid.append((str(e["dataset"]), Setting.of(e["regularizer"], e.get("alpha"), e.get("keep_original")),
+                         noise_key(e["noise"]), _seed_key(e.get("seed"))))
+        except KeyError as exc:
+            raise ValueError(f"entry {i} lacks key {exc.args[0]}") from None
+        except (AttributeError, TypeError, ValueError):
+            raise ValueError(f"entry {i} is not a run ({e!r})") from None
+    return grid
 
 
-def _make_cell(runs: _Runs, dataset: str, setting: Setting, noise: float, value_of) -> Cell:
-    key = (dataset, setting, noise)
-    ok_runs = runs.ok.get(key, [])
-    n_failed = len(runs.failed.get(key, []))
-    n_missing = 0
-    if runs.expected_seeds is not None:
-        n_missing = len(runs.expected_seeds.get(key, set()) - runs.seeds_seen.get(key, set()))
-    values = [v for v in (value_of(r) for r in ok_runs) if v is not None]
-    if values:
-        status = "ok"
-    elif ok_runs:
-        status = "n/a"
-    elif n_failed:
-        status = "failed"
-    else:
-        status = "missing"
-    return Cell(status, values, n_failed, n_missing)
+# --------------------------------------------------------------------------------------------------------------
+# Runs -> rows, duplicates
+# --------------------------------------------------------------------------------------------------------------
+def _setting_columns(runs: pd.DataFrame) -> list[str]:
+    """The result-affecting columns besides dataset, row and noise: every config value not :data:`EXECUTION_ONLY`,
+    and the summary's own setting keys."""
+    def execution_only(key: str) -> bool:
+        return key in ("noise", "dataset.name") or any(fnmatch.fnmatchcase(key, p) for p in EXECUTION_ONLY)
+
+    return [c for c in runs.columns if c in SUMMARY_SETTINGS
+            or (c.startswith("config.") and not execution_only(c[len("config."):]))]
 
 
-def _value_getter(quantity: str, metric: str, best_from: str):
-    scale = 100.0 if metric == "auc" else 1.0
-    if best_from == "best":
-        best_key = f"best_test_{metric}"
-    elif best_from == "at_best_val":
-        best_key = f"test_{metric}_at_best_val"
-    else:
+def prepare_runs(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, list[tuple[str, str]]]:
+    """``(used, duplicates, unreadable)``: the usable runs with ``_setting``, ``_noise``, ``_seed``, ``_metric``
+    (one per dataset, row, noise and seed), the duplicate runs set aside (with ``_kept``: the run used instead),
+    and ``(summary path, problem)`` of rows that cannot be used."""
+    unreadable, keep = [], []
+    for i, r in runs.iterrows():
+        where = str(Path(str(r.get("run_dir", "?"))) / "summary.json")
+        if r.get("status") == "unreadable" or _is_missing(r.get("dataset")) or _is_missing(r.get("regularizer")):
+            reason = r.get("reason") if r.get("status") == "unreadable" else None
+            unreadable.append((where, "missing dataset or regularizer" if _is_missing(reason) else str(reason)))
+            continue
+        try:
+            keep.append({"index": i, "_setting": setting_of(r.to_dict()), "_noise": noise_key(r["noise"]),
+                         "_seed": _seed_key(r.get("seed")), "_metric": primary_metric_of(r.to_dict())})
+        except (KeyError, TypeError, ValueError) as exc:
+            unreadable.append((where, f"unusable values ({type(exc).__name__}: {exc})"))
+    if not keep:
+        empty = runs.iloc[0:0].assign(_setting=None, _noise=None, _seed=None, _metric=None, dataset="")
+        return empty, empty.assign(_kept=None), sorted(unreadable)
+    used = runs.loc[[k["index"] for k in keep]].assign(
+        **{c: [k[c] for k in keep] for c in ("_setting", "_noise", "_seed", "_metric")}, dataset=lambda f:
+        f["dataset"].astype(str))
+    # settings other than the row's that differ between runs of one dataset, row and noise level -> extra rows
+    columns = _setting_columns(used)
+    values = used[columns].map(_hashable) if columns else used[[]]
+    group = [used["dataset"], used["_setting"], used["_noise"]]
+    varies = values.groupby(group, sort=False).nunique(dropna=False).gt(1) if columns else None
+    if varies is not None and varies.any(axis=None):
+        varying = varies.groupby(level=[0, 1], sort=False).any()
+        extras = []
+        for (dataset, setting), row in zip(zip(used["dataset"], used["_setting"]), values.itertuples(index=False)):
+            flags = varying.loc[(dataset, setting)]
+            extra = tuple((c.removeprefix("config."), v) for c, v, f in zip(columns, row, flags) if f)
+            extras.append(dataclasses.replace(setting, extra=extra))
+        used = used.assign(_setting=extras)
+    # duplicates: the same dataset, row, noise and seed; keep an ok run over a failed one, then the newest
+    ranked = used.assign(_ok=used["status"].eq("ok"), _mtime=used.get("summary_mtime", 0.0)).sort_values(
+        ["_ok", "_mtime"], kind="stable")
+    key = ["dataset", "_setting", "_noise", "_seed"]
+    dup = ranked.duplicated(key, keep="last")
+    kept = ranked[~dup].set_index(key)["run_dir"]
+    duplicates = ranked[dup].assign(_kept=[kept.loc[tuple(k)] for k in ranked.loc[dup, key].itertuples(index=False)])
+    return used.loc[ranked.index[~dup]].sort_index(), duplicates, sorted(unreadable)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Rows -> cells (the tidy tables)
+# --------------------------------------------------------------------------------------------------------------
+TIDY_COLUMNS = ["table", "dataset", "primary_metric", "setting", "regularizer", "alpha", "keep_original", "noise",
+                "quantity", "unit", "status", "mean", "std", "ddof", "n_seeds", "n_failed", "n_missing",
+                "n_expected", "paper", "mark", "text"]
+_QUANTITY_LABELS = {"best": "Best", "last": "Last", "diff": "Diff.", "variance": ""}
+
+
+def _values(runs: pd.DataFrame, quantity: str, metric: str, best_from: str) -> pd.Series:
+    """Per run, the number a cell averages: AUC in percent, macro-F1 and variances as fractions (NaN if absent)."""
+    if best_from not in ("best", "at_best_val"):
         raise ValueError(f"best_from must be 'best' or 'at_best_val', not {best_from!r}")
-    last_key = f"last_test_{metric}"
 
-    def best(r):
-        v = _finite(r.get(best_key))
-        return None if v is None else v * scale
+    def col(name: str) -> pd.Series:
+        return pd.to_numeric(runs.get(name, pd.Series(np.nan, runs.index)), errors="coerce").astype(float)
 
-    def last(r):
-        v = _finite(r.get(last_key))
-        return None if v is None else v * scale
-
-    def diff(r):
-        b, l = best(r), last(r)
-        return None if b is None or l is None else b - l
-
-    def variance(r):
-        return _finite(r.get(f"variance_{metric}"))
-
-    return {"best": best, "last": last, "diff": diff, "variance": variance}[quantity]
+    scale = 100.0 if metric == "auc" else 1.0
+    best = col(f"best_test_{metric}" if best_from == "best" else f"test_{metric}_at_best_val") * scale
+    last = col(f"last_test_{metric}") * scale
+    value = {"best": best, "last": last, "diff": best - last, "variance": col(f"variance_{metric}")}[quantity]
+    return value.where(np.isfinite(value))
 
 
-def _paper_lookup(paper: pd.DataFrame | None) -> dict[tuple, float]:
-    table: dict[tuple, float] = {}
-    if paper is None:
-        return table
-    for row in paper.itertuples(index=False):
-        table[(str(row.table), str(row.dataset), row.setting, row.noise_key, str(row.metric))] = float(row.value)
-    return table
+def _cell_records(table: str, dataset: str, metric: str, rows: list[Setting], columns: list[tuple[float, str]],
+                  runs: pd.DataFrame, expected: dict, paper: dict, best_from: str) -> list[dict]:
+    here = runs[runs["dataset"] == dataset]
+    records = []
+    for setting in rows:
+        for noise, quantity in columns:
+            cell = here[(here["_setting"] == setting) & (here["_noise"] == noise)]
+            ok = cell[cell["status"] == "ok"]
+            values = _values(ok, quantity, metric, best_from).dropna().to_numpy()
+            n_failed = int((cell["status"] != "ok").sum())
+            n_missing = len(expected.get((dataset, setting.base(), noise), set()) - set(cell["_seed"]))
+            status = "ok" if len(values) else "n/a" if len(ok) else FAILED if n_failed else "missing"
+            records.append({
+                "table": table, "dataset": dataset, "primary_metric": metric, "setting": setting.label,
+                "regularizer": setting.regularizer, "alpha": setting.alpha, "keep_original": setting.keep_original,
+                "noise": noise, "quantity": quantity,
+                "unit": "variance" if quantity == "variance" else "auc_percent" if metric == "auc" else "macro_f1",
+                "status": status, "mean": float(np.mean(values)) if len(values) else math.nan,
+                "std": float(np.std(values, ddof=DDOF)) if len(values) > DDOF else math.nan, "ddof": DDOF,
+                "n_seeds": len(values), "n_failed": n_failed, "n_missing": n_missing,
+                "n_expected": len(values) + n_failed + n_missing,
+                "paper": _paper_value(paper, table, dataset, setting.base(), noise, quantity, metric), "mark": "",
+                "_setting": setting, "_decimals": 1 if table == "I" else 4})
+    return records
 
 
-def _paper_value(lookup: dict, table: str, dataset: str, setting: Setting, noise: float, quantity: str,
+def _paper_value(paper: dict, table: str, dataset: str, setting: Setting, noise: float, quantity: str,
                  metric: str) -> float | None:
-    if table == "I":
-        if quantity == "diff":
-            b = lookup.get(("I", dataset, setting, noise, "best_auc"))
-            l = lookup.get(("I", dataset, setting, noise, "last_auc"))
-            return None if b is None or l is None else round(b - l, 1)
-        return lookup.get(("I", dataset, setting, noise, f"{quantity}_auc"))
-    if table == "II":
-        return lookup.get(("II", dataset, setting, noise, f"{quantity}_{metric}"))
-    return lookup.get(("III", dataset, setting, noise, "variance"))
+    if table == "I" and quantity == "diff":
+        b, l = (paper.get(("I", dataset, setting, noise, f"{q}_auc")) for q in ("best", "last"))
+        return None if b is None or l is None else round(b - l, 1)
+    name = {"I": f"{quantity}_auc", "II": f"{quantity}_{metric}", "III": "variance"}[table]
+    return paper.get((table, dataset, setting, noise, name))
 
 
-def _assign_marks(block: Block) -> None:
-    for column in block.columns:
-        if column.mark is None:
-            continue
-        shown = {}
-        for setting in block.rows:
-            cell = block.cells[(setting, column)]
-            if cell.status == "ok":
-                shown[setting] = round(cell.mean, column.decimals)
-        distinct = sorted(set(shown.values()), reverse=(column.mark == "max"))
-        if not distinct:
-            continue
-        for setting, value in shown.items():
-            if value == distinct[0]:
-                block.cells[(setting, column)].mark = "best"
-            elif column.mark_second and len(distinct) > 1 and value == distinct[1]:
-                block.cells[(setting, column)].mark = "second"
+def _mark(cells: pd.DataFrame, lowest: bool, second: bool) -> pd.Series:
+    """best / second per column, on the numbers as printed (equal printed numbers share a mark)."""
+    shown = cells["mean"].round(cells["_decimals"].iloc[0]).where(cells["status"] == "ok")
+    distinct = sorted(shown.dropna().unique(), reverse=not lowest)
+    marks = pd.Series("", index=cells.index)
+    if distinct:
+        marks[shown == distinct[0]] = "best"
+        if second and len(distinct) > 1:
+            marks[shown == distinct[1]] = "second"
+    return marks
 
 
-def build_tables(runs: pd.DataFrame, grid: list | None = None, paper: pd.DataFrame | None = None,
-                 best_from: str = "best") -> tuple[dict[str, list[Block]], dict[str, Any]]:
-    """Aggregate ``runs`` (from :func:`collect_runs`) into the blocks of Tables I, II and III.
+def _ordered(first: Sequence[Setting], found) -> list[Setting]:
+    return list(first) + sorted(set(found) - set(first), key=Setting.sort_key)
 
-    Returns ``({"I": [...], "II": [...], "III": [...]}, counts)``; ``counts`` has the numbers of runs ok, failed,
-    missing (None without a grid), unreadable, duplicated and outside the grid, and the failed runs' reasons.
-    ``best_from="at_best_val"`` fills the "Best" columns with the test metric at the epoch of best validation
-    metric instead of the best test metric over epochs (the paper's choice, the default).
-    """
-    index, counts = _index_runs(runs, grid)
-    lookup = _paper_lookup(paper)
-    tables: dict[str, list[Block]] = {"I": [], "II": [], "III": []}
-    datasets = sorted(index.noises_of, key=lambda d: (list(DATASET_NAMES).index(d) if d in DATASET_NAMES else 99, d))
-    unknown = [d for d in datasets if index.metric_of.get(d) not in ("auc", "macro_f1")]
-    counts["unknown_metric_datasets"] = unknown
 
-    for dataset in datasets:
-        metric = index.metric_of.get(dataset)
-        if metric not in ("auc", "macro_f1"):
-            continue
-        table = "I" if metric == "auc" else "II"
-        rows = _ordered_settings(PAPER_SETTINGS, index.settings_of[dataset])
+def tidy_tables(runs: pd.DataFrame, grid: list | None, paper: pd.DataFrame | None, best_from: str = "best"
+                ) -> tuple[dict[str, pd.DataFrame], dict[str, str]]:
+    """The tidy frames of Tables I-III (one row per cell, :data:`TIDY_COLUMNS` plus private ``_`` columns) and
+    each dataset's primary metric."""
+    expected: dict = {}
+    for dataset, setting, noise, seed in grid or []:
+        expected.setdefault((dataset, setting, noise), set()).add(seed)
+    found = runs[["dataset", "_setting", "_noise"]].itertuples(index=False, name=None)
+    cells = set(found) | {(d, s, n) for d, s, n in expected}
+    order = list(DATASET_NAMES)
+    datasets = sorted({d for d, _, _ in cells}, key=lambda d: (order.index(d) if d in order else 99, d))
+    metric_of = {d: next((m for m in runs.loc[runs["dataset"] == d, "_metric"] if m), None)
+                 or DEFAULT_PRIMARY_METRIC.get(d) for d in datasets}
+    lookup = {} if paper is None else {(str(r.table), str(r.dataset), r.setting, r.noise_key, str(r.metric)):
+                                       float(r.value) for r in paper.itertuples(index=False)}
+    paper_rows = {"I": PAPER_SETTINGS, "III": TABLE3_SETTINGS}
+    tables: dict[str, list[dict]] = {"I": [], "II": [], "III": []}
+    known = [d for d in datasets if metric_of[d] in METRICS_COLUMNS]
+    for dataset in known:
+        table = "I" if metric_of[dataset] == "auc" else "II"
+        noises = sorted({n for d, _, n in cells if d == dataset})
         quantities = ["best", "last", "diff"] if table == "I" else ["best"]
-        decimals = 1 if table == "I" else 4
-        columns = [Column(dataset, noise, q, None if q == "diff" else "max", decimals)
-                   for noise in sorted(index.noises_of[dataset]) for q in quantities]
-        cells = {}
-        for setting in rows:
-            for column in columns:
-                cell = _make_cell(index, dataset, setting, column.noise,
-                                  _value_getter(column.quantity, metric, best_from))
-                cell.paper = _paper_value(lookup, table, dataset, setting, column.noise, column.quantity, metric)
-                cells[(setting, column)] = cell
-        block = Block(table, DATASET_NAMES.get(dataset, dataset), rows, columns, cells, {dataset: metric})
-        _assign_marks(block)
-        tables[table].append(block)
-
-    # Table III: every dataset side by side, as in the paper.
-    t3_datasets = [d for d in datasets if index.metric_of.get(d) in ("auc", "macro_f1")]
-    if t3_datasets:
-        found = set().union(*(index.settings_of[d] for d in t3_datasets))
-        rows = _ordered_settings(TABLE3_SETTINGS, found)
-        columns = [Column(d, noise, "variance", "min", 4, mark_second=False)
-                   for d in t3_datasets for noise in sorted(index.noises_of[d])]
-        cells = {}
-        for setting in rows:
-            for column in columns:
-                metric = index.metric_of[column.dataset]
-                cell = _make_cell(index, column.dataset, setting, column.noise,
-                                  _value_getter("variance", metric, best_from))
-                cell.paper = _paper_value(lookup, "III", column.dataset, setting, column.noise, "variance", metric)
-                cells[(setting, column)] = cell
-        block = Block("III", "", rows, columns, cells, {d: index.metric_of[d] for d in t3_datasets})
-        _assign_marks(block)
-        tables["III"].append(block)
-        epochs = {}
-        for (dataset, _, _), rs in index.ok.items():
-            for r in rs:
-                v = _finite(r.get("variance_epochs"))
-                if v is not None:
-                    epochs.setdefault(dataset, set()).add(int(v))
-        counts["variance_epochs"] = {d: sorted(v) for d, v in epochs.items()}
-    return tables, counts
+        rows = _ordered(paper_rows["I"], {s for d, s, _ in cells if d == dataset})
+        tables[table] += _cell_records(table, dataset, metric_of[dataset], rows,
+                                       [(n, q) for n in noises for q in quantities], runs, expected, lookup, best_from)
+    rows3 = _ordered(paper_rows["III"], {s for d, s, _ in cells if d in known})
+    for dataset in known:
+        noises = sorted({n for d, _, n in cells if d == dataset})
+        tables["III"] += _cell_records("III", dataset, metric_of[dataset], rows3, [(n, "variance") for n in noises],
+                                       runs, expected, lookup, best_from)
+    frames = {}
+    for table, records in tables.items():
+        frame = pd.DataFrame.from_records(records, columns=TIDY_COLUMNS + ["_setting", "_decimals"])
+        if table == "III" and len(frame):  # rows across datasets: sort the cells row-major
+            frame["_row"] = frame["_setting"].map({s: i for i, s in enumerate(rows3)})
+            frame = frame.sort_values("_row", kind="stable").drop(columns="_row").reset_index(drop=True)
+        for _, cells_ in frame[frame["quantity"] != "diff"].groupby(["dataset", "noise", "quantity"], sort=False):
+            frame.loc[cells_.index, "mark"] = _mark(cells_, table == "III", table != "III")
+        frame["text"] = [_cell_text(r, latex=False) for r in frame.to_dict("records")]
+        frames[table] = frame
+    return frames, metric_of
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Rendering
+# Rendering: one routine for Markdown and LaTeX
 # --------------------------------------------------------------------------------------------------------------
-def _fmt(value: float, decimals: int) -> str:
-    return f"{value:.{decimals}f}"
+def _latex_escape(text: str) -> str:
+    return text.replace("&", r"\&").replace("%", r"\%").replace("_", r"\_").replace("#", r"\#")
 
 
-def _cell_text(cell: Cell, decimals: int, latex: bool) -> str:
-    pm = r" $\pm$ " if latex else " ± "
-    if cell.status == "missing":
-        core = "--" if latex else MISSING
-    elif cell.status == "failed":
-        core = FAILED
-    elif cell.status == "n/a":
-        core = "n/a"
+def _cell_text(cell: dict, latex: bool) -> str:
+    decimals = cell["_decimals"]
+    if cell["status"] == "ok":
+        core = f"{cell['mean']:.{decimals}f}"
+        if cell["n_seeds"] > DDOF:
+            core += (r" $\pm$ " if latex else " ± ") + f"{cell['std']:.{decimals}f}"
+        wrap = {"best": (r"\textbf{%s}" if latex else "**%s**"), "second": (r"\underline{%s}" if latex
+                                                                               else "<u>%s</u>")}.get(cell["mark"])
+        core = wrap % core if wrap else core
+        core += f" [{cell['n_seeds']}/{cell['n_expected']}]" if cell["n_failed"] or cell["n_missing"] else ""
     else:
-        core = _fmt(cell.mean, decimals)
-        if cell.n_seeds > DDOF:
-            core += pm + _fmt(cell.std, decimals)
-        if cell.mark == "best":
-            core = f"\\textbf{{{core}}}" if latex else f"**{core}**"
-        elif cell.mark == "second":
-            core = f"\\underline{{{core}}}" if latex else f"<u>{core}</u>"
-        if cell.n_failed or cell.n_missing:
-            core += f" [{cell.n_seeds}/{cell.n_expected}]"
-    if cell.paper is not None:
-        paper = _fmt(cell.paper, decimals)
+        core = {"missing": "--" if latex else MISSING}.get(cell["status"], cell["status"])
+    if not _is_missing(cell["paper"]):
+        paper = f"{cell['paper']:.{decimals}f}"
         core += f" {{\\scriptsize(paper {paper})}}" if latex else f" (paper {paper})"
     return core
 
 
-def _caption(table: str, counts: dict) -> str:
+def _caption(table: str, variance_epochs: dict) -> str:
     common = ("Mean ± sample standard deviation (ddof = 1) over the seeds that ended ok; one seed: mean only. "
               "[k/n]: only k of the n expected seeds are in the mean (the others failed or are missing). "
               f"{MISSING}: no run; failed: every run of the cell failed. (paper x): the number printed in the paper.")
@@ -795,190 +575,126 @@ def _caption(table: str, counts: dict) -> str:
     if table == "II":
         return ("Table II. Best test macro-F1 (fraction) on the macro-F1 datasets. "
                 "Best and second best per column in **bold** / <u>underlined</u>. " + common)
-    epochs = counts.get("variance_epochs") or {}
-    n_text = "; ".join(f"{DATASET_NAMES.get(d, d)}: n = {', '.join(map(str, v))}" for d, v in epochs.items())
+    n_text = "; ".join(f"{DATASET_NAMES.get(d, d)}: n = {', '.join(map(str, v))}" for d, v in variance_epochs.items())
     return ("Table III. Variance (Eq. 8, population variance over the first n epochs) of the min-max normalised "
             "per-epoch test metric: AUC for AUC datasets, macro-F1 for macro-F1 datasets. "
             "Lowest per column in **bold**. " + (f"({n_text}.) " if n_text else "") + common)
 
 
-def _column_header(column: Column, table: str, latex: bool = False) -> str:
-    names = {"best": "Best", "last": "Last", "diff": "Diff.", "variance": ""}
-    if table == "I":
-        return f"{column.noise_label} {names[column.quantity]}".replace("%", r"\%" if latex else "%")
-    if table == "II":
-        return column.noise_label.replace("%", r"\%" if latex else "%")
-    name = DATASET_NAMES.get(column.dataset, column.dataset)
-    label = f"{name} {column.noise_label}"
-    return label.replace("%", r"\%").replace("_", r"\_") if latex else label
+def _noise_label(noise: float) -> str:
+    return f"{noise * 100:g}%"
 
 
-def _groups(blocks: list[Block]) -> list[list[Block]]:
-    """Blocks with the same columns (noise levels and quantities) share one table, as Table II does in the paper."""
-    groups: list[list[Block]] = []
-    for block in blocks:
-        signature = [(c.noise, c.quantity) for c in block.columns]
-        if groups and [(c.noise, c.quantity) for c in groups[-1][0].columns] == signature and block.table == "II":
+def _groups(table: str, frame: pd.DataFrame) -> list[list[pd.DataFrame]]:
+    """The tabulars of a table, each a list of blocks (one per dataset; Table III: one block). Table II's datasets
+    with the same noise levels share one tabular, as in the paper."""
+    if table == "III":
+        return [[frame]] if len(frame) else []
+    groups: list[list[pd.DataFrame]] = []
+    for _, block in frame.groupby("dataset", sort=False):
+        signature = list(zip(block["noise"], block["quantity"]))
+        if table == "II" and groups and signature == list(zip(groups[-1][0]["noise"], groups[-1][0]["quantity"])):
             groups[-1].append(block)
         else:
             groups.append([block])
     return groups
 
 
-def _md_escape(text: str) -> str:
-    return text.replace("|", r"\|")
+def _layout(block: pd.DataFrame) -> tuple[list[Setting], list[tuple], pd.DataFrame]:
+    """A block pivoted to rows x columns (the cell records), rows and columns in table order."""
+    columns = list(dict.fromkeys(zip(block["dataset"], block["noise"], block["quantity"])))
+    rows = list(dict.fromkeys(block["_setting"]))
+    return rows, columns, block.set_index(["_setting", "dataset", "noise", "quantity"])
 
 
-def render_markdown(table: str, blocks: list[Block], counts: dict) -> str:
-    title = {"I": "Table I", "II": "Table II", "III": "Table III"}[table]
-    lines = [f"## {title}", "", _caption(table, counts), ""]
-    if not blocks:
-        lines += ["(no runs for this table)", ""]
-        return "\n".join(lines)
-    for group in _groups(blocks):
-        first = group[0]
-        with_dataset = table == "II"
-        if table == "I":
-            lines += [f"### {first.title}", ""]
-        header = (["Dataset"] if with_dataset else []) + ["Regularization"] + \
-                 [_column_header(c, table) for c in first.columns]
-        lines.append("| " + " | ".join(header) + " |")
-        lines.append("|" + "|".join(["---"] * (len(header) - len(first.columns)) + [":-:"] * len(first.columns)) + "|")
-        for block in group:
-            for i, setting in enumerate(block.rows):
-                row = ([block.title if i == 0 else ""] if with_dataset else []) + [setting.label]
-                row += [_cell_text(block.cells[(setting, c)], c.decimals, latex=False) for c in block.columns]
-                lines.append("| " + " | ".join(_md_escape(x) for x in row) + " |")
-        lines.append("")
-    return "\n".join(lines)
-
-
-def _latex_escape(text: str) -> str:
-    return text.replace("&", r"\&").replace("%", r"\%").replace("_", r"\_").replace("#", r"\#")
-
-
-def render_latex(table: str, blocks: list[Block], counts: dict) -> str:
-    caption = _caption(table, counts)
-    caption = (caption.replace("**bold**", r"\textbf{bold}").replace("<u>underlined</u>", r"\underline{underlined}")
-               .replace("±", r"$\pm$").replace("−", "$-$").replace(MISSING, "--"))
-    caption = caption.replace("%", r"\%").replace("_", r"\_")
-    out = [r"% generated by flowmixup.report.tables; needs \usepackage{booktabs}", r"\begin{table*}[t]",
-           r"\centering", r"\scriptsize", f"\\caption{{{caption}}}", f"\\label{{tab:{table.lower()}}}"]
-    if not blocks:
-        out += [r"(no runs for this table)", r"\end{table*}", ""]
+def render(table: str, frame: pd.DataFrame, variance_epochs: dict, latex: bool) -> str:
+    """Table ``I``, ``II`` or ``III`` as Markdown or LaTeX (booktabs)."""
+    esc = _latex_escape if latex else (lambda s: s)
+    caption = _caption(table, variance_epochs)
+    if latex:
+        caption = (caption.replace("**bold**", r"\textbf{bold}").replace("<u>underlined</u>", r"\underline{underlined}")
+                   .replace("±", r"$\pm$").replace("−", "$-$").replace(MISSING, "--").replace("%", r"\%")
+                   .replace("_", r"\_"))
+        out = [r"% generated by flowmixup.report.tables; needs \usepackage{booktabs}", r"\begin{table*}[t]",
+               r"\centering", r"\scriptsize", f"\\caption{{{caption}}}", f"\\label{{tab:{table.lower()}}}"]
+    else:
+        out = [f"## Table {table}", "", caption, ""]
+    groups = _groups(table, frame)
+    if not groups:
+        out += [r"(no runs for this table)"] + ([r"\end{table*}", ""] if latex else [""])
         return "\n".join(out)
-    for group in _groups(blocks):
-        first = group[0]
-        with_dataset = table == "II"
-        n_lead = 2 if with_dataset else 1
-        out.append(r"\begin{tabular}{" + "l" * n_lead + "c" * len(first.columns) + "}")
-        out.append(r"\toprule")
-        if table in ("I", "III"):
-            # a first header row grouping the columns, as in the paper
-            spans: list[tuple[str, int]] = []
-            for c in first.columns:
-                label = (c.noise_label if table == "I"
-                         else f"{DATASET_NAMES.get(c.dataset, c.dataset)}")
-                if spans and spans[-1][0] == label:
-                    spans[-1] = (label, spans[-1][1] + 1)
-                else:
-                    spans.append((label, 1))
-            top = [f"\\multicolumn{{{n}}}{{c}}{{{_latex_escape(label)}}}" for label, n in spans]
-            lead = first.title if table == "I" else ""
-            out.append(_latex_escape(lead) + " & " + " & ".join(top) + r" \\")
-            sub = [{"best": "Best", "last": "Last", "diff": "Diff."}.get(c.quantity, _latex_escape(c.noise_label))
-                   for c in first.columns]
-            out.append("Regularization & " + " & ".join(sub) + r" \\")
+    for group in groups:
+        rows, columns, _ = _layout(group[0])
+        lead = ["Dataset", "Regularization"] if table == "II" else ["Regularization"]
+        name = DATASET_NAMES.get(columns[0][0], columns[0][0])
+        if latex:
+            out += [r"\begin{tabular}{" + "l" * len(lead) + "c" * len(columns) + "}", r"\toprule"]
+            if table == "II":
+                out.append(" & ".join(lead + [esc(_noise_label(n)) for _, n, _ in columns]) + r" \\")
+            else:
+                spans = pd.Series([_noise_label(n) if table == "I" else DATASET_NAMES.get(d, d)
+                                   for d, n, _ in columns])
+                runs_ = spans.groupby((spans != spans.shift()).cumsum(), sort=False).agg(["first", "size"])
+                top = [f"\\multicolumn{{{k}}}{{c}}{{{esc(label)}}}" for label, k in runs_.itertuples(index=False)]
+                out.append(esc(name if table == "I" else "") + " & " + " & ".join(top) + r" \\")
+                out.append("Regularization & " + " & ".join(_QUANTITY_LABELS[q] or esc(_noise_label(n))
+                                                          for _, n, q in columns) + r" \\")
+            out.append(r"\midrule")
         else:
-            out.append("Dataset & Regularization & " + " & ".join(_latex_escape(c.noise_label)
-                                                                 for c in first.columns) + r" \\")
-        out.append(r"\midrule")
+            out += [f"### {name}", ""] if table == "I" else []
+            heads = [f"{_noise_label(n)} {_QUANTITY_LABELS[q]}" if table == "I" else _noise_label(n) if table == "II"
+                     else f"{DATASET_NAMES.get(d, d)} {_noise_label(n)}" for d, n, q in columns]
+            out += ["| " + " | ".join(lead + heads) + " |",
+                    "|" + "|".join(["---"] * len(lead) + [":-:"] * len(columns)) + "|"]
         for b, block in enumerate(group):
-            if b:
-                out.append(r"\midrule")
-            for i, setting in enumerate(block.rows):
-                row = ([_latex_escape(block.title) if i == 0 else ""] if with_dataset else []) + [setting.latex_label]
-                row += [_cell_text(block.cells[(setting, c)], c.decimals, latex=True) for c in block.columns]
-                out.append(" & ".join(row) + r" \\")
-        out.append(r"\bottomrule")
-        out.append(r"\end{tabular}")
-        out.append("")
-    out += [r"\end{table*}", ""]
+            rows, columns, cells = _layout(block)
+            out += [r"\midrule"] if latex and b else []
+            for i, setting in enumerate(rows):
+                title = DATASET_NAMES.get(columns[0][0], columns[0][0])
+                row = ([esc(title) if i == 0 else ""] if table == "II" else [])
+                row += [setting.latex_label if latex else setting.label]
+                row += [_cell_text(cells.loc[(setting, *c)].to_dict(), latex) for c in columns]
+                out.append(" & ".join(row) + r" \\" if latex else
+                           "| " + " | ".join(x.replace("|", r"\|") for x in row) + " |")
+        out += [r"\bottomrule", r"\end{tabular}", ""] if latex else [""]
+    out += [r"\end{table*}", ""] if latex else []
     return "\n".join(out)
 
 
-TIDY_COLUMNS = ["table", "dataset", "primary_metric", "setting", "regularizer", "alpha", "keep_original", "noise",
-                "quantity", "unit", "status", "mean", "std", "ddof", "n_seeds", "n_failed", "n_missing",
-                "n_expected", "paper", "mark", "text"]
-
-
-def tidy_frame(table: str, blocks: list[Block]) -> pd.DataFrame:
-    """One row per cell: its mean, std (ddof = 1), seed counts, the paper's value and the mark."""
-    records = []
-    for block in blocks:
-        for setting in block.rows:
-            for column in block.columns:
-                cell = block.cells[(setting, column)]
-                metric = block.primary_metric[column.dataset]
-                unit = ("variance" if column.quantity == "variance"
-                        else "auc_percent" if metric == "auc" else "macro_f1")
-                records.append({
-                    "table": table, "dataset": column.dataset, "primary_metric": metric, "setting": setting.label,
-                    "regularizer": setting.regularizer, "alpha": setting.alpha,
-                    "keep_original": setting.keep_original, "noise": column.noise, "quantity": column.quantity,
-                    "unit": unit, "status": cell.status, "mean": cell.mean, "std": cell.std, "ddof": DDOF,
-                    "n_seeds": cell.n_seeds, "n_failed": cell.n_failed, "n_missing": cell.n_missing,
-                    "n_expected": cell.n_expected, "paper": cell.paper, "mark": cell.mark,
-                    "text": _cell_text(cell, column.decimals, latex=False),
-                })
-    return pd.DataFrame.from_records(records, columns=TIDY_COLUMNS)
-
-
+# --------------------------------------------------------------------------------------------------------------
+# report.md and the files
+# --------------------------------------------------------------------------------------------------------------
 def _report_header(sweep_dir: Path, counts: dict, has_grid: bool) -> str:
     missing = (f"**{counts['missing']} missing** (in grid.json, no summary.json)" if has_grid
                else "missing: n/a (no grid.json, the grid is what was found)")
     lines = [f"# Flow-Mixup report: sweep `{sweep_dir.name}`", "", f"Sweep folder: `{sweep_dir.resolve()}`", "",
              f"Runs: **{counts['ok']} ok**, **{counts['failed']} failed**, {missing}."]
-    extras = []
-    if counts.get("unfinished"):
-        extras.append(f"{counts['unfinished']} unfinished (metrics.csv but no summary.json)")
-    if counts.get("unreadable"):
-        extras.append(f"{counts['unreadable']} unreadable summary.json (listed below)")
-    if counts.get("left_out"):
-        extras.append(f"{len(counts['left_out'])} bad run files left out (listed below)")
-    if counts.get("duplicates"):
-        extras.append(f"{counts['duplicates']} duplicate runs of the same cell and seed (kept: ok over failed, "
-                      "then the newest)")
-    if has_grid and counts.get("not_in_grid"):
-        extras.append(f"{counts['not_in_grid']} runs outside grid.json (included in the tables)")
-    if counts.get("unknown_metric_datasets"):
-        extras.append("datasets left out (primary metric unknown or not auc/macro_f1): "
-                      + ", ".join(counts["unknown_metric_datasets"]))
-    if extras:
-        lines += ["", "Also: " + "; ".join(extras) + "."]
-    left_out = list(counts.get("unreadable_runs") or []) + list(counts.get("left_out") or [])
-    if left_out:
-        lines += ["", "Left out (unreadable or invalid):", ""]
-        lines += [f"- `{path}`: {problem}" for path, problem in left_out]
+    extras = [text for n, text in (
+        (counts["unfinished"], f"{counts['unfinished']} unfinished (metrics.csv but no summary.json)"),
+        (counts["unreadable"], f"{counts['unreadable']} unreadable summary.json (listed below)"),
+        (counts["left_out"], f"{len(counts['left_out'])} bad run files left out (listed below)"),
+        (counts["duplicates"], f"{counts['duplicates']} duplicate runs of the same cell and seed (kept: ok over "
+                               "failed, then the newest; listed below)"),
+        (has_grid and counts["not_in_grid"], f"{counts['not_in_grid']} runs outside grid.json (included in the "
+                                             "tables)"),
+        (counts["unknown_metric_datasets"], "datasets left out (primary metric unknown or not auc/macro_f1): "
+                                            + ", ".join(counts["unknown_metric_datasets"]))) if n]
+    lines += ["", "Also: " + "; ".join(extras) + "."] if extras else []
+    left_out = counts["unreadable_runs"] + counts["left_out"]
+    lines += ["", "Left out (unreadable or invalid):", ""] + [f"- `{p}`: {why}" for p, why in left_out] if left_out \
+        else []
+    if counts["duplicate_runs"]:
+        lines += ["", "Duplicates (same settings and seed; only the run used is in the tables):", ""]
+        lines += [f"- `{dup}`: duplicate of `{kept}` (used)" for dup, kept in counts["duplicate_runs"]]
     if counts["failed_runs"]:
-        lines += ["", "Failed runs:", ""]
         shown = counts["failed_runs"][:30]
-        lines += [f"- `{run_dir}`: {reason or '(no reason given)'}" for run_dir, reason in shown]
-        if len(counts["failed_runs"]) > len(shown):
-            lines.append(f"- … and {len(counts['failed_runs']) - len(shown)} more (see table CSVs)")
-    lines.append("")
-    return "\n".join(lines)
-
-
-def _count_unfinished(sweep_dir: Path) -> int:
-    return sum(1 for p in sweep_dir.rglob("metrics.csv") if not (p.parent / "summary.json").exists())
-
-
-_FROM_SWEEP = object()
+        lines += ["", "Failed runs:", ""] + [f"- `{d}`: {why or '(no reason given)'}" for d, why in shown]
+        more = len(counts["failed_runs"]) - len(shown)
+        lines += [f"- … and {more} more (see table CSVs)"] if more > 0 else []
+    return "\n".join(lines + [""])
 
 
 def _curve(run_dir: str, metric: str) -> np.ndarray | None:
-    """The per-epoch test values of ``metric`` from a run's metrics.csv (None where it cannot be read)."""
     try:
         frame = pd.read_csv(Path(run_dir) / "metrics.csv")
         return pd.to_numeric(frame[f"test_{metric}"], errors="coerce").to_numpy(dtype=float)
@@ -987,27 +703,19 @@ def _curve(run_dir: str, metric: str) -> np.ndarray | None:
 
 
 def memorisation(runs: pd.DataFrame) -> tuple[str, pd.DataFrame]:
-    """Best vs last epoch of every finished run, averaged over seeds per (dataset, setting, noise): where label noise
-    makes a model memorise, its test metric peaks well before the last epoch and the best-last gap grows with the
-    noise. Returns a Markdown section and the tidy frame (``memorisation.csv``). Computed from each run's
-    metrics.csv, so it covers every dataset, including those whose paper table shows the best value only."""
+    """Best vs last epoch of every ok run (from its metrics.csv), seed-averaged per (dataset, row, noise): a model
+    that memorises noisy labels peaks early. Returns the Markdown section and the frame of ``memorisation.csv``."""
     rows = []
-    ok = runs[runs["status"] == "ok"] if "status" in runs else runs.iloc[0:0]
-    for _, run in ok.iterrows():
-        metric = primary_metric_of(run.to_dict())
-        curve = _curve(run["run_dir"], metric) if metric else None
-        if curve is None or not np.isfinite(curve).any():
-            continue
-        best_epoch = int(np.nanargmax(curve)) + 1
-        setting = Setting.of(run["regularizer"], run.get("alpha"), run.get("keep_original"))
-        rows.append({"dataset": run["dataset"], "setting": setting.label, "order": setting.sort_key(),
-                     "noise": noise_key(run["noise"]), "seed": run.get("seed"), "metric": metric,
-                     "best": float(np.nanmax(curve)), "last": float(curve[-1]), "best_epoch": best_epoch,
-                     "epochs": len(curve)})
+    for run in runs[runs["status"] == "ok"].to_dict("records"):
+        curve = _curve(run["run_dir"], run["_metric"]) if run["_metric"] else None
+        if curve is not None and np.isfinite(curve).any():
+            rows.append({"dataset": run["dataset"], "setting": run["_setting"].label,
+                         "order": run["_setting"].sort_key(), "noise": run["_noise"], "seed": run.get("seed"),
+                         "metric": run["_metric"], "best": float(np.nanmax(curve)), "last": float(curve[-1]),
+                         "best_epoch": int(np.nanargmax(curve)) + 1, "epochs": len(curve)})
     if not rows:
         return "", pd.DataFrame()
-    per_run = pd.DataFrame(rows)
-    per_run["diff"] = per_run["best"] - per_run["last"]
+    per_run = pd.DataFrame(rows).assign(diff=lambda f: f["best"] - f["last"])
     agg = (per_run.groupby(["dataset", "order", "setting", "noise", "metric"], sort=True)
            .agg(best=("best", "mean"), last=("last", "mean"), diff=("diff", "mean"), best_epoch=("best_epoch", "mean"),
                 epochs=("epochs", "max"), seeds=("seed", "count")).reset_index())
@@ -1018,47 +726,34 @@ def memorisation(runs: pd.DataFrame) -> tuple[str, pd.DataFrame]:
              "gap grows with the noise rate.", ""]
     for dataset, block in agg.groupby("dataset", sort=True):
         noises = sorted(block["noise"].unique())
-        metric = block["metric"].iloc[0]
-        lines += [f"### {dataset} (test {metric})", "",
+        lines += [f"### {dataset} (test {block['metric'].iloc[0]})", "",
                   "| Regularization | " + " | ".join(f"{n:.0%} best (epoch) | {n:.0%} last | {n:.0%} diff."
-                                                       for n in noises) + " |",
-                  "|---|" + ":-:|" * (3 * len(noises))]
+                                                       for n in noises) + " |", "|---|" + ":-:|" * (3 * len(noises))]
         for (_, label), sub in block.groupby(["order", "setting"], sort=True):
-            cells = []
-            for n in noises:
-                cell = sub[sub["noise"] == n]
-                if cell.empty:
-                    cells += ["-", "-", "-"]
-                    continue
-                c = cell.iloc[0]
-                cells += [f"{c['best']:.4f} ({c['best_epoch']:.0f}/{c['epochs']:.0f})", f"{c['last']:.4f}",
-                          f"{c['diff']:.4f}"]
+            by_noise = sub.set_index("noise")
+            cells = [x for n in noises for x in (
+                [f"{by_noise.at[n, 'best']:.4f} ({by_noise.at[n, 'best_epoch']:.0f}/{by_noise.at[n, 'epochs']:.0f})",
+                 f"{by_noise.at[n, 'last']:.4f}", f"{by_noise.at[n, 'diff']:.4f}"] if n in by_noise.index
+                else ["-", "-", "-"])]
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines), agg.drop(columns=["order"])
 
 
+_FROM_SWEEP = object()
+
+
 def make_report(sweep_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None,
                 paper_csv: str | os.PathLike | None = None, best_from: str = "best", *,
-                runs: pd.DataFrame | None = None, grid: Any = _FROM_SWEEP,
-                left_out: Sequence[tuple[Any, str]] = (), write: bool = True,
-                fig6: bool | dict[str, Any] = True) -> dict[str, Any]:
-    """Write Tables I-III (Markdown, tidy CSV, LaTeX) and ``report.md`` for the runs below ``sweep_dir``.
+                runs: pd.DataFrame | None = None, grid: Any = _FROM_SWEEP, left_out: Sequence[tuple[Any, str]] = (),
+                write: bool = True, fig6: bool | dict[str, Any] = True) -> dict[str, Any]:
+    """Tables I-III (``table{1,2,3}.{md,csv,tex}``), ``memorisation.csv`` and ``report.md`` for the runs below
+    ``sweep_dir``, into ``out_dir`` (default ``<sweep_dir>/report``), computed first and written together.
 
-    ``report.md`` ends with a Fig. 6 section (:func:`flowmixup.report.figures.fig6_section`: Spearman's rho under
-    every normalisation and count of n_c) when a dataset has the Mixup and Flow-Mixup runs it needs; ``fig6`` may
-    be a dict of options for it (``target_noise``, ``r``, ``normalization``, ``eps``, ``count``, ``joint_floor``;
-    give the ones the figures were made with), or False to leave the section out.
-
-    ``out_dir`` defaults to ``<sweep_dir>/report``; ``paper_csv`` to the packaged ``paper_tables.csv``. ``runs``
-    (default: :func:`collect_runs`) and ``grid`` (default: :func:`load_grid`) may be given, e.g. from
-    :func:`check_sweep`; ``left_out`` lists ``(path, problem)`` of bad files skipped, named in ``report.md``.
-    Everything is computed first; only then are the files written, all together (:func:`write_files`), so an
-    error leaves no half report. ``write=False`` computes without writing (``files`` holds the contents).
-
-    Returns a dict: ``paths`` (name -> Path of every file), ``files`` (Path -> content), ``markdown`` (table ->
-    Markdown text), ``report_md`` (the full report text), ``counts`` (runs ok / failed / missing / ...), ``tidy``
-    (table -> the tidy DataFrame) and ``runs`` (the :func:`collect_runs` frame).
+    ``runs`` / ``grid`` default to :func:`collect_runs` / :func:`load_grid`; ``left_out`` lists ``(path, problem)``
+    of bad files skipped; ``fig6`` (a dict of options, or False) adds the Fig. 6 section; ``write=False`` only
+    computes. Returns ``paths``, ``files``, ``markdown`` (per table), ``report_md``, ``counts``, ``tidy`` (per
+    table, :data:`TIDY_COLUMNS`) and ``runs``.
     """
     from .output import write_files
 
@@ -1068,39 +763,59 @@ def make_report(sweep_dir: str | os.PathLike, out_dir: str | os.PathLike | None 
     out_dir = Path(out_dir) if out_dir is not None else sweep_dir / "report"
     runs = collect_runs(sweep_dir) if runs is None else runs
     grid = load_grid(sweep_dir) if grid is _FROM_SWEEP else grid
-    paper = load_paper_tables(paper_csv)
-    tables, counts = build_tables(runs, grid, paper, best_from=best_from)
-    counts["unfinished"] = _count_unfinished(sweep_dir)
-    counts["left_out"] = [(str(path), str(problem)) for path, problem in left_out]
+    used, duplicates, unreadable = prepare_runs(runs)
+    frames, metric_of = tidy_tables(used, grid, load_paper_tables(paper_csv), best_from)
+
+    ok = used["status"] == "ok"
+    seen = {(d, s.base(), n, e) for d, s, n, e in used[["dataset", "_setting", "_noise", "_seed"]].itertuples(
+        index=False, name=None)}
+    epochs = (used[ok & used["dataset"].isin([d for d, m in metric_of.items() if m in METRICS_COLUMNS])]
+              .assign(v=pd.to_numeric(used.get("variance_epochs"), errors="coerce")).dropna(subset=["v"]))
+    counts = {
+        "ok": int(ok.sum()), "failed": int((~ok).sum()), "unreadable": len(unreadable),
+        "unreadable_runs": unreadable, "duplicates": len(duplicates),
+        "duplicate_runs": sorted(zip(duplicates["run_dir"], duplicates["_kept"])),
+        "missing": None if grid is None else len({(d, s, n, e) for d, s, n, e in grid} - seen),
+        "not_in_grid": 0 if grid is None else len(seen - set(grid)),
+        "failed_runs": sorted(zip(used.loc[~ok, "run_dir"], used.loc[~ok].get("reason", pd.Series(
+            "", used.index)).fillna("").astype(str).replace("nan", ""))),
+        "unknown_metric_datasets": [d for d, m in metric_of.items() if m not in METRICS_COLUMNS],
+        "variance_epochs": {d: sorted({int(v) for v in g["v"]}) for d, g in epochs.groupby("dataset", sort=False)},
+        "unfinished": sum(1 for p in sweep_dir.rglob("metrics.csv") if not (p.parent / "summary.json").exists()),
+        "left_out": [(str(path), str(problem)) for path, problem in left_out],
+    }
+    # the datasets of Table III in table order, for its caption
+    counts["variance_epochs"] = {d: counts["variance_epochs"][d] for d in frames["III"]["dataset"].unique()
+                                 if d in counts["variance_epochs"]}
 
     paths: dict[str, Path] = {}
     files: dict[Path, str] = {}
-    markdown: dict[str, str] = {}
-    tidy: dict[str, pd.DataFrame] = {}
+    markdown, tidy = {}, {}
     for table, stem in (("I", "table1"), ("II", "table2"), ("III", "table3")):
-        blocks = tables[table]
-        markdown[table] = render_markdown(table, blocks, counts)
-        tidy[table] = tidy_frame(table, blocks)
+        markdown[table] = render(table, frames[table], counts["variance_epochs"], latex=False)
+        tidy[table] = frames[table][TIDY_COLUMNS]
         for ext, text in (("md", markdown[table]), ("csv", tidy[table].to_csv(index=False)),
-                          ("tex", render_latex(table, blocks, counts))):
-            path = out_dir / f"{stem}.{ext}"
-            files[path] = text
-            paths[f"{stem}.{ext}"] = path
+                          ("tex", render(table, frames[table], counts["variance_epochs"], latex=True))):
+            paths[f"{stem}.{ext}"] = out_dir / f"{stem}.{ext}"
+            files[out_dir / f"{stem}.{ext}"] = text
     report_md = _report_header(sweep_dir, counts, grid is not None) + "\n" + "\n".join(markdown.values())
-    memo_md, memo = memorisation(runs)
+    memo_md, memo = memorisation(used)
     if memo_md:
         report_md += "\n" + memo_md
         files[out_dir / "memorisation.csv"] = memo.to_csv(index=False)
         paths["memorisation.csv"] = out_dir / "memorisation.csv"
     if fig6 is not False:
-        from .figures import fig6_section  # figures imports this module: import it only when it is needed
+        from .figures import fig6_section  # figures imports this module
 
         section = fig6_section(sweep_dir, runs=runs, **(fig6 if isinstance(fig6, dict) else {}))
-        if section:
-            report_md += "\n" + section
+        report_md += ("\n" + section) if section else ""
     files[out_dir / "report.md"] = report_md
     paths["report.md"] = out_dir / "report.md"
     if write:
         write_files(files)
     return {"paths": paths, "files": files, "markdown": markdown, "report_md": report_md, "counts": counts,
             "tidy": tidy, "runs": runs}
+
+
+PAPER_SETTINGS = _paper_rows("I")  # the paper's six rows, in its order (from paper_tables.csv)
+TABLE3_SETTINGS = _paper_rows("III")  # Table III's two rows
