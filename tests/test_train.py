@@ -216,7 +216,7 @@ def test_slurm_launcher_config_composes(tmp_path):
 
 @pytest.mark.parametrize("arg,hint", [("trainer.epoch=3", "did you mean trainer.epochs?"),
                                       ("nois=0.3", "did you mean noise?"),
-                                      ("regularizer.alpha=2", "under regularizer: name, _target_")])
+                                      ("regularizer.alpha=2", "under regularizer: name, label, shown, module")])
 def test_cli_wrong_key_one_line_with_suggestion(arg, hint):
     res = cli("regularizer=erm", arg) if arg.startswith("regularizer") else cli(arg)
     assert res.returncode == 2

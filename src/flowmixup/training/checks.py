@@ -12,7 +12,6 @@ from pathlib import Path
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-REGULARIZERS = ("erm", "mixup", "manifold_mixup", "flowmixup")
 PRECISIONS = ("fp32", "bf16")
 DEVICES = ("auto", "cpu", "cuda")
 CORRUPTION_KINDS = ("resample", "flip")  # flowmixup.data.corruption.KINDS (kept import-free here)
@@ -134,7 +133,6 @@ def check_config(cfg: DictConfig, local: bool = True) -> None:
         raise ConfigError(f"{key}: is not set (a mandatory value); allowed: any value ({key}=...)", key=key)
     c = _Checker(cfg)
     reg = cfg.regularizer.name
-    c.one_of("regularizer.name", REGULARIZERS)
     c.number_in("regularizer.alpha", 0, math.inf, low_open=True, high_open=True)
     c.boolean("regularizer.keep_original")
     if c.has("regularizer.mix_points"):
@@ -149,10 +147,11 @@ def check_config(cfg: DictConfig, local: bool = True) -> None:
 
     t = "trainer."
     c.int_at_least(t + "epochs", 1)
-    min_batch = 1 if reg == "erm" else 2
-    c.need(_is_int(cfg.trainer.batch_size) and cfg.trainer.batch_size >= min_batch, t + "batch_size",
-           f"got {cfg.trainer.batch_size!r}" + ("" if reg == "erm" else f" (regularizer={reg} mixes pairs of samples)"),
-           f"an integer >= {min_batch}")
+    bs = cfg.trainer.batch_size
+    mixes = _is_int(bs) and bs < 2 and regularizer_mixes(cfg)  # imports the class only for a batch of one
+    min_batch = 2 if mixes else 1
+    c.need(_is_int(bs) and bs >= min_batch, t + "batch_size",
+           f"got {bs!r}" + (f" (regularizer={reg} mixes pairs of samples)" if mixes else ""), f"an integer >= {min_batch}")
     c.int_at_least(t + "eval_batch_size", 1)
     c.number_in(t + "lr", 0, math.inf, low_open=True, high_open=True)
     betas = c.get(t + "betas")
@@ -196,6 +195,23 @@ def check_config(cfg: DictConfig, local: bool = True) -> None:
     if local and root not in (None, "") and c.has(d + "root"):
         c.need(Path(str(root)).expanduser().is_dir(), d + "root", f"{root} is not a folder",
                f"the folder of the raw {cfg.dataset.name} data, or null to train from a ready cache")
+
+
+def regularizer_mixes(cfg: DictConfig) -> bool:
+    """Whether the regularizer mixes samples (so needs two per batch): its class's ``mixes`` attribute
+    (:class:`flowmixup.regularizers.base.Regularizer`; True unless the class says otherwise)."""
+    target = OmegaConf.select(cfg, "regularizer.module._target_", default=None)
+    if target is None:
+        raise ConfigError(f"regularizer.module._target_: is not set (regularizer={cfg.regularizer.get('name')}); "
+                          "allowed: the regularizer's class, e.g. flowmixup.FlowMixup", key="regularizer.module")
+    import hydra.utils
+
+    try:
+        return bool(getattr(hydra.utils.get_object(str(target)), "mixes", True))
+    except Exception as err:  # noqa: BLE001 - any import failure is the same user error
+        raise ConfigError(f"regularizer.module._target_: cannot import {target!r} ({' '.join(str(err).split())[:160]}); "
+                          "allowed: an importable class (is its folder on PYTHONPATH?)",
+                          key="regularizer.module._target_") from None
 
 
 def check_cuda(device: str) -> None:

@@ -118,23 +118,32 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def call_target(node, skip: tuple[str, ...] = (), **extra):
-    """Call ``node._target_`` with the node's other keys (resolved, as plain containers) and ``extra``.
+def instantiate(node, **extra):
+    """``hydra.utils.instantiate(node, **extra)`` with every config value passed as a plain container.
 
-    ``skip`` names keys that label the config option rather than the callee's arguments (a regularizer's or a
-    backbone's ``name``); a loader's own ``name`` argument (the Tianchi datasets) goes through.
-
-    Unlike ``hydra.utils.instantiate`` this lets the callee's own exception through unwrapped, so a bad value
-    reaches the user as the callee's one-line message.
+    Hydra wraps whatever the callee raises in an ``InstantiationException``; the callee's own exception (a
+    ``DataError`` of a dataset loader, a ``RegularizerError``...) is raised instead, so a bad value reaches the user
+    as the callee's one-line message.
     """
-    kwargs = OmegaConf.to_container(node, resolve=True) if not isinstance(node, dict) else dict(node)
-    kwargs = {k: v for k, v in kwargs.items() if k not in skip and not k.startswith("_")}
-    return hydra.utils.get_object(node["_target_"])(**kwargs, **extra)
+    from hydra.errors import InstantiationException
+
+    try:
+        return hydra.utils.instantiate(node, _convert_="all", **extra)
+    except InstantiationException as err:
+        if str(err).startswith("Error locating target"):  # a _target_ that does not import
+            key = str(err).rsplit("full_key: ", 1)[-1].strip() if "full_key: " in str(err) else "_target_"
+            cause = " ".join(str(err.__cause__).split()) if err.__cause__ else ""
+            raise ConfigError(f"{key}._target_: cannot import {node.get('_target_')!r} ({cause}); allowed: an "
+                              "importable class or function, module.name (is its folder on PYTHONPATH?)",
+                              key=f"{key}._target_") from None
+        if err.__cause__ is not None:
+            raise err.__cause__ from None
+        raise
 
 
 def load_data(cfg: DictConfig) -> LabeledArrays:
     try:
-        data = call_target(cfg.dataset.loader)
+        data = instantiate(cfg.dataset.loader)
     except DataError as err:
         raise DataError(_prepare_hint_with_overrides(str(err))) from None
     for split in ("train", "val", "test"):
@@ -144,7 +153,7 @@ def load_data(cfg: DictConfig) -> LabeledArrays:
 
 
 def build_model(cfg: DictConfig, in_channels: int, num_classes: int) -> torch.nn.Module:
-    return call_target(cfg.backbone, skip=("name",), in_channels=in_channels, num_classes=num_classes)
+    return instantiate(cfg.backbone.net, in_channels=in_channels, num_classes=num_classes)
 
 
 def resolve_mix_points(cfg: DictConfig, model: torch.nn.Module) -> list[str] | None:
@@ -211,10 +220,8 @@ def _prepare_hint_with_overrides(message: str) -> str:
 
 
 def build_regularizer(cfg: DictConfig, model: torch.nn.Module, mix_points, generator: torch.Generator):
-    kwargs = OmegaConf.to_container(cfg.regularizer, resolve=True)
-    if mix_points is not None:
-        kwargs["mix_points"] = mix_points
-    return call_target(kwargs, skip=("name",), model=model, generator=generator)
+    extra = {"mix_points": mix_points} if mix_points is not None else {}
+    return instantiate(cfg.regularizer.module, model=model, generator=generator, **extra)
 
 
 def compile_units(model: torch.nn.Module, mix_points: list[str] | None) -> list[str]:
@@ -758,4 +765,5 @@ def _summarize(cfg, resolved, history, per_epoch, best, best_val, corrupted, sta
     }
     if reason:
         summary["reason"] = reason
+    summary["config"] = resolved  # every setting of the run (as its config.yaml), for the report to group on
     return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in summary.items()}
