@@ -1,81 +1,11 @@
-"""Figures of a sweep: the paper's Fig. 6 (per-class Mixup vs Flow-Mixup) and per-epoch test-metric curves.
+"""The paper's Fig. 6 (per-class Mixup vs Flow-Mixup) and per-epoch test-metric curves of a sweep.
 
-Everything goes to ``<sweep_dir>/report/figures/`` as PNG and PDF (plus the CSV of the numbers plotted): every
-figure is drawn in memory first, then the files are written together (:func:`flowmixup.report.output.write_files`),
-so an error never leaves half of them. Only runs whose ``summary.json`` says ``status == "ok"`` are used; a run
-without a usable ``per_class.csv`` or ``metrics.csv`` is left out of the figure that needs it, and named in the
-result's ``notes``; a run without ``primary_metric`` gets its dataset's default. Matplotlib is used through
-its object API with the Agg canvas (no pyplot, so importing this module never changes the global backend).
-
-Fig. 6, as read here
---------------------
-For one dataset, the per-class test performance (``test_auc_best`` for AUC datasets, ``test_f1_best`` for
-macro-F1 datasets, from ``per_class.csv``) of Mixup (α = 3) and Flow-Mixup (α = 3, Op = False) at the noise level
-closest to 0.1 (``target_noise``; ties go to the lower level) where both have runs. With several seeds the
-per-class values are averaged over the seeds first. Classes whose performance is NaN for either method (no
-positive test sample) are left out, and so is the dataset's *normal* class (:data:`NORMAL_CLASSES`: ECG-12's and
-ECG-55's 正常ECG), as in the paper's Fig. 6(b), which shows "11 abnormality categories except for a normal
-category". Tick labels show English glosses of the Tianchi (ECG-12/55) class names (matplotlib's default fonts have
-no Chinese glyphs); the CSVs keep the datasets' own names.
-
-**Performance Ratio.** The paper defines, per class c, (Perf_Mixup / Perf_Flow-Mixup)^r (r = 10 for CXR, 1 for
-ECG) and says "the performances are normalized before computing the Performance Ratio", and elsewhere that its
-normalisation is min-max. Normalised over what is not said, and a min-max onto [0, 1] sends some class to exactly
-0, so a ratio of such values can divide by zero. Three readings are offered (``normalization``), and the Spearman
-correlation is reported under every one of them (``fig6_spearman.csv``, the figure's annotation, ``report.md``),
-because the paper's "≈ 0.3" depends on the choice:
-
-- ``"joint"`` (**default**): one min-max over both methods' per-class values together, mapped onto
-  [``joint_floor``, 1] with ``joint_floor = 0.5`` (:data:`JOINT_FLOOR`):
-  ``p' = f + (1 - f) (p - lo) / (hi - lo)``, lo / hi the smallest / largest value of either method. It is the
-  paper's min-max, applied to both methods alike so that the ratio still compares them class by class, and the
-  floor makes every denominator at least 0.5: no division by zero, every class kept, and every ratio in [0.5, 2]
-  before the exponent, the span of raw AUC ratios (a useful AUC is in [0.5, 1]) that r = 10 was chosen to stretch.
-  A constant vector (lo == hi) maps to ``f`` (ratio 1). The floor is a choice: Spearman's ρ depends on it, since
-  the ranks of (a + s) / (b + s) change with the shift s; hence the other two readings are always printed beside.
-- ``"none"``: the raw performances. Divides by zero only where Flow-Mixup's value is exactly 0 (an F1 of 0).
-- ``"per_method"``: each method's vector min-max normalised onto [0, 1] on its own. Mixup's worst class always gets
-  ratio 0 and Flow-Mixup's worst class always divides by zero: that class is NaN, drawn as a gap, left out of the
-  correlation, and the number and names of the classes so dropped are reported (``n_dropped_per_method``,
-  ``dropped_per_method``), never silently.
-
-ratio_c = ((p'_mixup,c + eps) / (p'_flow,c + eps)) ** r with ``eps = 0`` by default; a zero denominator (or 0/0)
-gives NaN, counted in ``n_dropped_<normalization>``.
-
-**Independent Ratio** = n_c / m_c: m_c records with class c, n_c those with "only the class c". It is a property
-of the dataset, so it is counted from **clean** labels (``per_class.csv``'s ``train_count`` /
-``train_single_count`` count the labels trained on, corrupted at the run's noise level). The source is chosen in
-this order (``independent_source`` in the result):
-
-0. ``"train_clean"`` with whole label vectors: ``labels_train_clean.npz`` (``y``, ``class_names``), which every
-   run writes: the clean training labels, each distinct training set counted once.
-1. ``"test_clean"`` (runs written before ``labels_train_clean.npz`` existed): the test labels ``y_true`` of the runs' ``predictions_test_last.npz`` (else
-   ``predictions_test_best.npz``); corruption never touches the test split, and the test split is a random 20 %
-   of the same data (7:1:2) for the ECG sets, the official test list for ChestX-ray14. Counts are summed over the
-   Mixup and Flow-Mixup runs used, each distinct test set once (the runs normally share one, whose counts these
-   then are). Used whenever a run has the file: it is the only clean source holding whole label vectors, which the
-   rhythm-ignoring count needs.
-2. ``"train_clean"``: ``per_class.csv`` of the dataset's ok runs at noise 0 (their training labels are clean);
-   literal counts only.
-3. ``"train_as_trained"``: ``per_class.csv`` of the Fig. 6 runs themselves (corrupted labels; last resort, said so).
-
-When the source is 1 and noise-0 runs exist, the literal ratio from clean *training* labels (2) is added as a
-cross-check (``independent_ratio_train_clean_literal``, ``spearman_rho_<normalization>_literal_train_clean``).
-
-Two counts of n_c are offered (``count``):
-
-- ``"literal"``: records whose only label is c. A class that always comes with a rhythm label is then never
-  alone (n_c = 0): on synth_ecg, where every record carries exactly one rhythm label, 11 of 15 classes get 0.
-- ``"ignore_rhythm"`` (**default**): records with c and no *other* label outside the dataset's rhythm / normal
-  classes (:data:`IGNORED_CLASSES`). It keeps the paper's meaning ("in what degree a class is independent") on ECG
-  data, where the literal count says nothing. On ChestX-ray14 the two are the same (no such classes).
-
-From per_class.csv counts (sources 2 and 3) only the literal count exists; it serves as the rhythm-ignoring one
-too when none of the dataset's ignored classes is among the classes, and is NaN otherwise.
-
-The Spearman correlation (``scipy.stats.spearmanr``) is between the Performance Ratio and the Independent Ratio
-over the classes where both are finite (NaN with fewer than 3 such classes). Spearman works on ranks, and x -> x^r
-is increasing for x >= 0, so r changes the plot but not the correlation.
+Files go to ``<sweep_dir>/report/figures/`` (PNG, PDF and the CSV of the numbers drawn), drawn in memory first and
+written together. Only ok runs are used; a run without a usable ``per_class.csv`` / ``metrics.csv`` is left out of
+the figure that needs it and named in ``notes``. Rows (and so Fig. 6's two methods) are those of
+:func:`flowmixup.report.tables.prepare_runs`. How Fig. 6 is read (normalisations, the Independent Ratio's sources
+and counts, the classes left out or ignored) is in ``FIG6.md`` beside this module. Matplotlib is used through its
+object API with the Agg canvas (no pyplot).
 """
 from __future__ import annotations
 
@@ -84,6 +14,7 @@ import math
 import os
 import warnings
 import zipfile
+from importlib import resources
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -94,15 +25,8 @@ from matplotlib.figure import Figure
 from scipy import stats
 
 from flowmixup.report.output import write_files
-from flowmixup.report.tables import (DATASET_NAMES, DDOF, PAPER_SETTINGS, Setting, _is_missing, collect_runs,
-                                     noise_key, primary_metric_of, read_csv_checked, run_file_columns)
-
-__all__ = [
-    "MIXUP", "FLOW", "DEFAULT_R", "NORMALIZATIONS", "DEFAULT_NORMALIZATION", "JOINT_FLOOR", "COUNTS",
-    "DEFAULT_COUNT", "IGNORED_CLASSES", "NORMAL_CLASSES",
-    "normalize_minmax", "normalize_pair", "performance_ratio", "independent_ratio", "alone_counts", "spearman",
-    "fig6_data", "fig6_markdown", "fig6_section", "make_fig6", "make_curves", "make_figures",
-]
+from flowmixup.report.tables import (DATASET_NAMES, DDOF, PAPER_SETTINGS, Setting, collect_runs, prepare_runs,
+                                     read_csv_checked, run_file_columns)
 
 MIXUP = Setting("mixup", 3.0)
 FLOW = Setting("flowmixup", 3.0, False)
@@ -115,69 +39,21 @@ DEFAULT_COUNT = "ignore_rhythm"
 _COUNT_TEXT = {"literal": "literal", "ignore_rhythm": "ignoring rhythm/normal"}
 _PER_CLASS_PREFIX = {"auc": "test_auc", "macro_f1": "test_f1"}
 _SETTING_COLORS = dict(zip(PAPER_SETTINGS, ["#7f7f7f", "#9ecae1", "#3182bd", "#e6550d", "#31a354", "#756bb1"]))
+_PREDICTION_FILES = ("predictions_test_last.npz", "predictions_test_best.npz")
 
-# --------------------------------------------------------------------------------------------------------------
-# Which classes are not abnormalities: the one place that says so, per dataset
-# --------------------------------------------------------------------------------------------------------------
-NORMAL_CLASSES: dict[str, tuple[str, ...]] = {
-    # left out of Fig. 6 itself (the paper's Fig. 6(b) shows ECG-12's 11 abnormalities "except for a normal
-    # category"); ECG-55 gets the same treatment. synth_ecg has no normal label (a sinus rhythm without any
-    # other label is its normal record), ChestX-ray14's "No Finding" is not one of its 14 classes.
-    "ecg12": ("正常ECG",),  # normal ECG
-    "ecg55": ("正常ECG",),  # normal ECG
-    "synth_ecg": (),
-    "chestxray14": (),
-    "nih1000": (),
-}
-IGNORED_CLASSES: dict[str, tuple[str, ...]] = {
-    # Not counted as another label when deciding whether a record holds "only the class c" (count
-    # "ignore_rhythm"). These are the labels that describe a normal heart: the sinus-node rhythms, one of which
-    # comes with almost every Tianchi record beside its abnormalities (窦性心律 sinus rhythm, 31,473 of 34,796
-    # ECG-12 records), and the "normal ECG" label. Abnormal rhythms (心房颤动 atrial fibrillation, 起搏心律 paced
-    # rhythm, 快/慢心室率 fast/slow ventricular rate) are abnormalities and stay counted, and so do the summary
-    # labels 临界ECG (borderline) and 异常ECG (abnormal ECG), which the Tianchi annotators used as findings.
-    "ecg12": ("窦性心律", "窦性心动过缓", "窦性心动过速") + NORMAL_CLASSES["ecg12"],
-    "ecg55": ("窦性心律", "窦性心动过缓", "窦性心动过速", "窦性心律不齐") + NORMAL_CLASSES["ecg55"],
-    # synth_ecg (flowmixup.data.synth_ecg) draws exactly one of four rhythms per record; the three sinus ones are
-    # its normal background. atrial_fibrillation is an abnormality (the generator ties PVCs to it on purpose, a
-    # dependence the Independent Ratio should see), as for ECG-12/55.
-    "synth_ecg": ("sinus_rhythm", "sinus_tachycardia", "sinus_bradycardia"),
-    # ChestX-ray14 and its 1,000-image subset: 14 findings, no rhythm or normal class.
-    "chestxray14": (),
-    "nih1000": (),
-}
-
-# English glosses of the Tianchi (ECG-12 / ECG-55) class names, for tick labels (conf/dataset/ecg55.yaml's comments).
-_GLOSS = {
-    "窦性心律": "sinus rhythm", "T波改变": "T-wave change", "窦性心动过缓": "sinus bradycardia",
-    "左心室高电压": "left ventricular high voltage", "正常ECG": "normal ECG", "ST段改变": "ST-segment change",
-    "ST-T改变": "ST-T change", "窦性心动过速": "sinus tachycardia", "临界ECG": "borderline ECG",
-    "QRS低电压": "low QRS voltage", "房性早搏": "premature atrial contraction", "电轴左偏": "left axis deviation",
-    "心房颤动": "atrial fibrillation", "电轴右偏": "right axis deviation", "异常ECG": "abnormal ECG",
-    "完全性右束支传导阻滞": "complete right bundle branch block", "室性早搏": "premature ventricular contraction",
-    "窦性心律不齐": "sinus arrhythmia", "左心室肥大": "left ventricular hypertrophy",
-    "右束支传导阻滞": "right bundle branch block", "一度房室传导阻滞": "first-degree AV block",
-    "快心室率": "rapid ventricular rate", "不完全性右束支传导阻滞": "incomplete right bundle branch block",
-    "非特异性T波异常": "nonspecific T-wave abnormality", "QT间期延长": "prolonged QT interval",
-    "左前分支传导阻滞": "left anterior fascicular block", "非特异性ST段异常": "nonspecific ST-segment abnormality",
-    "差异性传导": "aberrant conduction", "起搏心律": "paced rhythm", "非特异性ST段与T波异常": "nonspecific ST-T abnormality",
-    "短PR间期": "short PR interval", "下壁异常Q波": "inferior abnormal Q waves",
-    "快室率心房颤动": "atrial fibrillation, rapid ventricular rate", "室内差异性传导": "intraventricular aberrant conduction",
-    "逆钟向转位": "counterclockwise rotation", "室上性早搏": "supraventricular premature beat",
-    "早期复极化": "early repolarization", "二联律": "bigeminy", "未下传的房性早搏": "non-conducted premature atrial contraction",
-    "顺钟向转位": "clockwise rotation", "复极化异常": "repolarization abnormality", "慢心室率": "slow ventricular rate",
-    "短串房性心动过速": "short run of atrial tachycardia", "肺心病型": "cor pulmonale pattern",
-    "前间壁R波递增不良": "poor anteroseptal R-wave progression",
-    "非特异性室内传导延迟": "nonspecific intraventricular conduction delay", "右心房扩大": "right atrial enlargement",
-    "左束支传导阻滞": "left bundle branch block", "右心室肥大": "right ventricular hypertrophy",
-    "房室传导延缓": "AV conduction delay", "非特异性室内传导阻滞": "nonspecific intraventricular block",
-    "双分支传导阻滞": "bifascicular block", "肺型P波": "P pulmonale", "完全性左束支传导阻滞": "complete left bundle branch block",
-    "融合波": "fusion beat",
-}
+# class_names.csv (package data): per class its English gloss (tick labels: matplotlib's default fonts lack Chinese
+# glyphs), the datasets whose *normal* class it is (left out of Fig. 6, as the paper's Fig. 6(b)), and those where it
+# is a rhythm/normal label that the "ignore_rhythm" count of n_c does not count (why: FIG6.md).
+with resources.files("flowmixup.report").joinpath("class_names.csv").open("rb") as _fh:
+    _CLASSES = pd.read_csv(_fh, dtype=str, keep_default_na=False)
+_GLOSS = dict(zip(_CLASSES["class"], _CLASSES["gloss"]))
+_GLOSS = {k: v for k, v in _GLOSS.items() if v}
+NORMAL_CLASSES, IGNORED_CLASSES = ({d: tuple(_CLASSES["class"][_CLASSES[col].str.split().map(lambda ds: d in ds)])
+                                    for d in ("ecg12", "ecg55", "synth_ecg", "chestxray14", "nih1000")}
+                                   for col in ("normal_in", "ignored_in"))
 
 
 def _gloss(name: str) -> str:
-    """A class name readable with matplotlib's default fonts: the English gloss of a Tianchi name, else the name."""
     return _GLOSS.get(name, name)
 
 
@@ -288,55 +164,17 @@ def spearman(x: Sequence[float], y: Sequence[float]) -> tuple[float, float, int]
     return float(result.statistic), float(result.pvalue), n
 
 
-_OK_COLUMNS = ["status", "dataset", "regularizer", "alpha", "keep_original", "noise", "seed", "run_dir",
-               "_setting", "_noise", "_metric"]
-
-
 def _ok_runs(runs: pd.DataFrame) -> pd.DataFrame:
-    """The ok runs with ``_setting``, ``_noise`` and ``_metric`` (the run's primary metric or its dataset's default).
-
-    A row lacking what identifies its cell (dataset, regularizer, noise) or with unreadable values is left out.
-    """
-    records = []
-    if not runs.empty and "status" in runs:
-        for record in runs[runs["status"] == "ok"].to_dict("records"):
-            if any(_is_missing(record.get(k)) for k in ("dataset", "regularizer", "noise", "run_dir")):
-                continue
-            try:
-                setting = Setting.of(record["regularizer"], record.get("alpha"), record.get("keep_original"))
-                noise = noise_key(record["noise"])
-            except (TypeError, ValueError):
-                continue
-            records.append(dict(record, dataset=str(record["dataset"]), _setting=setting, _noise=noise,
-                                _metric=primary_metric_of(record)))
-    columns = list(dict.fromkeys(_OK_COLUMNS + [k for r in records for k in r]))
-    return pd.DataFrame.from_records(records, columns=columns)
-
-
-def _dataset_metric(runs: pd.DataFrame, dataset: str) -> str | None:
-    """The primary metric of ``dataset``: the first run that names one, else the dataset's default."""
-    if not runs.empty and "dataset" in runs:
-        for record in runs[runs["dataset"].astype(str) == dataset].to_dict("records"):
-            if record.get("status") == "unreadable":
-                continue
-            metric = primary_metric_of(record)
-            if metric is not None:
-                return metric
-    return primary_metric_of({"dataset": dataset})
+    """The ok runs, one per row, noise and seed, with ``_setting``, ``_noise`` and ``_metric``."""
+    used = prepare_runs(runs)[0]
+    return used[used["status"] == "ok"] if len(used) else used
 
 
 def _read_per_class(run_dir: str, columns: tuple[str, ...] = ("class",)) -> tuple[pd.DataFrame | None, str | None]:
-    """``(per_class.csv, None)`` or ``(None, problem)`` (``missing``, unreadable, a column missing)."""
     frame, problem = read_csv_checked(Path(run_dir) / "per_class.csv", columns)
     if frame is not None:
         frame["class"] = frame["class"].astype(str)
     return frame, problem
-
-
-_PREDICTION_FILES = ("predictions_test_last.npz", "predictions_test_best.npz")
-
-
-_TRAIN_LABEL_FILES = ("labels_train_clean.npz",)
 
 
 def _read_label_file(run_dir: str, classes: Sequence[str], files: Sequence[str] = _PREDICTION_FILES,
@@ -371,47 +209,43 @@ def _train_counts(frames: Sequence[pd.DataFrame]) -> pd.DataFrame:
     return summed.rename(columns={"train_count": "count", "train_single_count": "single_literal"}).astype(float)
 
 
-def _independent_counts(dataset: str, fig_runs: Sequence[tuple[str, pd.DataFrame]], clean_train: pd.DataFrame | None,
-                        noise: float, notes: list[str] | None) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """n_c (both counts) and m_c per class from the cleanest source there is (module docstring), and the source."""
-    ignored = IGNORED_CLASSES.get(dataset, ())
-    # 0. the clean training labels the runs write (labels_train_clean.npz): the dataset's own statistics
-    train_sets: list[tuple[np.ndarray, list[str]]] = []
-    for run_dir, per_class in fig_runs:
-        y, names, _ = _read_label_file(run_dir, list(per_class["class"]), _TRAIN_LABEL_FILES, key="y")
-        if y is not None and not any(names == n and y.shape == d.shape and np.array_equal(y, d)
-                                     for d, n in train_sets):
-            train_sets.append((y, names))
-    if train_sets:
-        total = alone_counts(*train_sets[0], ignored)
-        for y, names in train_sets[1:]:
-            total = total.add(alone_counts(y, names, ignored), fill_value=0.0)
-        return total, {"independent_source": "train_clean",
-                       "independent_source_text": "clean training labels (labels_train_clean.npz"
-                                                  + (f", {len(train_sets)} different training sets summed)"
-                                                     if len(train_sets) > 1 else ")")}
-    distinct: list[tuple[np.ndarray, list[str]]] = []  # each test set once (the runs normally share one)
-    used = 0
-    for run_dir, per_class in fig_runs:
-        y, names, problem = _read_label_file(run_dir, list(per_class["class"]))
-        if y is None:
-            if notes is not None:
-                notes.append(f"Fig. 6 ({dataset}): no clean test labels from {run_dir} ({problem})")
-            continue
-        used += 1
+def _summed(label_sets: list[tuple[np.ndarray, list[str]]], ignored: Sequence[str]) -> pd.DataFrame:
+    """:func:`alone_counts` of every distinct label matrix, summed."""
+    distinct: list[tuple[np.ndarray, list[str]]] = []
+    for y, names in label_sets:
         if not any(names == n and y.shape == d.shape and np.array_equal(y, d) for d, n in distinct):
             distinct.append((y, names))
-    if distinct:
-        total = alone_counts(*distinct[0], ignored)
-        for y, names in distinct[1:]:
-            total = total.add(alone_counts(y, names, ignored), fill_value=0.0)
-        sets = "one test set" if len(distinct) == 1 else f"{len(distinct)} different test sets, counts summed"
-        if len(distinct) > 1 and notes is not None:
-            notes.append(f"Fig. 6 ({dataset}): the runs' test labels differ ({len(distinct)} test sets); "
-                         "n_c and m_c are summed over them")
-        return total, {"independent_source": "test_clean",
-                       "independent_source_text": f"clean test labels (y_true of predictions_test_*.npz of {used} "
-                                                  f"run{'s' if used != 1 else ''}: {sets})"}
+    total = alone_counts(*distinct[0], ignored)
+    for y, names in distinct[1:]:
+        total = total.add(alone_counts(y, names, ignored), fill_value=0.0)
+    return total, len(distinct)
+
+
+def _independent_counts(dataset: str, fig_runs: Sequence[tuple[str, pd.DataFrame]], clean_train: pd.DataFrame | None,
+                        noise: float, notes: list[str] | None) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """n_c (both counts) and m_c per class from the cleanest source there is (FIG6.md), and the source."""
+    ignored = IGNORED_CLASSES.get(dataset, ())
+    train = [(y, names) for y, names, _ in (_read_label_file(d, list(f["class"]), ("labels_train_clean.npz",), "y")
+                                            for d, f in fig_runs) if y is not None]
+    if train:
+        total, n = _summed(train, ignored)
+        return total, {"independent_source": "train_clean", "independent_source_text": "clean training labels "
+                       "(labels_train_clean.npz" + (f", {n} different training sets summed)" if n > 1 else ")")}
+    test = []
+    for run_dir, per_class in fig_runs:
+        y, names, problem = _read_label_file(run_dir, list(per_class["class"]))
+        if y is not None:
+            test.append((y, names))
+        elif notes is not None:
+            notes.append(f"Fig. 6 ({dataset}): no clean test labels from {run_dir} ({problem})")
+    if test:
+        total, n = _summed(test, ignored)
+        if n > 1 and notes is not None:
+            notes.append(f"Fig. 6 ({dataset}): the runs' test labels differ ({n} test sets); n_c and m_c are summed "
+                         "over them")
+        sets = "one test set" if n == 1 else f"{n} different test sets, counts summed"
+        return total, {"independent_source": "test_clean", "independent_source_text": "clean test labels (y_true of "
+                       f"predictions_test_*.npz of {len(test)} run{'s' if len(test) != 1 else ''}: {sets})"}
     if clean_train is not None:
         frame, kind, text = clean_train, "train_clean", "clean training labels (per_class.csv of the noise-0 runs)"
     else:
@@ -421,9 +255,9 @@ def _independent_counts(dataset: str, fig_runs: Sequence[tuple[str, pd.DataFrame
         if notes is not None:
             notes.append(f"Fig. 6 ({dataset}): Independent Ratio from corrupted training labels (no "
                          "predictions_test_*.npz and no noise-0 run)")
-    frame = frame.copy()
     # per_class.csv counts are literal; they are the rhythm-ignoring count too when no ignored class is present
-    frame["single_ignore_rhythm"] = (frame["single_literal"] if not set(ignored) & set(frame.index) else np.nan)
+    frame = frame.assign(single_ignore_rhythm=frame["single_literal"] if not set(ignored) & set(frame.index)
+                         else np.nan)
     return frame, {"independent_source": kind, "independent_source_text": text}
 
 
@@ -733,9 +567,9 @@ def _fig6_all(runs: pd.DataFrame, target_noise: float, r: float | dict[str, floa
     results: list[tuple[str, pd.DataFrame, dict[str, Any]]] = []
     skipped: dict[str, str] = {}
     notes: list[str] = []
-    datasets = sorted(set(runs["dataset"].dropna().astype(str))) if "dataset" in runs else []
-    for dataset in datasets:
-        metric = _dataset_metric(runs, dataset)
+    used = prepare_runs(runs)[0]
+    for dataset in sorted(set(used["dataset"])):
+        metric = next((m for m in used.loc[used["dataset"] == dataset, "_metric"] if m), None)
         if metric not in _PER_CLASS_PREFIX:
             skipped[dataset] = f"primary metric unknown ({metric!r}): set primary_metric in its summaries"
             continue
