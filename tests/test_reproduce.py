@@ -11,8 +11,10 @@ import sys
 import pytest
 
 from conftest import PROJECT_ROOT, TINY
-from flowmixup.report.reproduce import (PROJECT_ENV, ROWS, cell_dir, failed_cells, find_project_root, load_profile,
-                                        plan, run_profile)
+from flowmixup.report.reproduce import (PROJECT_ENV, cell_dir, failed_cells, find_project_root, known_rows,
+                                        load_profile, plan, run_profile)
+
+PAPER_ROWS = ["erm", "mixup_a1", "mixup_a3", "manifold_mixup_a3", "flowmixup_a3_op_false", "flowmixup_a3_op_true"]
 
 SCRIPT = PROJECT_ROOT / "scripts" / "reproduce_tables.py"
 
@@ -22,11 +24,36 @@ def test_profiles_name_known_rows_and_experiments():
 
     for name in ("mini", "paper"):
         prof = load_profile(name)
-        assert prof["rows"] == list(ROWS)  # the six rows of the paper's tables, in order
+        assert [r["name"] for r in prof["rows"]] == PAPER_ROWS  # the six rows of the paper's tables, in order
+        assert prof["rows"][1]["overrides"] == ["regularizer=mixup", "regularizer.alpha=1.0"]
         for entry in prof["datasets"]:
             assert (CONF_DIR / "experiment" / f"{entry['experiment']}.yaml").is_file()
     with pytest.raises(SystemExit, match="profile 'nope' not found; known profiles: mini, paper"):
         load_profile("nope")
+    assert list(known_rows()) == PAPER_ROWS
+
+
+def test_rows_come_from_the_profile(tmp_path):
+    """A row is a name and its overrides in the profile (no Python list to extend); bare names refer to rows that
+    conf/reproduce's profiles define; the grid and the cell folders follow the composed config."""
+    profile = tmp_path / "p.yaml"
+    profile.write_text("rows:\n  - erm\n  - {name: mixup_a2, overrides: [regularizer=mixup, regularizer.alpha=2.0]}\n"
+                       "datasets:\n  - experiment: mini_synth_ecg\n    noise: [0.1]\n")
+    prof = load_profile(str(profile))
+    assert prof["rows"] == [{"name": "erm", "overrides": ["regularizer=erm"]},
+                            {"name": "mixup_a2", "overrides": ["regularizer=mixup", "regularizer.alpha=2.0"]}]
+    checked = plan(prof, [0], {})
+    assert checked.problems == []
+    assert checked.grid == [
+        {"dataset": "synth_ecg", "regularizer": "erm", "alpha": None, "keep_original": None, "noise": 0.1, "seed": 0,
+         "row": "erm"},
+        {"dataset": "synth_ecg", "regularizer": "mixup", "alpha": 2.0, "keep_original": None, "noise": 0.1, "seed": 0,
+         "row": "mixup_a2"}]
+    assert cell_dir(tmp_path, "synth_ecg", checked.blocks[1].fields, 0.1, 0) == \
+        tmp_path / "synth_ecg" / "mixup_a2.0_opnone" / "noise0.1_seed0"
+    profile.write_text("rows: [erm, nope]\ndatasets: []\n")
+    with pytest.raises(SystemExit, match="row 'nope' is neither"):
+        load_profile(str(profile))
 
 
 @pytest.mark.slow

@@ -1,8 +1,9 @@
 """``make reproduce-tables``: run the paper's grid (or its mini version) as Hydra multiruns into one sweep folder,
 one subfolder per cell, skipping finished cells, then write Tables I-III and the figures beside the paper's numbers.
 
-A profile (``conf/reproduce/<name>.yaml``) lists the table rows and, per dataset, an experiment config and its
-noise levels. Each (dataset, row) pair is one ``train.py -m`` call over noise x seeds. A cell whose folder already
+A profile (``conf/reproduce/<name>.yaml``) lists the table rows (each a ``name`` and the ``overrides`` that make
+it; a bare name refers to a row defined in any profile there) and, per dataset, an experiment config and its noise
+levels. Adding a regularizer to the tables is a row in a profile: no Python here changes. Each (dataset, row) pair is one ``train.py -m`` call over noise x seeds. A cell whose folder already
 holds ``summary.json`` is skipped by the run itself (``trainer.skip_finished=true``), so an interrupted sweep goes
 on where it stopped and a finished one only re-aggregates.
 
@@ -15,6 +16,7 @@ blocks, a cell without ``summary.json`` or whose status is not ``ok`` counts as 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import re
@@ -31,20 +33,6 @@ from ..io import write_json
 
 PROJECT_ENV = "FLOWMIXUP_PROJECT_ROOT"
 
-# the six rows of Tables I and II, in the paper's order: name -> (summary fields, overrides)
-ROWS: dict[str, tuple[dict, list[str]]] = {
-    "erm": ({"regularizer": "erm", "alpha": None, "keep_original": None}, ["regularizer=erm"]),
-    "mixup_a1": ({"regularizer": "mixup", "alpha": 1.0, "keep_original": None},
-                 ["regularizer=mixup", "regularizer.alpha=1.0"]),
-    "mixup_a3": ({"regularizer": "mixup", "alpha": 3.0, "keep_original": None},
-                 ["regularizer=mixup", "regularizer.alpha=3.0"]),
-    "manifold_mixup_a3": ({"regularizer": "manifold_mixup", "alpha": 3.0, "keep_original": None},
-                          ["regularizer=manifold_mixup", "regularizer.alpha=3.0"]),
-    "flowmixup_a3_op_false": ({"regularizer": "flowmixup", "alpha": 3.0, "keep_original": False},
-                              ["regularizer=flowmixup", "regularizer.alpha=3.0", "regularizer.keep_original=false"]),
-    "flowmixup_a3_op_true": ({"regularizer": "flowmixup", "alpha": 3.0, "keep_original": True},
-                             ["regularizer=flowmixup", "regularizer.alpha=3.0", "regularizer.keep_original=true"]),
-}
 # one folder per cell, the same on every call, so that finished cells are found again
 CELL_DIR = ("'${dataset.name}/${regularizer.name}_a${oc.select:regularizer.alpha,none}"
             "_op${oc.select:regularizer.keep_original,none}/noise${noise}_seed${seed}'")
@@ -90,6 +78,8 @@ class Block:
     noise: list[float]
     seeds: list[int]
     overrides: list[str]
+    row_overrides: list[str] = field(default_factory=list)  # the row's, from the profile
+    fields: dict = field(default_factory=dict)  # the row's regularizer, alpha, keep_original (its cell folders)
 
 
 @dataclass
@@ -111,7 +101,19 @@ class PreflightError(Exception):
         self.problems = problems
 
 
+def known_rows(conf_dir: str | os.PathLike | None = None) -> dict[str, list[str]]:
+    """Every row a profile under ``conf/reproduce`` defines (``{name, overrides}``): name -> overrides."""
+    conf_dir = Path(conf_dir) if conf_dir is not None else find_project_root() / "conf"
+    rows: dict[str, list[str]] = {}
+    for path in sorted((conf_dir / "reproduce").glob("*.yaml")):
+        for row in (OmegaConf.to_container(OmegaConf.load(path)) or {}).get("rows") or []:
+            if isinstance(row, dict) and isinstance(row.get("name"), str):
+                rows.setdefault(row["name"], [str(o) for o in row.get("overrides") or []])
+    return rows
+
+
 def load_profile(profile: str, conf_dir: str | os.PathLike | None = None) -> dict:
+    """A profile with its ``rows`` as ``[{"name": ..., "overrides": [...]}, ...]`` (bare names resolved)."""
     conf_dir = Path(conf_dir) if conf_dir is not None else find_project_root() / "conf"
     path = Path(profile) if profile.endswith(".yaml") else conf_dir / "reproduce" / f"{profile}.yaml"
     if not path.is_file():
@@ -121,10 +123,33 @@ def load_profile(profile: str, conf_dir: str | os.PathLike | None = None) -> dic
     if not isinstance(prof, dict) or not isinstance(prof.get("rows"), list) or not isinstance(prof.get("datasets"),
                                                                                                list):
         raise SystemExit(f"error: {path}: a profile needs 'rows' (a list) and 'datasets' (a list)")
-    unknown = [r for r in prof["rows"] if r not in ROWS]
-    if unknown:
-        raise SystemExit(f"error: {path}: unknown rows {unknown}; allowed: {', '.join(ROWS)}")
+    catalog = known_rows(conf_dir)
+    rows = []
+    for row in prof["rows"]:
+        if isinstance(row, dict) and isinstance(row.get("name"), str) and isinstance(row.get("overrides", []), list):
+            rows.append({"name": row["name"], "overrides": [str(o) for o in row.get("overrides", [])]})
+        elif isinstance(row, str) and row in catalog:
+            rows.append({"name": row, "overrides": catalog[row]})
+        else:
+            raise SystemExit(f"error: {path}: row {row!r} is neither {{name: ..., overrides: [...]}} nor a row a "
+                             f"profile defines; defined: {', '.join(catalog)}")
+    names = [r["name"] for r in rows]
+    if len(set(names)) != len(names):
+        raise SystemExit(f"error: {path}: rows named twice: {sorted({n for n in names if names.count(n) > 1})}")
+    prof["rows"] = rows
     return prof
+
+
+def row_fields(cfg: Any) -> dict:
+    """What a row's runs write to summary.json and grid.json about the regularizer (and their cell folder)."""
+    return {"regularizer": str(OmegaConf.select(cfg, "regularizer.name", default=None)),
+            "alpha": OmegaConf.select(cfg, "regularizer.alpha", default=None),
+            "keep_original": OmegaConf.select(cfg, "regularizer.keep_original", default=None)}
+
+
+@functools.lru_cache(maxsize=None)
+def _named_row_fields(row: str, conf_dir: str) -> tuple:
+    return tuple(row_fields(_compose(Path(conf_dir), known_rows(conf_dir)[row])).items())
 
 
 def parse_sets(items: Sequence[str]) -> tuple[dict[str, list[str]], list[str]]:
@@ -328,10 +353,14 @@ def plan(prof: dict, seeds: list[int], extra: dict[str, list[str]], launcher: st
 
         by_message: dict[str, list[str]] = {}
         root_checked = False
-        for row in prof["rows"]:
+        fields: dict[str, dict] = {}
+        for row_def in prof["rows"]:
+            row = row_def["name"]
+
             def args(chosen: list[str]) -> list[str]:
                 # in the order train.py gets them (see run_profile), with one noise level and one seed
-                return [f"experiment={exp}", *ROWS[row][1], f"noise={noise[0]}", f"seed={seeds[0]}",  # noqa: B023
+                return [f"experiment={exp}", *row_def["overrides"], f"noise={noise[0]}",  # noqa: B023
+                        f"seed={seeds[0]}",
                         *base, *[o for o in chosen if o not in per_run], *RUN_ARGS, *launch,
                         *[o for o in chosen if o in per_run]]
 
@@ -354,6 +383,7 @@ def plan(prof: dict, seeds: list[int], extra: dict[str, list[str]], launcher: st
                     cfg = _compose(conf_dir, args([o for o in chosen if o not in bad]))
                 except Exception:  # noqa: BLE001 - the overrides only fail together: reported above
                     continue
+            fields[row] = row_fields(cfg)
             if not root_checked:
                 root_checked = True
                 overrides += _check_root(cfg, name, root_dir, out)
@@ -373,11 +403,13 @@ def plan(prof: dict, seeds: list[int], extra: dict[str, list[str]], launcher: st
         for message, rows in by_message.items():
             where = name if len(rows) == len(prof["rows"]) else f"{name} ({', '.join(rows)})"
             per_dataset.setdefault(message, []).append(where)
-        for row in prof["rows"]:
-            out.blocks.append(Block(exp, name, row, noise, list(seeds), list(overrides)))
+        for row_def in prof["rows"]:
+            row, row_fields_ = row_def["name"], fields.get(row_def["name"], {})
+            out.blocks.append(Block(exp, name, row, noise, list(seeds), list(overrides), row_def["overrides"],
+                                    row_fields_))
             for n in noise:
                 for s in seeds:
-                    out.grid.append({"dataset": name, **ROWS[row][0], "noise": n, "seed": s})
+                    out.grid.append({"dataset": name, **row_fields_, "noise": n, "seed": s, "row": row})
 
     out.problems += [f"{', '.join(where)}: {message}" for message, where in per_dataset.items()]
     for dataset_or_exp, items in extra.items():
@@ -410,11 +442,12 @@ def _check_root(cfg: Any, name: str, project_root: Path, out: Plan) -> list[str]
     return []
 
 
-def cell_dir(sweep: Path, dataset: str, row: str, noise: float, seed: int) -> Path:
-    """The folder CELL_DIR gives a cell (kept in step with it; checked by the tests)."""
-    fields = ROWS[row][0]
-    alpha = "none" if fields["alpha"] is None else str(float(fields["alpha"]))
-    keep = "none" if fields["keep_original"] is None else str(bool(fields["keep_original"]))
+def cell_dir(sweep: Path, dataset: str, row: str | dict, noise: float, seed: int) -> Path:
+    """The folder CELL_DIR gives a cell (kept in step with it; checked by the tests). ``row``: its fields
+    (:func:`row_fields`) or the name of a row a profile defines."""
+    fields = row if isinstance(row, dict) else dict(_named_row_fields(row, str(find_project_root() / "conf")))
+    alpha = "none" if fields.get("alpha") is None else str(float(fields["alpha"]))
+    keep = "none" if fields.get("keep_original") is None else str(bool(fields["keep_original"]))
     return sweep / dataset / f"{fields['regularizer']}_a{alpha}_op{keep}" / f"noise{float(noise)}_seed{int(seed)}"
 
 
@@ -427,11 +460,13 @@ def count_done(sweep: Path) -> int:
     return sum(1 for _ in sweep.rglob("summary.json")) if sweep.exists() else 0
 
 
-def _row_of(fields: dict) -> str:
-    for row, (row_fields, _) in ROWS.items():
-        if all(fields.get(k) == v for k, v in row_fields.items()):
-            return row
-    raise KeyError(f"no row for {fields}")
+def _row_of(cell: dict) -> str:
+    """A grid cell's row name (grid.json names it; older grids: the defined row with the same fields)."""
+    if "row" in cell:
+        return str(cell["row"])
+    conf = str(find_project_root() / "conf")
+    wanted = {k: cell.get(k) for k in ("regularizer", "alpha", "keep_original")}
+    return next((r for r in known_rows(conf) if dict(_named_row_fields(r, conf)) == wanted), str(cell["regularizer"]))
 
 
 def failed_cells(sweep: Path, grid: list[dict]) -> list[tuple[Path, str, Path]]:
@@ -442,7 +477,7 @@ def failed_cells(sweep: Path, grid: list[dict]) -> list[tuple[Path, str, Path]]:
     failed = []
     for cell in grid:
         row = _row_of(cell)
-        folder = cell_dir(sweep, cell["dataset"], row, cell["noise"], cell["seed"])
+        folder = cell_dir(sweep, cell["dataset"], cell, cell["noise"], cell["seed"])
         summary = folder / "summary.json"
         why = None
         if not summary.is_file():
@@ -504,10 +539,10 @@ def run_profile(profile: str, seeds: list[int], sweep: Path, launcher: str | Non
     print(f"[reproduce] profile {profile}: {len(blocks)} blocks, {total} cells, {count_done(sweep)} already finished, "
           f"into {sweep}", flush=True)
     for i, b in enumerate(blocks, 1):
-        if all((cell_dir(sweep, b.dataset, b.row, n, s) / "summary.json").is_file() for n in b.noise for s in b.seeds):
+        if all((cell_dir(sweep, b.dataset, b.fields, n, s) / "summary.json").is_file() for n in b.noise for s in b.seeds):
             print(f"[reproduce] block {i}/{len(blocks)} {b.dataset} {b.row}: all cells finished, skipped", flush=True)
             continue
-        cmd = [sys.executable, str(root_dir / "train.py"), "-m", f"experiment={b.experiment}", *ROWS[b.row][1],
+        cmd = [sys.executable, str(root_dir / "train.py"), "-m", f"experiment={b.experiment}", *b.row_overrides,
                "noise=" + ",".join(str(n) for n in b.noise), "seed=" + ",".join(str(s) for s in b.seeds),
                *b.overrides, *RUN_ARGS, f"hydra.sweep.dir={sweep}", f"hydra.sweep.subdir={CELL_DIR}"]
         if launcher:
