@@ -9,7 +9,7 @@ files are left out (still named, with their count) and the report is built from 
 
 Prints the Markdown tables and the paths written (under ``<sweep_dir>/report/`` unless ``--out-dir``); every file
 is computed first and written at the end, so a failure never leaves half a report. Exits with status 2 and a
-one-line message when the folder does not exist or holds no ``summary.json``.
+one-line message when the folder does not exist or holds no run (``no runs found under <dir>``).
 """
 from __future__ import annotations
 
@@ -47,7 +47,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: sweep folder not found: {args.sweep_dir}", file=sys.stderr)
         return 2
     if next(args.sweep_dir.rglob("summary.json"), None) is None:
-        print(f"error: no summary.json below {args.sweep_dir} (no run has ended yet?)", file=sys.stderr)
+        print(f"error: no runs found under {args.sweep_dir} (no summary.json at any depth; no run has ended yet?)",
+              file=sys.stderr)
         return 2
     if args.paper_csv is not None and not args.paper_csv.is_file():
         print(f"error: paper CSV not found: {args.paper_csv}", file=sys.stderr)

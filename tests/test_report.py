@@ -344,7 +344,8 @@ def test_cli_errors(tmp_path):
     assert missing.stderr.strip().count("\n") == 0 and "not found" in missing.stderr
     empty = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path)], capture_output=True, text=True)
     assert empty.returncode != 0
-    assert empty.stderr.strip().count("\n") == 0 and "no summary.json" in empty.stderr
+    assert empty.stderr.strip().count("\n") == 0 and f"no runs found under {tmp_path}" in empty.stderr
+    assert "Traceback" not in missing.stderr + empty.stderr
 
 
 def test_cli_prints_tables_and_paths(tmp_path, capsys):
@@ -724,3 +725,106 @@ def test_memorisation_section_best_epoch_and_gap_per_noise(tmp_path):
     assert row["best_epoch"] == 3.5 and row["seeds"] == 2 and row["diff"] == pytest.approx(0.2)
     flow = memo[memo["setting"].str.startswith("Flow-Mixup")].iloc[0]
     assert flow["best_epoch"] == 5 and flow["diff"] == pytest.approx(0.0)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# No run dropped silently: rows split on every result-affecting setting; duplicates listed; display from config
+# --------------------------------------------------------------------------------------------------------------
+def with_summary(run: Path, **changes) -> Path:
+    summary = json.loads((run / "summary.json").read_text())
+    summary.update(changes)
+    (run / "summary.json").write_text(json.dumps(summary))
+    return run
+
+
+def table_rows(markdown: str) -> list[str]:
+    return [line.split("|")[2 if line.startswith("| ECG") or line.startswith("|  |") else 1].strip()
+            for line in markdown.splitlines() if line.startswith("| ") and "Regularization" not in line]
+
+
+def test_runs_differing_in_backbone_or_lr_are_separate_rows(tmp_path):
+    """Runs alike but for the backbone (an older summary's key) or the learning rate (the config) never merge:
+    each value gets its own row, labelled with the setting; the other rows stay as they were."""
+    a = write_run(tmp_path, "ecg12", "flowmixup", 3.0, False, 0.1, 0, best=0.60, subdir="a")
+    b = with_summary(write_run(tmp_path, "ecg12", "flowmixup", 3.0, False, 0.1, 0, best=0.70, subdir="b"),
+                     backbone="resnet34_1d")
+    write_run(tmp_path, "ecg12", "erm", noise=0.1, best=0.5, subdir="c")
+    report = make_report(tmp_path)
+    assert report["counts"]["ok"] == 3 and report["counts"]["duplicates"] == 0
+    tidy = report["tidy"]["II"]
+    flow = tidy[tidy["regularizer"] == "flowmixup"].set_index("setting")
+    assert flow.loc["Flow-Mixup (α=3.0, Op=False) [backbone=tiny]", "mean"] == pytest.approx(0.60)
+    assert flow.loc["Flow-Mixup (α=3.0, Op=False) [backbone=resnet34_1d]", "mean"] == pytest.approx(0.70)
+    assert "| ERM | **0.5000**" not in report["markdown"]["II"]  # ERM keeps its plain label
+    assert "ERM" in table_rows(report["markdown"]["II"])
+    assert f"{a}" not in report["report_md"] and f"{b}" not in report["report_md"]  # nothing left out or duplicated
+
+    # the same with a full config in the summary: only trainer.lr differs (num_workers and paths never split)
+    root = tmp_path / "cfg"
+    for sub, lr, workers, seed in (("x", 0.001, 0, 0), ("y", 0.01, 4, 0), ("z", 0.001, 8, 1)):
+        run = write_run(root, "ecg12", "mixup", 3.0, noise=0.1, seed=seed, best=0.6 + lr, subdir=sub)
+        with_summary(run, config={"trainer": {"lr": lr, "num_workers": workers, "device": "cpu"},
+                                  "paths": {"output_dir": str(run)}, "seed": seed,
+                                  "regularizer": {"name": "mixup", "label": "Mixup", "shown": ["alpha"], "alpha": 3.0}})
+    tidy = make_report(root)["tidy"]["II"]
+    mixup = tidy[tidy["regularizer"] == "mixup"].set_index("setting")
+    assert mixup.loc["Mixup (α=3.0) [trainer.lr=0.001]", "n_seeds"] == 2  # x and z: seeds 0 and 1
+    assert mixup.loc["Mixup (α=3.0) [trainer.lr=0.01]", "n_seeds"] == 1
+    assert mixup.loc["Mixup (α=3.0) [trainer.lr=0.001]", "mean"] == pytest.approx(0.601)
+
+
+def test_true_duplicates_are_listed_with_the_run_used(tmp_path):
+    import os
+
+    old = write_run(tmp_path, "ecg55", "erm", noise=0.4, seed=0, best=0.40, subdir="first")
+    new = write_run(tmp_path, "ecg55", "erm", noise=0.4, seed=0, best=0.50, subdir="second")
+    os.utime(old / "summary.json", (1_000_000, 1_000_000))
+    os.utime(new / "summary.json", (2_000_000, 2_000_000))
+    report = make_report(tmp_path)
+    assert report["counts"]["duplicates"] == 1 and report["counts"]["ok"] == 1
+    assert cell(report, "II", "ecg55", ERM, 0.4, "best")["mean"] == pytest.approx(0.50)  # the newest
+    assert f"- `{old}`: duplicate of `{new}` (used)" in report["report_md"]
+
+
+def test_display_names_and_metric_from_the_config(tmp_path):
+    """A regularizer the report has never heard of gets its label and shown settings from its config, and a row
+    after the paper's; a summary without primary_metric takes it from the config, else from the dataset."""
+    run = write_run(tmp_path, "ecg12", "mixup", 1.0, noise=0.1, best=0.61)
+    summary = json.loads((run / "summary.json").read_text())
+    summary.update(regularizer="cutmix", alpha=None, config={
+        "regularizer": {"name": "cutmix", "label": "CutMix", "shown": ["beta"], "beta": 0.5},
+        "dataset": {"name": "ecg12", "primary_metric": "macro_f1"}})
+    del summary["primary_metric"]
+    (run / "summary.json").write_text(json.dumps(summary))
+    other = write_run(tmp_path, "chestxray14", "erm", noise=0.0, best=0.9, subdir="mine")
+    summary = json.loads((other / "summary.json").read_text())
+    summary["dataset"] = "mydata"
+    del summary["primary_metric"]
+    summary["config"] = {"dataset": {"name": "mydata", "primary_metric": "auc"}}
+    (other / "summary.json").write_text(json.dumps(summary))
+    unknown = write_run(tmp_path, "ecg12", "erm", noise=0.1, subdir="unknown")
+    summary = json.loads((unknown / "summary.json").read_text())
+    summary["dataset"] = "weird"
+    del summary["primary_metric"]
+    (unknown / "summary.json").write_text(json.dumps(summary))
+    report = make_report(tmp_path)
+    rows = table_rows(report["markdown"]["II"])
+    assert rows[-1] == "CutMix (beta=0.5)" and rows[:6] == [s.label for s in (ERM, MIX1, MIX3, MANI, FLOW_F, FLOW_T)]
+    assert "**0.6100**" in report["markdown"]["II"]
+    assert "### mydata" in report["markdown"]["I"]  # auc, from the config
+    assert "datasets left out (primary metric unknown or not auc/macro_f1): weird" in report["report_md"]
+
+
+def test_bad_summaries_are_one_line_each(tmp_path):
+    from flowmixup.report.tables import check_sweep
+
+    write_run(tmp_path, "ecg12", "erm", noise=0.1)
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "summary.json").write_text('{"status": "ok", ')
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "summary.json").write_text("")
+    check = check_sweep(tmp_path)
+    assert check.lines == [f"{bad / 'summary.json'}: invalid JSON at line 1, column 18 (Expecting property name "
+                           "enclosed in double quotes)", f"{tmp_path / 'empty' / 'summary.json'}: empty file"]
+    assert len(check.runs) == 1 and check.bad_summaries == 2
