@@ -40,7 +40,8 @@ from flowmixup import ERM, FlowMixup, ManifoldMixup, Mixup  # noqa: E402
 from flowmixup.data.base import ArrayDataset, LazyH5Array  # noqa: E402
 from flowmixup.models import ResNet1d, StemDenseNet  # noqa: E402
 from flowmixup.io import write_json  # noqa: E402
-from flowmixup.training.trainer import compile_units  # noqa: E402
+from flowmixup.training.build import compile_units  # noqa: E402
+from flowmixup.training.loop import train_step  # noqa: E402
 
 REGULARIZERS = {
     "erm": lambda m, pts: ERM(m),
@@ -75,13 +76,11 @@ def backbones(quick: bool):
 
 
 def step_fn(reg, model, optimizer, x, y, device, bf16):
+    """The trainer's own step (flowmixup.training.loop.train_step) with plain BCE on logits."""
+    bce = torch.nn.functional.binary_cross_entropy_with_logits
+
     def step():
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            logits, targets = reg(x, y)
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits.float(), targets)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        train_step(reg, bce, optimizer, x, y, bf16)
     return step
 
 

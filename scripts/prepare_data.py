@@ -28,7 +28,7 @@ def main(cfg: DictConfig) -> None:
              "chestxray14, ecg12, ecg55", 2)
     if cfg.dataset.get("root") in (None, ""):
         fail(f"dataset.root: is not set; allowed: the folder of the raw {cfg.dataset.name} data (dataset.root=/path)", 2)
-    from flowmixup.training.trainer import instantiate  # lets the reader's own one-line DataError through
+    from flowmixup.training.build import instantiate  # lets the reader's own one-line DataError through
 
     path = instantiate(cfg.dataset.prepare)
     log.info("dataset=%s: cache ready at %s", cfg.dataset.name, path)

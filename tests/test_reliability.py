@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from conftest import PROJECT_ROOT, TINY
-from flowmixup.training import run, trainer
+from flowmixup.training import build, run
 from flowmixup.training.checks import ConfigError
 
 # 280 training samples / 16 = 17 steps an epoch; interruptions are delivered by the run itself at a known step
@@ -36,6 +36,9 @@ def rows(path):
 def metrics_of(run_dir):
     summary = json.loads((run_dir / "summary.json").read_text())
     summary.pop("wall_time_s")
+    # the run's config, compared too, except the data folder: each test run has its own (tmp_path)
+    summary["config"].pop("paths")
+    summary["config"]["dataset"]["loader"].pop("cache_dir")
     return (run_dir / "metrics.csv").read_text(), summary
 
 
@@ -87,8 +90,8 @@ def test_signal_saves_mid_epoch_and_exits_then_resumes(tmp_path, reference, sig)
     name = signal.Signals(sig).name
     assert f"{name} received: checkpoint saved at epoch 2, step 5 in {run_dir}; run the same command again" in out
     assert "Traceback" not in out
-    ckpt = torch.load(run_dir / "checkpoint.pt", weights_only=False)
-    assert (ckpt["state"].epoch, ckpt["state"].step) == (1, 5)  # exactly where the signal came
+    ckpt = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+    assert (ckpt["state"]["epoch"], ckpt["state"]["step"]) == (1, 5)  # exactly where the signal came
     assert not (run_dir / "summary.json").exists()
     res = run_cli(run_dir, tmp_path / "data")
     assert res.returncode == 0, res.stderr[-2000:]
@@ -103,8 +106,8 @@ def test_second_ctrl_c_aborts_at_once(tmp_path):
     assert res.returncode == 130
     errors = [line for line in res.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "interrupted" in errors[0] and "Traceback" not in res.stderr
-    ckpt = torch.load(run_dir / "checkpoint.pt", weights_only=False)
-    assert (ckpt["state"].epoch, ckpt["state"].step) == (1, 0)  # nothing saved at the abort: epoch 1's is kept
+    ckpt = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+    assert (ckpt["state"]["epoch"], ckpt["state"]["step"]) == (1, 0)  # nothing saved at the abort: epoch 1's is kept
 
 
 @pytest.mark.slow
@@ -187,7 +190,7 @@ def test_resume_true_without_checkpoint(tiny_config, tmp_path):
 
 
 def test_non_finite_loss_fails_cleanly(tiny_config, tmp_path, monkeypatch):
-    real = trainer.build_loss
+    real = build.build_loss
 
     class Exploding(torch.nn.Module):
         """The real loss, but NaN at its 12th training call: epoch 2, step 5 (112 samples / 16 = 7 steps an epoch)."""
@@ -207,12 +210,12 @@ def test_non_finite_loss_fails_cleanly(tiny_config, tmp_path, monkeypatch):
     def exploding_loss(cfg, labels):
         return Exploding(real(cfg, labels))
 
-    monkeypatch.setattr(trainer, "build_loss", exploding_loss)
+    monkeypatch.setattr(build, "build_loss", exploding_loss)
     summary = run(tiny_config("regularizer=erm", "trainer.epochs=3"), tmp_path / "nan")
     assert summary["status"] == "failed"
     assert summary["reason"] == "non-finite training loss at epoch 2, step 5"
     assert summary["epochs"] == 1  # the good epoch is kept, and its checkpoint
-    assert torch.load(tmp_path / "nan" / "checkpoint.pt", weights_only=False)["state"].epoch == 1
+    assert torch.load(tmp_path / "nan" / "checkpoint.pt", weights_only=True)["state"]["epoch"] == 1
     assert json.loads((tmp_path / "nan" / "summary.json").read_text())["status"] == "failed"
 
 

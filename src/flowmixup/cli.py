@@ -124,7 +124,7 @@ def preflight(args: list[str], conf_dir: Path = CONF_DIR, config_name: str = "co
     from .training.checks import ConfigError, UsageError, check_config, check_writable
 
     from .regularizers.base import RegularizerError
-    from .training.trainer import check_mix_points
+    from .training.build import check_mix_points
 
     models_checked: set = set()
     try:
@@ -158,7 +158,8 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from .data.base import DataError
     from .regularizers.base import RegularizerError
     from .training.checks import ConfigError
-    from .training.trainer import CheckpointError, RunDirBusy
+    from .training.checkpoint import CheckpointError
+    from .training.rundir import RunDirBusy
 
     return (ConfigError, DataError, RegularizerError, CheckpointError, RunDirBusy)
 

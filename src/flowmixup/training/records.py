@@ -1,0 +1,221 @@
+"""What a run records: its progress and best values (:class:`RunState`), ``metrics.csv``, the test predictions,
+``per_class.csv``, ``labels_train_clean.npz`` and ``summary.json`` (:class:`Summary`). Every file is written
+atomically."""
+from __future__ import annotations
+
+import csv
+import io
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, TypedDict
+
+import numpy as np
+import torch
+
+from ..io import atomic_path, write_text
+from .metrics import Scores, normalized_variance
+
+METRIC_COLUMNS = ["epoch", "lr", "train_loss", "val_loss", "val_auc", "val_macro_f1", "test_auc", "test_macro_f1"]
+PER_CLASS_COLUMNS = ["class", "train_count", "train_single_count", "test_count", "test_auc_best", "test_f1_best",
+                     "test_auc_last", "test_f1_last", "test_auc_at_best_val", "test_f1_at_best_val"]
+
+
+def metric_columns(extra: list[str]) -> list[str]:
+    """metrics.csv's columns: the fixed ones, then ``val_<name>``, ``test_<name>`` of each extra metric."""
+    return METRIC_COLUMNS + [f"{split}_{name}" for name in extra for split in ("val", "test")]
+
+
+def _tensor(a: np.ndarray | None) -> torch.Tensor | None:
+    return None if a is None else torch.from_numpy(np.ascontiguousarray(a))
+
+
+def _array(t: torch.Tensor | None) -> np.ndarray | None:
+    return None if t is None else t.numpy()
+
+
+@dataclass
+class RunState:
+    """Everything a checkpoint holds besides the model, optimiser, scheduler and random states."""
+
+    epoch: int = 0                      # completed epochs
+    step: int = 0                       # completed steps of epoch ``epoch + 1`` (a mid-epoch checkpoint)
+    loss_sum: float = 0.0               # training loss summed over those steps
+    perm: torch.Tensor | None = None    # the batch order of epoch ``epoch + 1`` once drawn
+    history: list[dict] = field(default_factory=list)      # the rows of metrics.csv
+    per_epoch: list[Scores] = field(default_factory=list)  # test scores of each epoch
+    best: dict = field(default_factory=lambda: {"auc": (-1.0, None), "macro_f1": (-1.0, None)})
+    best_val: tuple = (math.inf, -1)    # (validation loss, epoch)
+    last_probs: np.ndarray | None = None
+    y_test: np.ndarray | None = None
+
+    def record(self, row: dict, test: Scores, probs: np.ndarray) -> None:
+        """One evaluated epoch: its metrics.csv row, its test scores and probabilities; the best values so far."""
+        self.history.append(row)
+        self.per_epoch.append(test)
+        self.last_probs = probs
+        for metric in self.best:
+            value = getattr(test, metric)
+            if math.isfinite(value) and value > self.best[metric][0]:
+                self.best[metric] = (value, probs.copy())
+        if row["val_loss"] < self.best_val[0]:
+            self.best_val = (row["val_loss"], row["epoch"])
+        self.epoch, self.step, self.perm, self.loss_sum = row["epoch"], 0, None, 0.0
+
+    def to_dict(self) -> dict:
+        """Tensors and primitives only (a checkpoint loaded with ``weights_only=True``)."""
+        return {"epoch": self.epoch, "step": self.step, "loss_sum": self.loss_sum, "perm": self.perm,
+                "history": self.history,
+                "per_epoch": [{**vars(s), "per_class_auc": _tensor(s.per_class_auc),
+                               "per_class_f1": _tensor(s.per_class_f1)} for s in self.per_epoch],
+                "best": {k: [v, _tensor(p)] for k, (v, p) in self.best.items()},
+                "best_val": list(self.best_val), "last_probs": _tensor(self.last_probs),
+                "y_test": _tensor(self.y_test)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RunState":
+        per_epoch = [Scores(**{**s, "per_class_auc": _array(s["per_class_auc"]),
+                               "per_class_f1": _array(s["per_class_f1"])}) for s in d["per_epoch"]]
+        return cls(epoch=d["epoch"], step=d["step"], loss_sum=d["loss_sum"], perm=d["perm"], history=d["history"],
+                   per_epoch=per_epoch, best={k: (v, _array(p)) for k, (v, p) in d["best"].items()},
+                   best_val=tuple(d["best_val"]), last_probs=_array(d["last_probs"]), y_test=_array(d["y_test"]))
+
+
+def write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: ("" if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()})
+    write_text(path, buf.getvalue())
+
+
+def save_predictions(path: Path, y_true: np.ndarray, y_score: np.ndarray, class_names: list[str], epoch: int) -> None:
+    with atomic_path(path, suffix=".npz") as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, y_true=y_true.astype(np.uint8), y_score=y_score.astype(np.float32),
+                     class_names=np.array(class_names), epoch=np.array(epoch))
+
+
+def save_labels(path: Path, y: np.ndarray, class_names: list[str]) -> None:
+    """The clean (uncorrupted) training labels, for dataset statistics such as Fig. 6's Independent Ratio."""
+    with atomic_path(path, suffix=".npz") as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez_compressed(fh, y=np.asarray(y, dtype=np.uint8), class_names=np.array(class_names))
+
+
+def write_final_files(run_dir: Path, state: RunState, names: list[str], primary: str, y_train_clean: np.ndarray,
+                      y_train: np.ndarray) -> None:
+    """Test predictions (last and best epoch), the clean training labels and per_class.csv (after >= 1 epoch)."""
+    best_probs = state.best[primary][1] if state.best[primary][1] is not None else state.last_probs
+    save_predictions(run_dir / "predictions_test_last.npz", state.y_test, state.last_probs, names, len(state.history))
+    save_labels(run_dir / "labels_train_clean.npz", y_train_clean, names)
+    save_predictions(run_dir / "predictions_test_best.npz", state.y_test, best_probs, names,
+                     int(np.nanargmax([getattr(sc, primary) for sc in state.per_epoch])) + 1)
+    write_csv(run_dir / "per_class.csv", per_class_rows(names, y_train, state.y_test, state.per_epoch,
+                                                        state.best_val[1]), PER_CLASS_COLUMNS)
+
+
+def _best_epoch(values: list[float]) -> int:
+    return int(np.nanargmax(values)) if any(np.isfinite(v) for v in values) else -1
+
+
+def per_class_rows(names, y_train, y_test, per_epoch: list[Scores], best_val_epoch: int) -> list[dict]:
+    y_train = np.asarray(y_train) >= 0.5
+    single = y_train.sum(axis=1) == 1
+    auc_epoch = _best_epoch([s.auc for s in per_epoch])
+    f1_epoch = _best_epoch([s.macro_f1 for s in per_epoch])
+    bv = per_epoch[best_val_epoch - 1] if best_val_epoch >= 1 else per_epoch[-1]
+    return [{"class": name,
+             "train_count": int(y_train[:, c].sum()),
+             "train_single_count": int((y_train[:, c] & single).sum()),
+             "test_count": int((np.asarray(y_test)[:, c] >= 0.5).sum()),
+             "test_auc_best": per_epoch[auc_epoch].per_class_auc[c],
+             "test_f1_best": per_epoch[f1_epoch].per_class_f1[c],
+             "test_auc_last": per_epoch[-1].per_class_auc[c],
+             "test_f1_last": per_epoch[-1].per_class_f1[c],
+             "test_auc_at_best_val": bv.per_class_auc[c],
+             "test_f1_at_best_val": bv.per_class_f1[c]} for c, name in enumerate(names)]
+
+
+class Summary(TypedDict, total=False):
+    """The keys of ``summary.json`` (README, "Run outputs"). NaN is written as null. With extra metrics
+    (``dataset.extra_metrics``), each ``<name>`` adds ``best_test_<name>``, ``last_test_<name>`` and
+    ``test_<name>_at_best_val``."""
+
+    status: str                   # ok | failed
+    dataset: str
+    primary_metric: str           # auc | macro_f1
+    backbone: str
+    regularizer: str
+    alpha: Optional[float]
+    keep_original: Optional[bool]
+    mix_points: Optional[list]
+    noise: float
+    corruption_kind: str
+    seed: int
+    epochs: int                   # epochs trained
+    epochs_planned: int
+    best_test_auc: Optional[float]
+    last_test_auc: Optional[float]
+    best_test_macro_f1: Optional[float]
+    last_test_macro_f1: Optional[float]
+    best_val_epoch: Optional[int]
+    test_auc_at_best_val: Optional[float]
+    test_macro_f1_at_best_val: Optional[float]
+    val_auc_at_best_val: Optional[float]
+    val_macro_f1_at_best_val: Optional[float]
+    variance_auc: Optional[float]
+    variance_macro_f1: Optional[float]
+    variance_epochs: int
+    corrupted_fraction: float
+    auc_excluded_classes: list
+    f1_excluded_classes: list
+    wall_time_s: float
+    reason: str                   # only when status is failed
+    config: dict                  # the resolved config (the run's config.yaml)
+
+
+def _extra_summary(history: list[dict], at: dict | None, extra: list[str]) -> dict:
+    out, nan = {}, float("nan")
+    for name in extra:
+        values = [r[f"test_{name}"] for r in history if math.isfinite(r[f"test_{name}"])]
+        out[f"best_test_{name}"] = max(values, default=nan)
+        out[f"last_test_{name}"] = history[-1][f"test_{name}"] if history else nan
+        out[f"test_{name}_at_best_val"] = at[f"test_{name}"] if at else nan
+    return out
+
+
+def summarize(cfg, resolved: dict, state: RunState, corrupted: float, status: str, reason: str | None,
+              started: float, extra: list[str] = ()) -> Summary:
+    history, reg, nan = state.history, resolved["regularizer"], float("nan")
+    test_auc = [r["test_auc"] for r in history]
+    test_f1 = [r["test_macro_f1"] for r in history]
+    var_auc, used = normalized_variance(test_auc, int(cfg.metrics.variance_epochs))
+    var_f1, _ = normalized_variance(test_f1, int(cfg.metrics.variance_epochs))
+    at = history[state.best_val[1] - 1] if state.best_val[1] >= 1 else None
+    summary: dict[str, Any] = {
+        "status": status, "dataset": cfg.dataset.name, "primary_metric": cfg.dataset.primary_metric,
+        "backbone": cfg.backbone.name, "regularizer": reg["name"], "alpha": reg.get("alpha"),
+        "keep_original": reg.get("keep_original"), "mix_points": reg.get("mix_points"), "noise": float(cfg.noise),
+        "corruption_kind": cfg.corruption.kind, "seed": int(cfg.seed), "epochs": len(history),
+        "epochs_planned": int(cfg.trainer.epochs),
+        "best_test_auc": max(test_auc, default=nan), "last_test_auc": test_auc[-1] if history else nan,
+        "best_test_macro_f1": max(test_f1, default=nan), "last_test_macro_f1": test_f1[-1] if history else nan,
+        "best_val_epoch": state.best_val[1] if history else None,
+        "test_auc_at_best_val": at["test_auc"] if at else nan,
+        "test_macro_f1_at_best_val": at["test_macro_f1"] if at else nan,
+        "val_auc_at_best_val": at["val_auc"] if at else nan,
+        "val_macro_f1_at_best_val": at["val_macro_f1"] if at else nan,
+        "variance_auc": var_auc, "variance_macro_f1": var_f1, "variance_epochs": used,
+        "corrupted_fraction": corrupted,
+        "auc_excluded_classes": state.per_epoch[-1].auc_excluded if state.per_epoch else [],
+        "f1_excluded_classes": state.per_epoch[-1].f1_excluded if state.per_epoch else [],
+        "wall_time_s": round(time.time() - started, 2),
+        **_extra_summary(history, at, list(extra)),
+    }
+    if reason:
+        summary["reason"] = reason
+    summary["config"] = resolved  # every setting of the run (as its config.yaml), for the report to group on
+    return Summary(**{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in summary.items()})
