@@ -168,7 +168,7 @@ def make_plain_run(tmp_path: Path, name: str, seed: int) -> Path:
     from omegaconf import OmegaConf
 
     from flowmixup.analysis.features import _build_function
-    from flowmixup.training.trainer import load_data
+    from flowmixup.training.build import load_data
 
     cfg = compose_config(tmp_path, ["regularizer=erm", "dataset.n_records=60"])
     data = load_data(cfg)

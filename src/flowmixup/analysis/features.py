@@ -162,16 +162,11 @@ CHECKPOINT = "checkpoint.pt"
 
 
 def _build_function() -> Callable[..., nn.Module]:
-    """Training's own backbone builder (``build_model(cfg, in_channels, num_classes)``), so the model is built
-    exactly as it was trained."""
-    import flowmixup.training as training
+    """Training's own backbone builder (``build_model(cfg, in_channels, num_classes)``: ``cfg.backbone.net``
+    instantiated), so the model is built exactly as it was trained."""
+    from flowmixup.training.build import build_model
 
-    build = getattr(training, "build_model", None)
-    if build is None:
-        from flowmixup.training import trainer
-
-        build = trainer.build_model
-    return build
+    return build_model
 
 
 def read_checkpoint(path: Path) -> dict:
@@ -235,7 +230,7 @@ def load_run(run_dir: str | Path, data_dir: str | None = None, device: str | tor
     cfg = run_config(run_dir, ckpt)
     if data_dir is not None:
         _rebase_data_dir(cfg, data_dir)
-    from flowmixup.training.trainer import load_data, to_input
+    from flowmixup.training.build import load_data, to_input
 
     data = load_data(cfg)
     sample = np.asarray(data.x[np.array([0])])
