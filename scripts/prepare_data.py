@@ -11,21 +11,33 @@ from __future__ import annotations
 
 import logging
 import sys
+from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
-from flowmixup.cli import fail, guarded, preflight
+from flowmixup.cli import available_options, fail, find_conf_dir, guarded, preflight
 
 log = logging.getLogger("prepare_data")
+CONF_DIR = find_conf_dir(Path(__file__).resolve().parents[1])
+
+
+def has_prepare(name: str) -> bool:
+    """Whether conf/dataset/<name>.yaml, or a file of its group that its defaults list pulls in, has a prepare node."""
+    import yaml
+
+    node = yaml.safe_load((CONF_DIR / "dataset" / f"{name}.yaml").read_text(encoding="utf-8")) or {}
+    bases = [d for d in node.get("defaults", []) if isinstance(d, str) and d != "_self_"]
+    return "prepare" in node or any(has_prepare(base) for base in bases)
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
 @guarded
 def main(cfg: DictConfig) -> None:
     if "prepare" not in cfg.dataset:
+        with_prepare = [name for name in available_options("dataset", CONF_DIR) if has_prepare(name)]
         fail(f"dataset: {cfg.dataset.name} has no prepare step (it is generated on first use); allowed: "
-             "chestxray14, ecg12, ecg55", 2)
+             f"{', '.join(with_prepare)}", 2)
     if cfg.dataset.get("root") in (None, ""):
         fail(f"dataset.root: is not set; allowed: the folder of the raw {cfg.dataset.name} data (dataset.root=/path)", 2)
     from flowmixup.training.build import instantiate  # lets the reader's own one-line DataError through
@@ -36,5 +48,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    preflight(sys.argv[1:])
+    preflight(sys.argv[1:], CONF_DIR)
     main()

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from omegaconf import OmegaConf
+from hydra import compose, initialize_config_dir
 
 from flowmixup.data import tianchi as tc
 from flowmixup.data.base import DataError, LazyH5Array
@@ -19,7 +20,10 @@ HEADER = "I II V1 V2 V3 V4 V5 V6\n"
 
 
 def _cfg(name):
-    return OmegaConf.to_container(OmegaConf.load(CONF / "dataset" / f"{name}.yaml"))
+    """The dataset's config as Hydra composes it (its own file over the shared _tianchi_base.yaml), unresolved."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("config", overrides=[f"dataset={name}"])
+    return OmegaConf.to_container(cfg.dataset)
 
 
 def _ints(path):
@@ -257,7 +261,7 @@ def test_hydra_configs_prepare_and_load(tmp_path, shared_data):
     shutil.copy(t / "records" / "testA" / "1.txt", root / "testA" / "1.txt")
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose("config", overrides=["dataset=ecg55", f"dataset.root={root}",
-                                           f"paths.data_dir={tmp_path / 'data'}", "dataset.num_workers=0"])
+                                           f"paths.data_dir={tmp_path / 'data'}", "dataset.prepare_workers=0"])
         # (Hydra wraps the loader's DataError; its message is kept)
         with pytest.raises(Exception, match=f"python scripts/prepare_data.py dataset=ecg55 dataset.root={root}"):
             hydra.utils.instantiate(cfg.dataset.loader)

@@ -10,16 +10,52 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import sys
 from pathlib import Path
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
-GROUPS = ("dataset", "backbone", "regularizer", "loss", "logger", "experiment", "hydra/launcher")
+GROUPS = ("dataset", "backbone", "regularizer", "loss", "logger", "paths", "experiment", "hydra/launcher")
 
 
-def available_options(group: str, conf_dir: Path = CONF_DIR) -> list[str]:
-    folder = conf_dir / group
-    return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
+def find_conf_dir(script_dir: str | os.PathLike | None = None) -> Path:
+    """The project's ``conf/``: under ``$FLOWMIXUP_PROJECT_ROOT`` if set, else beside the calling script (train.py
+    passes its own folder), else under the current directory, else beside ``src/`` (an editable install). Never only
+    the installed module's location: a non-editable ``pip install .`` puts the module in site-packages."""
+    env = os.environ.get("FLOWMIXUP_PROJECT_ROOT")
+    roots = [Path(env)] if env else []
+    roots += [Path(script_dir)] if script_dir else []
+    roots += [Path.cwd(), Path(__file__).resolve().parents[2]]
+    for root in roots:
+        if (root / "conf" / "config.yaml").is_file():
+            return (root / "conf").resolve()
+    return roots[0] / "conf"
+
+
+CONF_DIR = find_conf_dir()
+
+
+def search_dirs(args: list[str]) -> list[Path]:
+    """The folders that ``hydra.searchpath=[file://...]`` overrides add (``pkg://`` entries are not folders)."""
+    out = []
+    for arg in args:
+        key, _, value = arg.lstrip("+").partition("=")
+        if key == "hydra.searchpath":
+            for entry in value.strip("[]").split(","):
+                entry = entry.strip().strip("'\"")
+                if entry.startswith("file://"):
+                    out.append(Path(entry[len("file://"):]))
+    return out
+
+
+def available_options(group: str, conf_dir: Path = CONF_DIR, extra_dirs: list[Path] = ()) -> list[str]:
+    """The options of a config group: its YAML files in ``conf_dir`` and in every searchpath folder (files whose
+    name starts with ``_``, such as a shared base, are not options)."""
+    found = set()
+    for root in [conf_dir, *extra_dirs]:
+        folder = Path(root) / group
+        if folder.is_dir():
+            found |= {p.stem for p in folder.glob("*.yaml") if not p.stem.startswith("_")}
+    return sorted(found)
 
 
 def check_overrides(args: list[str], conf_dir: Path = CONF_DIR) -> None:
@@ -29,13 +65,14 @@ def check_overrides(args: list[str], conf_dir: Path = CONF_DIR) -> None:
     """
     if not conf_dir.is_dir():  # installed without the repository's conf/: nothing to check against
         return
+    extra_dirs = search_dirs(args)
     for arg in args:
         if arg.startswith("-") or "=" not in arg:
             continue
         key, value = arg.lstrip("+~").split("=", 1)
         if key not in GROUPS or "(" in value or value in ("null", ""):
             continue
-        allowed = available_options(key, conf_dir)
+        allowed = available_options(key, conf_dir, extra_dirs)
         if key == "hydra/launcher":
             allowed = sorted(set(allowed) | {"basic", "joblib", "submitit_local", "submitit_slurm"})
         for option in value.split(","):
@@ -54,6 +91,7 @@ def check_keys(args: list[str], conf_dir: Path = CONF_DIR) -> None:
 
     groups = [f"{k}={v.split(',')[0]}" for k, v in (a.split("=", 1) for a in plain)
               if k in GROUPS and k != "hydra/launcher" and "(" not in v]
+    groups += [a for a in args if a.split("=", 1)[0] == "hydra.searchpath"]
     with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
         cfg = compose("config", overrides=groups)
     for key in keys:

@@ -305,7 +305,7 @@ def source_fingerprint(
 def prepare(
     root: str | os.PathLike,
     cache_dir: str | os.PathLike,
-    name: str,
+    cache_name: str,
     sources: Mapping[str, Mapping[str, str]],
     classes: Sequence[str],
     other_labels: str = "error",
@@ -314,7 +314,7 @@ def prepare(
     on_bad_record: str = "error",
     overwrite: bool = False,
 ) -> Path:
-    """Read every selected record into ``<cache_dir>/<name>_<hash>.h5`` (float32 (N, 8, 5000) millivolts, y).
+    """Read every selected record into ``<cache_dir>/<cache_name>_<hash>.h5`` (float32 (N, 8, 5000) millivolts, y).
 
     Resumable and reused when already complete for the same data (:func:`source_fingerprint`, wherever ``root`` is
     mounted); a cache built from other data (e.g. an edited label file) is rebuilt, with a log line saying so. A
@@ -323,10 +323,10 @@ def prepare(
     """
     if on_bad_record not in ON_BAD_RECORD:
         raise DataError(f"on_bad_record must be one of {ON_BAD_RECORD}, got {on_bad_record!r}")
-    config = cache_config(name, sources, classes, other_labels, duplicates)
+    config = cache_config(cache_name, sources, classes, other_labels, duplicates)
     sel = select_records(root, sources, classes, other_labels, duplicates)
     if not sel.ids:
-        raise DataError(f"the selection of {name} under {root} has no record")
+        raise DataError(f"the selection of {cache_name} under {root} has no record")
     path = cache_file(cache_dir, config)
     fp = source_fingerprint(root, config, sources, sel)
     return build_cache(
@@ -351,7 +351,7 @@ def prepare(
 def load(
     root: str | os.PathLike | None,
     cache_dir: str | os.PathLike,
-    name: str,
+    cache_name: str,
     sources: Mapping[str, Mapping[str, str]],
     classes: Sequence[str],
     other_labels: str = "error",
@@ -371,7 +371,7 @@ def load(
     (``dataset.root=null``: a node holding only the cache), a complete cache is used as it is. Without a complete
     cache for this data: prepare it if ``prepare_if_missing``, else a DataError that gives the command building
     it."""
-    config = cache_config(name, sources, classes, other_labels, duplicates)
+    config = cache_config(cache_name, sources, classes, other_labels, duplicates)
     path = cache_file(cache_dir, config)
     has_root = root not in (None, "", "???")
     fp = None
@@ -389,8 +389,8 @@ def load(
     if prepare_if_missing and not cache_is_valid(path, config, fp):
         if not has_root:
             raise DataError(f"no complete cache at {path} and no dataset.root to build it from")
-        prepare(root, cache_dir, name, sources, classes, other_labels, duplicates, num_workers, on_bad_record)
-    hint = PREPARE_COMMAND.format(name=name, root=root if has_root else "<root>")
+        prepare(root, cache_dir, cache_name, sources, classes, other_labels, duplicates, num_workers, on_bad_record)
+    hint = PREPARE_COMMAND.format(name=cache_name, root=root if has_root else "<root>")
     manifest = open_cache(path, config, build_hint=hint, fingerprint=fp)
     if manifest.get("skipped") and on_bad_record == "error":
         raise DataError(
@@ -406,7 +406,7 @@ def load(
         class_names=list(config["classes"]),
         splits=splits,
         info={
-            "dataset": str(name),
+            "dataset": str(cache_name),
             "cache": str(path),
             "records": int(len(y)),
             "split_sizes": {k: int(len(v)) for k, v in splits.items()},

@@ -188,7 +188,7 @@ def check_config(cfg: DictConfig, local: bool = True) -> None:
     c.fractions(d + "split_fractions")
     c.number_in(d + "val_fraction", 0, 1, low_open=True, high_open=True)
     c.int_at_least(d + "resolution", 8)
-    c.int_at_least(d + "num_workers", 0, optional=True)
+    c.int_at_least(d + "prepare_workers", 0, optional=True)
     c.one_of(d + "on_bad_record", ON_BAD_RECORD)
     c.boolean(d + "prepare_if_missing")
     root = c.get(d + "root")

@@ -1,5 +1,6 @@
-"""Run loggers. ``metrics.csv`` is always written by the trainer; ``logger=csv`` adds nothing else, ``logger=wandb``
-also logs to Weights & Biases, offline unless ``WANDB_MODE`` says otherwise (it never needs the network)."""
+"""Run loggers. ``metrics.csv`` is always written by the trainer, whatever the logger: ``logger=csv`` (the default)
+means "metrics.csv only" and logs nothing else; ``logger=wandb`` also logs to Weights & Biases, offline unless
+``WANDB_MODE`` says otherwise (it never needs the network)."""
 from __future__ import annotations
 
 import os
@@ -7,6 +8,8 @@ from pathlib import Path
 
 
 class CsvLogger:
+    """``logger=csv``: metrics.csv only (the trainer writes it for every logger), so nothing to do here."""
+
     def log(self, row: dict) -> None:
         pass
 
