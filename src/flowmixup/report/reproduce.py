@@ -36,7 +36,9 @@ PROJECT_ENV = "FLOWMIXUP_PROJECT_ROOT"
 # one folder per cell, the same on every call, so that finished cells are found again
 CELL_DIR = ("'${dataset.name}/${regularizer.name}_a${oc.select:regularizer.alpha,none}"
             "_op${oc.select:regularizer.keep_original,none}/noise${noise}_seed${seed}'")
-LOCAL_LAUNCHERS = ("basic", "joblib", "submitit_local")
+LOCAL_LAUNCHERS = ("basic", "joblib", "submitit_local", "local_gpus")
+# the metrics a profile's dataset entry may ask tables for (report_metrics: [auc, macro_f1])
+REPORT_METRICS = ("auc", "macro_f1")
 # what every block's runs get besides the rows' and the user's overrides
 RUN_ARGS = ["trainer.skip_finished=true", "trainer.progress=false"]
 
@@ -80,6 +82,8 @@ class Block:
     overrides: list[str]
     row_overrides: list[str] = field(default_factory=list)  # the row's, from the profile
     fields: dict = field(default_factory=dict)  # the row's regularizer, alpha, keep_original (its cell folders)
+    config: Any = field(default=None, repr=False, compare=False)  # the row's composed config (first noise, seed)
+    entry: dict = field(default_factory=dict, repr=False, compare=False)  # the profile's dataset entry
 
 
 @dataclass
@@ -322,14 +326,24 @@ def plan(prof: dict, seeds: list[int], extra: dict[str, list[str]], launcher: st
             continue
         exp = str(entry["experiment"])
         base = [str(o) for o in entry.get("overrides", [])]
+        metrics = entry.get("report_metrics")
+        if metrics is not None:
+            if not isinstance(metrics, list) or not metrics or any(m not in REPORT_METRICS for m in metrics):
+                out.problems.append(f"profile: experiment {exp}: report_metrics must be a non-empty list of "
+                                    f"{', '.join(REPORT_METRICS)}, got {metrics!r}")
+                continue
+            # display-only (tables.EXECUTION_ONLY): each run's config says which tables its dataset gets
+            base.append("++dataset.report_metrics=[" + ",".join(metrics) + "]")
         try:
             cfg0 = _compose(conf_dir, [f"experiment={exp}", *base])
             name = str(cfg0.dataset.name)
+            choice = str(OmegaConf.select(cfg0, "hydra.runtime.choices.dataset", default=None) or name)
         except Exception as exc:  # noqa: BLE001
             out.problems.append(f"profile: experiment {exp}: {_one_line(exc)}")
             known[exp] = exp
             continue
         known[exp] = known[name] = name
+        known.setdefault(choice, name)  # the dataset's config option (e.g. ptbxl for ptbxl_all and ptbxl_form)
         needs = entry.get("needs")
         if needs and not (root_dir / needs).exists() and not Path(needs).exists():
             if entry.get("optional"):
@@ -337,8 +351,11 @@ def plan(prof: dict, seeds: list[int], extra: dict[str, list[str]], launcher: st
             else:
                 out.problems.append(f"{name}: experiment {exp} needs {needs}, which does not exist")
             continue
-        user = extra.get(exp, []) + (extra.get(name, []) if name != exp else [])
+        # --set matches the dataset's config option, its experiment and its name (in that order)
+        keys = list(dict.fromkeys(k for k in (choice, exp, name)))
+        user = [o for k in keys for o in extra.get(k, [])]
         origin = {o: f"--hydra {o}" for o in per_run}
+        origin.update({o: f"--set {choice}:{o}" for o in extra.get(choice, [])})
         origin.update({o: f"--set {name}:{o}" for o in extra.get(name, [])})
         origin.update({o: f"--set {exp}:{o}" for o in extra.get(exp, [])})
         overrides = base + user
@@ -354,6 +371,7 @@ def plan(prof: dict, seeds: list[int], extra: dict[str, list[str]], launcher: st
         by_message: dict[str, list[str]] = {}
         root_checked = False
         fields: dict[str, dict] = {}
+        configs: dict[str, Any] = {}
         for row_def in prof["rows"]:
             row = row_def["name"]
 
@@ -384,9 +402,10 @@ def plan(prof: dict, seeds: list[int], extra: dict[str, list[str]], launcher: st
                 except Exception:  # noqa: BLE001 - the overrides only fail together: reported above
                     continue
             fields[row] = row_fields(cfg)
+            configs[row] = cfg
             if not root_checked:
                 root_checked = True
-                overrides += _check_root(cfg, name, root_dir, out)
+                overrides += _check_root(cfg, name, root_dir, out, choice)
             if "root" in cfg.dataset.keys() and OmegaConf.is_missing(cfg.dataset, "root"):
                 cfg.dataset.root = None  # reported by _check_root; check_config need not say it again
             for n in noise:
@@ -406,7 +425,7 @@ def plan(prof: dict, seeds: list[int], extra: dict[str, list[str]], launcher: st
         for row_def in prof["rows"]:
             row, row_fields_ = row_def["name"], fields.get(row_def["name"], {})
             out.blocks.append(Block(exp, name, row, noise, list(seeds), list(overrides), row_def["overrides"],
-                                    row_fields_))
+                                    row_fields_, configs.get(row), entry))
             for n in noise:
                 for s in seeds:
                     out.grid.append({"dataset": name, **row_fields_, "noise": n, "seed": s, "row": row})
@@ -421,7 +440,7 @@ def plan(prof: dict, seeds: list[int], extra: dict[str, list[str]], launcher: st
     return out
 
 
-def _check_root(cfg: Any, name: str, project_root: Path, out: Plan) -> list[str]:
+def _check_root(cfg: Any, name: str, project_root: Path, out: Plan, option: str | None = None) -> list[str]:
     """Report a dataset without ``dataset.root`` and without a prepared cache; the overrides to run from a cache.
 
     (A root that is set is checked by ``check_config``, as ``train.py`` does.)
@@ -438,7 +457,7 @@ def _check_root(cfg: Any, name: str, project_root: Path, out: Plan) -> list[str]
     except Exception:  # noqa: BLE001
         where = None
     looked = f" and no prepared cache is in {where}" if where else ""
-    out.problems.append(f"{name}: dataset.root is not set{looked}; pass --set {name}:dataset.root=/path")
+    out.problems.append(f"{name}: dataset.root is not set{looked}; pass --set {option or name}:dataset.root=/path")
     return []
 
 
