@@ -25,8 +25,8 @@ from matplotlib.figure import Figure
 from scipy import stats
 
 from flowmixup.report.output import write_files
-from flowmixup.report.tables import (DATASET_NAMES, DDOF, PAPER_SETTINGS, Setting, collect_runs, prepare_runs,
-                                     read_csv_checked, run_file_columns)
+from flowmixup.report.tables import (DATASET_NAMES, DDOF, PAPER_SETTINGS, Setting, builtin_key,  # noqa: F401
+                                     collect_runs, dataset_label, prepare_runs, read_csv_checked, run_file_columns)
 
 MIXUP = Setting("mixup", 3.0)
 FLOW = Setting("flowmixup", 3.0, False)
@@ -48,8 +48,26 @@ with resources.files("flowmixup.report").joinpath("class_names.csv").open("rb") 
     _CLASSES = pd.read_csv(_fh, dtype=str, keep_default_na=False)
 _GLOSS = dict(zip(_CLASSES["class"], _CLASSES["gloss"]))
 _GLOSS = {k: v for k, v in _GLOSS.items() if v}
-NORMAL_CLASSES, IGNORED_CLASSES = ({d: tuple(_CLASSES["class"][_CLASSES[col].str.split().map(lambda ds: d in ds)])
-                                    for d in ("ecg12", "ecg55", "synth_ecg", "chestxray14", "nih1000")}
+
+
+class _ByDataset(dict):
+    """Classes per dataset; a dataset named ``<key>_<variant>`` (``ptbxl_all``) has its key's (``ptbxl``)."""
+
+    def __missing__(self, dataset: str) -> tuple:
+        key = builtin_key(str(dataset), self)
+        if key is None:
+            raise KeyError(dataset)
+        return self[key]
+
+    def get(self, dataset, default=None):
+        try:
+            return self[dataset]
+        except KeyError:
+            return default
+
+
+NORMAL_CLASSES, IGNORED_CLASSES = (_ByDataset({d: tuple(_CLASSES["class"][_CLASSES[col].str.split().map(
+    lambda ds: d in ds)]) for d in ("ecg12", "ecg55", "synth_ecg", "chestxray14", "nih1000", "ptbxl", "cinc2021")})
                                    for col in ("normal_in", "ignored_in"))
 
 
@@ -453,7 +471,7 @@ def fig6_markdown(infos: Sequence[dict[str, Any]], skipped: dict[str, str] | Non
              "dataset's rhythm/normal classes, the default). The paper reports ρ ≈ 0.3. `n` is the number of classes "
              "in the correlation; the per-class numbers are in `figures/fig6_<dataset>.csv`.", ""]
     for info in infos:
-        name = DATASET_NAMES.get(info["dataset"], info["dataset"])
+        name = dataset_label(info["dataset"])
         perf = "AUC" if info["primary_metric"] == "auc" else "F1"
         lines += [f"### {name}: noise {info['noise'] * 100:g}%, test {perf} (`{info['per_class_column']}`), "
                   f"r = {info['r']:g}, {info['n_classes_plotted']} classes", ""]
@@ -484,7 +502,7 @@ def fig6_markdown(infos: Sequence[dict[str, Any]], skipped: dict[str, str] | Non
                                   for norm in NORMALIZATIONS) + "."]
         lines.append("")
     for dataset, reason in (skipped or {}).items():
-        lines.append(f"- {DATASET_NAMES.get(dataset, dataset)}: no Fig. 6 ({reason}).")
+        lines.append(f"- {dataset_label(dataset)}: no Fig. 6 ({reason}).")
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -503,7 +521,7 @@ def _render(fig: Figure, stem: Path) -> dict[Path, bytes]:
 
 
 def _draw_fig6(table: pd.DataFrame, info: dict[str, Any]) -> Figure:
-    name = DATASET_NAMES.get(info["dataset"], info["dataset"])
+    name = dataset_label(info["dataset"])
     perf = "AUC" if info["primary_metric"] == "auc" else "F1"
     n = len(table)
     note = _figure_note(info)
@@ -698,7 +716,7 @@ def make_curves(sweep_dir: str | os.PathLike, out_dir: str | os.PathLike | None 
                 if band.any():
                     ax.fill_between(part["epoch"][band], (part["mean"] - part["std"])[band],
                                     (part["mean"] + part["std"])[band], color=color, alpha=0.2, lw=0)
-            ax.set_title(f"{DATASET_NAMES.get(dataset, dataset)}, noise {noise * 100:g}%", fontsize=9)
+            ax.set_title(f"{dataset_label(dataset)}, noise {noise * 100:g}%", fontsize=9)
             ax.set_xlabel("epoch")
             ax.set_ylabel(label)
             ax.grid(alpha=0.3)

@@ -39,8 +39,12 @@ import pandas as pd
 DDOF = 1  # sample standard deviation over seeds
 MISSING = "—"
 FAILED = "failed"
-DATASET_NAMES = {"chestxray14": "ChestX-ray14", "ecg12": "ECG-12", "ecg55": "ECG-55", "synth_ecg": "Synthetic ECG"}
-DEFAULT_PRIMARY_METRIC = {"chestxray14": "auc", "ecg12": "macro_f1", "ecg55": "macro_f1", "synth_ecg": "macro_f1"}
+# Built-in display names and primary metrics, for runs whose config does not say (dataset.label,
+# dataset.primary_metric). A key also covers the datasets named <key>_<variant> (ptbxl_all: "PTB-XL all").
+DATASET_NAMES = {"chestxray14": "ChestX-ray14", "ecg12": "ECG-12", "ecg55": "ECG-55", "synth_ecg": "Synthetic ECG",
+                 "ptbxl": "PTB-XL", "cinc2021": "CinC 2021"}
+DEFAULT_PRIMARY_METRIC = {"chestxray14": "auc", "ecg12": "macro_f1", "ecg55": "macro_f1", "synth_ecg": "macro_f1",
+                          "ptbxl": "auc", "cinc2021": "macro_f1"}
 _REGULARIZER_NAMES = {"erm": "ERM", "mixup": "Mixup", "manifold_mixup": "Manifold Mixup", "flowmixup": "Flow-Mixup"}
 _REGULARIZER_ORDER = list(_REGULARIZER_NAMES)
 
@@ -49,13 +53,37 @@ _REGULARIZER_ORDER = list(_REGULARIZER_NAMES)
 EXECUTION_ONLY = ("seed", "paths.*", "trainer.device", "trainer.num_workers", "trainer.num_threads",
                   "trainer.progress", "trainer.resume", "trainer.skip_finished", "trainer.compile*", "logger.*",
                   "logger", "hydra.*", "dataset.root", "dataset.prepare_workers", "*cache_dir", "*.cache_dir",
-                  "run_dir", "output_dir")
+                  "run_dir", "output_dir", "dataset.label", "dataset.report_metrics")
 # Summary keys that are settings, for older summaries without any config (the others are results).
 SUMMARY_SETTINGS = ("backbone", "mix_points", "corruption_kind", "epochs_planned")
 REQUIRED_KEYS = ("status", "dataset", "regularizer", "noise", "seed")
 METRICS_COLUMNS = {"auc": "test_auc", "macro_f1": "test_macro_f1"}
 PER_CLASS_COLUMNS = ("class", "train_count", "train_single_count")
 PER_CLASS_METRIC = {"auc": "test_auc", "macro_f1": "test_f1"}
+
+
+def builtin_key(dataset: str, mapping: dict) -> str | None:
+    """The key of ``mapping`` that covers ``dataset``: itself, else the longest ``k`` with ``dataset == k_<...>``."""
+    if dataset in mapping:
+        return dataset
+    keys = [k for k in mapping if dataset.startswith(f"{k}_")]
+    return max(keys, key=len) if keys else None
+
+
+def dataset_label(dataset: str, labels: dict | None = None) -> str:
+    """A dataset's name in tables: its config's ``dataset.label`` (``labels``), else the built-in name (with the
+    variant: ``ptbxl_all`` -> ``PTB-XL all``), else the name itself."""
+    if labels and isinstance(labels.get(dataset), str) and labels[dataset].strip():
+        return labels[dataset]
+    key = builtin_key(dataset, DATASET_NAMES)
+    if key is None:
+        return dataset
+    return DATASET_NAMES[key] + ("" if key == dataset else " " + dataset[len(key) + 1:])
+
+
+def default_primary_metric(dataset: str) -> str | None:
+    key = builtin_key(dataset, DEFAULT_PRIMARY_METRIC)
+    return None if key is None else DEFAULT_PRIMARY_METRIC[key]
 
 
 def _is_missing(value: Any) -> bool:
@@ -187,7 +215,7 @@ def primary_metric_of(record: dict[str, Any]) -> str | None:
         if not _is_missing(metric) and str(metric).strip():
             return str(metric)
     dataset = record.get("dataset")
-    return None if _is_missing(dataset) else DEFAULT_PRIMARY_METRIC.get(str(dataset))
+    return None if _is_missing(dataset) else default_primary_metric(str(dataset))
 
 
 def summary_problem(record: dict[str, Any]) -> str | None:
@@ -446,7 +474,11 @@ def _values(runs: pd.DataFrame, quantity: str, metric: str, best_from: str) -> p
 
 
 def _cell_records(table: str, dataset: str, metric: str, rows: list[Setting], columns: list[tuple[float, str]],
-                  runs: pd.DataFrame, expected: dict, paper: dict, best_from: str) -> list[dict]:
+                  runs: pd.DataFrame, expected: dict, paper: dict, best_from: str, layout: str | None = None,
+                  published: dict | None = None, label: str | None = None) -> list[dict]:
+    """The cells of one dataset in ``table``; ``layout`` (``I`` / ``II`` / ``III``) when the table is an extra one,
+    ``published`` other papers' numbers by ``(dataset, metric, regularizer, noise, quantity)``."""
+    layout = layout or table
     here = runs[runs["dataset"] == dataset]
     records = []
     for setting in rows:
@@ -466,8 +498,10 @@ def _cell_records(table: str, dataset: str, metric: str, rows: list[Setting], co
                 "std": float(np.std(values, ddof=DDOF)) if len(values) > DDOF else math.nan, "ddof": DDOF,
                 "n_seeds": len(values), "n_failed": n_failed, "n_missing": n_missing,
                 "n_expected": len(values) + n_failed + n_missing,
-                "paper": _paper_value(paper, table, dataset, setting.base(), noise, quantity, metric), "mark": "",
-                "_setting": setting, "_decimals": 1 if table == "I" else 4})
+                "paper": _paper_value(paper, table, dataset, setting.base(), noise, quantity, metric)
+                if layout == table else None, "mark": "",
+                "_setting": setting, "_decimals": 1 if layout == "I" else 4, "_label": label or dataset_label(dataset),
+                **_published_value(published, dataset, metric, setting, noise, quantity)})
     return records
 
 
@@ -478,6 +512,30 @@ def _paper_value(paper: dict, table: str, dataset: str, setting: Setting, noise:
         return None if b is None or l is None else round(b - l, 1)
     name = {"I": f"{quantity}_auc", "II": f"{quantity}_{metric}", "III": "variance"}[table]
     return paper.get((table, dataset, setting, noise, name))
+
+
+def load_published(published_csv: str | os.PathLike | None = None) -> dict:
+    """Other papers' numbers shown beside a cell (the packaged ``published_baselines.csv`` unless given):
+    ``(dataset, metric, regularizer, noise, quantity) -> (value as a fraction, source)``."""
+    source = (published_csv if published_csv is not None
+              else resources.files("flowmixup.report") / "published_baselines.csv")
+    with source.open("rb") if published_csv is None else open(published_csv, "rb") as fh:
+        frame = pd.read_csv(fh, dtype={"dataset": str, "metric": str, "regularizer": str, "quantity": str})
+    missing = {"dataset", "metric", "regularizer", "noise", "quantity", "value", "source"} - set(frame)
+    if missing:
+        raise ValueError(f"{published_csv or 'published_baselines.csv'}: missing columns {sorted(missing)}")
+    return {(r.dataset, r.metric, r.regularizer, noise_key(r.noise), r.quantity): (float(r.value), str(r.source))
+            for r in frame.itertuples(index=False)}
+
+
+def _published_value(published: dict | None, dataset: str, metric: str, setting: Setting, noise: float,
+                     quantity: str) -> dict:
+    """``published`` / ``published_source`` of a cell: only beside the plain row of the regularizer named."""
+    hit = (published or {}).get((dataset, metric, setting.regularizer, noise, quantity)) if (
+        setting.alpha is None and setting.keep_original is None and not setting.params and not setting.extra) else None
+    if hit is None:
+        return {"published": math.nan, "published_source": None}
+    return {"published": hit[0] * (100.0 if metric == "auc" else 1.0), "published_source": hit[1]}
 
 
 def _mark(cells: pd.DataFrame, lowest: bool, second: bool) -> pd.Series:
@@ -496,19 +554,41 @@ def _ordered(first: Sequence[Setting], found) -> list[Setting]:
     return list(first) + sorted(set(found) - set(first), key=Setting.sort_key)
 
 
-def tidy_tables(runs: pd.DataFrame, grid: list | None, paper: pd.DataFrame | None, best_from: str = "best"
-                ) -> tuple[dict[str, pd.DataFrame], dict[str, str]]:
+def _per_dataset(runs: pd.DataFrame, column: str) -> dict:
+    """Per dataset, the first value of a config column its runs have (e.g. ``config.dataset.label``)."""
+    if column not in runs.columns:
+        return {}
+    out = {}
+    for dataset, value in zip(runs["dataset"], runs[column]):
+        if dataset not in out and isinstance(value, (str, list, tuple, np.ndarray)):
+            out[dataset] = value
+    return out
+
+
+EXTRA_TABLE_PREFIX = "extra_"  # the key of an additional metric's table: extra_<metric> (files table_<metric>.*)
+
+
+def tidy_tables(runs: pd.DataFrame, grid: list | None, paper: pd.DataFrame | None, best_from: str = "best",
+                published: dict | None = None) -> tuple[dict[str, pd.DataFrame], dict[str, str]]:
     """The tidy frames of Tables I-III (one row per cell, :data:`TIDY_COLUMNS` plus private ``_`` columns) and
-    each dataset's primary metric."""
+    each dataset's primary metric.
+
+    A dataset whose runs' config lists ``dataset.report_metrics`` (e.g. ``[auc, macro_f1]``) also gets, for each
+    listed metric other than its primary one, a cell in the table ``extra_<metric>`` (laid out as Table I for
+    AUC, as Table II for macro-F1). ``published`` (:func:`load_published`) puts other papers' numbers beside cells.
+    """
     expected: dict = {}
     for dataset, setting, noise, seed in grid or []:
         expected.setdefault((dataset, setting, noise), set()).add(seed)
     found = runs[["dataset", "_setting", "_noise"]].itertuples(index=False, name=None)
     cells = set(found) | {(d, s, n) for d, s, n in expected}
     order = list(DATASET_NAMES)
-    datasets = sorted({d for d, _, _ in cells}, key=lambda d: (order.index(d) if d in order else 99, d))
+    datasets = sorted({d for d, _, _ in cells}, key=lambda d: (
+        order.index(builtin_key(d, DATASET_NAMES)) if builtin_key(d, DATASET_NAMES) else 99, d))
     metric_of = {d: next((m for m in runs.loc[runs["dataset"] == d, "_metric"] if m), None)
-                 or DEFAULT_PRIMARY_METRIC.get(d) for d in datasets}
+                 or default_primary_metric(d) for d in datasets}
+    labels = {d: dataset_label(d, _per_dataset(runs, "config.dataset.label")) for d in datasets}
+    asked = _per_dataset(runs, "config.dataset.report_metrics")
     lookup = {} if paper is None else {(str(r.table), str(r.dataset), r.setting, r.noise_key, str(r.metric)):
                                        float(r.value) for r in paper.itertuples(index=False)}
     paper_rows = {"I": PAPER_SETTINGS, "III": TABLE3_SETTINGS}
@@ -520,15 +600,28 @@ def tidy_tables(runs: pd.DataFrame, grid: list | None, paper: pd.DataFrame | Non
         quantities = ["best", "last", "diff"] if table == "I" else ["best"]
         rows = _ordered(paper_rows["I"], {s for d, s, _ in cells if d == dataset})
         tables[table] += _cell_records(table, dataset, metric_of[dataset], rows,
-                                       [(n, q) for n in noises for q in quantities], runs, expected, lookup, best_from)
+                                       [(n, q) for n in noises for q in quantities], runs, expected, lookup, best_from,
+                                       published=published, label=labels[dataset])
+    for dataset in known:  # the additional metrics a dataset's config asks for
+        for metric in [str(m) for m in asked.get(dataset, ())]:
+            if metric == metric_of[dataset] or metric not in METRICS_COLUMNS:
+                continue
+            layout = "I" if metric == "auc" else "II"
+            noises = sorted({n for d, _, n in cells if d == dataset})
+            quantities = ["best", "last", "diff"] if layout == "I" else ["best"]
+            rows = _ordered(paper_rows["I"], {s for d, s, _ in cells if d == dataset})
+            tables.setdefault(EXTRA_TABLE_PREFIX + metric, []).extend(_cell_records(
+                EXTRA_TABLE_PREFIX + metric, dataset, metric, rows, [(n, q) for n in noises for q in quantities],
+                runs, expected, {}, best_from, layout=layout, published=published, label=labels[dataset]))
     rows3 = _ordered(paper_rows["III"], {s for d, s, _ in cells if d in known})
     for dataset in known:
         noises = sorted({n for d, _, n in cells if d == dataset})
         tables["III"] += _cell_records("III", dataset, metric_of[dataset], rows3, [(n, "variance") for n in noises],
-                                       runs, expected, lookup, best_from)
+                                       runs, expected, lookup, best_from, label=labels[dataset])
     frames = {}
     for table, records in tables.items():
-        frame = pd.DataFrame.from_records(records, columns=TIDY_COLUMNS + ["_setting", "_decimals"])
+        frame = pd.DataFrame.from_records(records, columns=TIDY_COLUMNS + ["_setting", "_decimals", "_label",
+                                                                          "published", "published_source"])
         if table == "III" and len(frame):  # rows across datasets: sort the cells row-major
             frame["_row"] = frame["_setting"].map({s: i for i, s in enumerate(rows3)})
             frame = frame.sort_values("_row", kind="stable").drop(columns="_row").reset_index(drop=True)
@@ -561,7 +654,27 @@ def _cell_text(cell: dict, latex: bool) -> str:
     if not _is_missing(cell["paper"]):
         paper = f"{cell['paper']:.{decimals}f}"
         core += f" {{\\scriptsize(paper {paper})}}" if latex else f" (paper {paper})"
+    if not _is_missing(cell.get("published")):
+        value = f"{cell['published']:.{decimals}f}"
+        core += (f" {{\\scriptsize(published {value}$^\\dagger$)}}" if latex else f" (published {value}{DAGGER})")
     return core
+
+
+DAGGER = "†"
+_METRIC_NAMES = {"auc": "macro-AUC", "macro_f1": "macro-F1"}
+
+
+def _published_note(frame: pd.DataFrame, latex: bool) -> list[str]:
+    """The footnote under a tabular that shows other papers' numbers (one line per source), or nothing."""
+    shown = frame.dropna(subset=["published"]) if "published" in frame else frame.iloc[0:0]
+    sources = list(dict.fromkeys(str(x) for x in shown["published_source"]))
+    if not sources:
+        return []
+    text = (f"{DAGGER} (published x): a published number of ANOTHER paper's model, not a run of this sweep, shown for "
+            "reference beside the cell it compares with: " + "; ".join(sources) + ".")
+    if latex:
+        return [r"\par\smallskip{\scriptsize " + _latex_escape(text.replace(DAGGER, "$^\\dagger$")) + "}"]
+    return [text, ""]
 
 
 def _caption(table: str, variance_epochs: dict) -> str:
@@ -575,7 +688,17 @@ def _caption(table: str, variance_epochs: dict) -> str:
     if table == "II":
         return ("Table II. Best test macro-F1 (fraction) on the macro-F1 datasets. "
                 "Best and second best per column in **bold** / <u>underlined</u>. " + common)
-    n_text = "; ".join(f"{DATASET_NAMES.get(d, d)}: n = {', '.join(map(str, v))}" for d, v in variance_epochs.items())
+    if table.startswith(EXTRA_TABLE_PREFIX):
+        metric = table[len(EXTRA_TABLE_PREFIX):]
+        if metric == "auc":
+            return (f"Test AUC (%), an additional metric of the datasets below (their dataset.report_metrics; their "
+                    "primary metric is in Table I or II): Best = highest test AUC over the epochs, Last = test AUC at "
+                    "the last epoch, Diff. = Best − Last (per seed, then averaged). Best and second best per column "
+                    "in **bold** / <u>underlined</u> (Diff. not marked). " + common)
+        return (f"Best test {_METRIC_NAMES.get(metric, metric)} (fraction), an additional metric of the datasets "
+                "below (their dataset.report_metrics; their primary metric is in Table I or II). Best and second "
+                "best per column in **bold** / <u>underlined</u>. " + common)
+    n_text = "; ".join(f"{dataset_label(d)}: n = {', '.join(map(str, v))}" for d, v in variance_epochs.items())
     return ("Table III. Variance (Eq. 8, population variance over the first n epochs) of the min-max normalised "
             "per-epoch test metric: AUC for AUC datasets, macro-F1 for macro-F1 datasets. "
             "Lowest per column in **bold**. " + (f"({n_text}.) " if n_text else "") + common)
@@ -585,7 +708,7 @@ def _noise_label(noise: float) -> str:
     return f"{noise * 100:g}%"
 
 
-def _groups(table: str, frame: pd.DataFrame) -> list[list[pd.DataFrame]]:
+def _groups(table: str, frame: pd.DataFrame) -> list[list[pd.DataFrame]]:  # table: its layout, I / II / III
     """The tabulars of a table, each a list of blocks (one per dataset; Table III: one block). Table II's datasets
     with the same noise levels share one tabular, as in the paper."""
     if table == "III":
@@ -608,17 +731,25 @@ def _layout(block: pd.DataFrame) -> tuple[list[Setting], list[tuple], pd.DataFra
 
 
 def render(table: str, frame: pd.DataFrame, variance_epochs: dict, latex: bool) -> str:
-    """Table ``I``, ``II`` or ``III`` as Markdown or LaTeX (booktabs)."""
+    """Table ``I``, ``II`` or ``III`` (or ``extra_<metric>``, laid out as I or II) as Markdown or LaTeX (booktabs)."""
     esc = _latex_escape if latex else (lambda s: s)
-    caption = _caption(table, variance_epochs)
+    labels = dict(zip(frame["dataset"], frame["_label"])) if "_label" in frame else {}
+    name_of = lambda d: labels.get(d) or dataset_label(d)  # noqa: E731
+    caption = _caption(table, {name_of(d): v for d, v in variance_epochs.items()})
+    title = f"Table {table}"
+    if table.startswith(EXTRA_TABLE_PREFIX):
+        metric = table[len(EXTRA_TABLE_PREFIX):]
+        title = f"Table {_METRIC_NAMES.get(metric, metric)}"
+        table = "I" if metric == "auc" else "II"  # the layout from here on
     if latex:
         caption = (caption.replace("**bold**", r"\textbf{bold}").replace("<u>underlined</u>", r"\underline{underlined}")
                    .replace("±", r"$\pm$").replace("−", "$-$").replace(MISSING, "--").replace("%", r"\%")
                    .replace("_", r"\_"))
         out = [r"% generated by flowmixup.report.tables; needs \usepackage{booktabs}", r"\begin{table*}[t]",
-               r"\centering", r"\scriptsize", f"\\caption{{{caption}}}", f"\\label{{tab:{table.lower()}}}"]
+               r"\centering", r"\scriptsize", f"\\caption{{{caption}}}",
+               f"\\label{{tab:{title.split(' ', 1)[1].lower().replace(' ', '_').replace('-', '_')}}}"]
     else:
-        out = [f"## Table {table}", "", caption, ""]
+        out = [f"## {title}", "", caption, ""]
     groups = _groups(table, frame)
     if not groups:
         out += [r"(no runs for this table)"] + ([r"\end{table*}", ""] if latex else [""])
@@ -626,13 +757,13 @@ def render(table: str, frame: pd.DataFrame, variance_epochs: dict, latex: bool) 
     for group in groups:
         rows, columns, _ = _layout(group[0])
         lead = ["Dataset", "Regularization"] if table == "II" else ["Regularization"]
-        name = DATASET_NAMES.get(columns[0][0], columns[0][0])
+        name = name_of(columns[0][0])
         if latex:
             out += [r"\begin{tabular}{" + "l" * len(lead) + "c" * len(columns) + "}", r"\toprule"]
             if table == "II":
                 out.append(" & ".join(lead + [esc(_noise_label(n)) for _, n, _ in columns]) + r" \\")
             else:
-                spans = pd.Series([_noise_label(n) if table == "I" else DATASET_NAMES.get(d, d)
+                spans = pd.Series([_noise_label(n) if table == "I" else name_of(d)
                                    for d, n, _ in columns])
                 runs_ = spans.groupby((spans != spans.shift()).cumsum(), sort=False).agg(["first", "size"])
                 top = [f"\\multicolumn{{{k}}}{{c}}{{{esc(label)}}}" for label, k in runs_.itertuples(index=False)]
@@ -643,20 +774,21 @@ def render(table: str, frame: pd.DataFrame, variance_epochs: dict, latex: bool) 
         else:
             out += [f"### {name}", ""] if table == "I" else []
             heads = [f"{_noise_label(n)} {_QUANTITY_LABELS[q]}" if table == "I" else _noise_label(n) if table == "II"
-                     else f"{DATASET_NAMES.get(d, d)} {_noise_label(n)}" for d, n, q in columns]
+                     else f"{name_of(d)} {_noise_label(n)}" for d, n, q in columns]
             out += ["| " + " | ".join(lead + heads) + " |",
                     "|" + "|".join(["---"] * len(lead) + [":-:"] * len(columns)) + "|"]
         for b, block in enumerate(group):
             rows, columns, cells = _layout(block)
             out += [r"\midrule"] if latex and b else []
             for i, setting in enumerate(rows):
-                title = DATASET_NAMES.get(columns[0][0], columns[0][0])
-                row = ([esc(title) if i == 0 else ""] if table == "II" else [])
+                shown = name_of(columns[0][0])
+                row = ([esc(shown) if i == 0 else ""] if table == "II" else [])
                 row += [setting.latex_label if latex else setting.label]
                 row += [_cell_text(cells.loc[(setting, *c)].to_dict(), latex) for c in columns]
                 out.append(" & ".join(row) + r" \\" if latex else
                            "| " + " | ".join(x.replace("|", r"\|") for x in row) + " |")
         out += [r"\bottomrule", r"\end{tabular}", ""] if latex else [""]
+        out += _published_note(pd.concat(group), latex)
     out += [r"\end{table*}", ""] if latex else []
     return "\n".join(out)
 
@@ -746,7 +878,8 @@ _FROM_SWEEP = object()
 def make_report(sweep_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None,
                 paper_csv: str | os.PathLike | None = None, best_from: str = "best", *,
                 runs: pd.DataFrame | None = None, grid: Any = _FROM_SWEEP, left_out: Sequence[tuple[Any, str]] = (),
-                write: bool = True, fig6: bool | dict[str, Any] = True) -> dict[str, Any]:
+                write: bool = True, fig6: bool | dict[str, Any] = True,
+                published_csv: str | os.PathLike | None = None) -> dict[str, Any]:
     """Tables I-III (``table{1,2,3}.{md,csv,tex}``), ``memorisation.csv`` and ``report.md`` for the runs below
     ``sweep_dir``, into ``out_dir`` (default ``<sweep_dir>/report``), computed first and written together.
 
@@ -764,7 +897,8 @@ def make_report(sweep_dir: str | os.PathLike, out_dir: str | os.PathLike | None 
     runs = collect_runs(sweep_dir) if runs is None else runs
     grid = load_grid(sweep_dir) if grid is _FROM_SWEEP else grid
     used, duplicates, unreadable = prepare_runs(runs)
-    frames, metric_of = tidy_tables(used, grid, load_paper_tables(paper_csv), best_from)
+    frames, metric_of = tidy_tables(used, grid, load_paper_tables(paper_csv), best_from,
+                                    load_published(published_csv))
 
     ok = used["status"] == "ok"
     seen = {(d, s.base(), n, e) for d, s, n, e in used[["dataset", "_setting", "_noise", "_seed"]].itertuples(
@@ -791,9 +925,11 @@ def make_report(sweep_dir: str | os.PathLike, out_dir: str | os.PathLike | None 
     paths: dict[str, Path] = {}
     files: dict[Path, str] = {}
     markdown, tidy = {}, {}
-    for table, stem in (("I", "table1"), ("II", "table2"), ("III", "table3")):
+    extra_tables = [(t, "table_" + t[len(EXTRA_TABLE_PREFIX):]) for t in frames if t.startswith(EXTRA_TABLE_PREFIX)]
+    for table, stem in (("I", "table1"), ("II", "table2"), ("III", "table3"), *extra_tables):
         markdown[table] = render(table, frames[table], counts["variance_epochs"], latex=False)
-        tidy[table] = frames[table][TIDY_COLUMNS]
+        shown = frames[table]["published"].notna().any()  # the columns of other papers' numbers, where there are any
+        tidy[table] = frames[table][TIDY_COLUMNS + (["published", "published_source"] if shown else [])]
         for ext, text in (("md", markdown[table]), ("csv", tidy[table].to_csv(index=False)),
                           ("tex", render(table, frames[table], counts["variance_epochs"], latex=True))):
             paths[f"{stem}.{ext}"] = out_dir / f"{stem}.{ext}"
