@@ -265,3 +265,46 @@ def test_multirun_returns_validation_values_to_the_sweeper(tmp_path):
         assert summary["primary_metric"] == "macro_f1"
         assert r["value"] == pytest.approx(float(best["val_macro_f1"]), abs=1e-9)
         assert r["value"] == summary["val_macro_f1_at_best_val"]
+
+
+def mean_score_of_positives(y_true, y_score, class_names) -> float:
+    """A throw-away extra metric: the mean probability given to the true labels."""
+    assert y_true.dtype == np.uint8 and y_true.shape == y_score.shape and len(class_names) == y_true.shape[1]
+    return float(y_score[y_true == 1].mean())
+
+
+def test_extra_metrics_hook(tiny_config, tmp_path):
+    """dataset.extra_metrics: val_/test_ columns in metrics.csv, best/last/at-best-val keys in summary.json, each
+    checked against the metric recomputed from the saved test predictions."""
+    node = "{pos:{_target_:hydra.utils.get_method,path:test_train.mean_score_of_positives}}"
+    summary = run(tiny_config("regularizer=erm", f"+dataset.extra_metrics={node}"), tmp_path / "x")
+    rows = read_metrics(tmp_path / "x" / "metrics.csv")
+    assert list(rows[0])[-2:] == ["val_pos", "test_pos"]
+    last = np.load(tmp_path / "x" / "predictions_test_last.npz")
+    expected = float(last["y_score"][last["y_true"] == 1].mean())
+    assert float(rows[-1]["test_pos"]) == pytest.approx(expected, rel=1e-6)
+    assert summary["last_test_pos"] == pytest.approx(expected, rel=1e-6)
+    assert summary["best_test_pos"] == max(float(r["test_pos"]) for r in rows)
+    assert summary["test_pos_at_best_val"] == float(rows[summary["best_val_epoch"] - 1]["test_pos"])
+    plain = run(tiny_config("regularizer=erm"), tmp_path / "plain")
+    assert list(read_metrics(tmp_path / "plain" / "metrics.csv")[0]) == [
+        "epoch", "lr", "train_loss", "val_loss", "val_auc", "val_macro_f1", "test_auc", "test_macro_f1"]
+    assert not any(k.endswith("_pos") or "_pos_" in k for k in plain)
+    assert plain["config"]["regularizer"]["label"] == "ERM" and plain["config"]["dataset"]["name"] == "synth_ecg"
+
+
+def test_instantiate_lets_the_callees_error_through():
+    """Hydra's InstantiationException is unwrapped: the user sees the callee's own one-line error."""
+    import torch
+    from omegaconf import OmegaConf
+
+    from flowmixup.training.build import instantiate
+
+    cfg = OmegaConf.create({"regularizer": {"alpha": -1.0, "module": {"_target_": "flowmixup.Mixup",
+                                                                      "alpha": "${..alpha}"}},
+                            "backbone": {"net": {"_target_": "flowmixup.models.NoSuchNet"}}})
+    with pytest.raises(RegularizerError, match=r"^regularizer.alpha must be > 0"):
+        instantiate(cfg.regularizer.module, model=torch.nn.Linear(2, 2))
+    with pytest.raises(ConfigError, match=r"^backbone.net._target_: cannot import 'flowmixup.models.NoSuchNet'") as err:
+        instantiate(cfg.backbone.net)
+    assert "\n" not in str(err.value)
