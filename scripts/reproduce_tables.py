@@ -5,6 +5,8 @@
         --set chestxray14:dataset.root=/data/nih --set ecg12:dataset.root=/data/tianchi \\
         --set ecg55:dataset.root=/data/tianchi --hydra hydra.launcher.partition=gpu
 
+    python scripts/reproduce_tables.py --profile paper --plan --gpus 8   # the cost, without training
+
 Runs go to outputs/tables/<profile>/<dataset>/<row>/noise<n>_seed<s>/; the report to outputs/tables/<profile>/report/.
 Re-running skips every finished cell and re-aggregates.
 
@@ -30,6 +32,12 @@ def main(argv=None) -> int:
     ap.add_argument("--set", action="append", default=[], metavar="DATASET:KEY=VALUE",
                     help="an override for one dataset's runs (dataset = ecg12, chestxray14, synth_ecg, ...)")
     ap.add_argument("--hydra", action="append", default=[], metavar="KEY=VALUE", help="an override for every run")
+    ap.add_argument("--plan", action="store_true",
+                    help="print runs, steps, GPU-hours and the wall time on --gpus GPUs; train nothing")
+    ap.add_argument("--gpus", type=int, default=1, help="--plan: GPUs to spread the runs over (default 1)")
+    ap.add_argument("--timings", default=None, metavar="FILE",
+                    help="--plan: a gpu_check.json or bench.json (default: outputs/gpu_check/gpu_check.json, else "
+                         "outputs/bench/bench.json)")
     args = ap.parse_args(argv)
     try:
         seeds = [int(s) for s in args.seeds.split(",") if s.strip() != ""]
@@ -43,6 +51,15 @@ def main(argv=None) -> int:
         return 2
     try:
         root = find_project_root(Path(__file__).resolve().parent)
+        if args.plan:
+            from flowmixup.report.planner import plan_profile
+
+            text, _, problems = plan_profile(args.profile, seeds, args.gpus, args.timings, args.set, args.launcher,
+                                             args.hydra, root)
+            print(text, flush=True)
+            for problem in problems:
+                print(f"problem: {problem}", file=sys.stderr)
+            return 2 if problems else 0
         name = Path(args.profile).stem
         sweep = Path(args.sweep_dir) if args.sweep_dir else root / "outputs" / "tables" / name
         failed = run_profile(args.profile, seeds, sweep.resolve(), args.launcher, args.hydra, sets=args.set,

@@ -278,11 +278,13 @@ def _display(path: Path, project_root: Path) -> str:
 
 
 def plan(prof: dict, seeds: list[int], extra: dict[str, list[str]], launcher: str | None = None,
-         hydra_args: Sequence[str] = (), project_root: str | os.PathLike | None = None) -> Plan:
+         hydra_args: Sequence[str] = (), project_root: str | os.PathLike | None = None, need_data: bool = True
+         ) -> Plan:
     """The blocks to run, the expected grid (for missing-cell detection), the datasets left out and the problems.
 
     Composes each block's config as ``train.py`` will (``experiment``, the profile's overrides, the row's, the
     ``--set`` ones for the dataset or its experiment, ``--hydra``, ``--launcher``) and checks it. Nothing runs.
+    ``need_data=False`` (the planner): a dataset without ``dataset.root`` or a prepared cache is no problem.
     """
     from flowmixup.training.checks import ConfigError, check_config
 
@@ -403,7 +405,7 @@ def plan(prof: dict, seeds: list[int], extra: dict[str, list[str]], launcher: st
                     continue
             fields[row] = row_fields(cfg)
             configs[row] = cfg
-            if not root_checked:
+            if not root_checked and need_data:
                 root_checked = True
                 overrides += _check_root(cfg, name, root_dir, out, choice)
             if "root" in cfg.dataset.keys() and OmegaConf.is_missing(cfg.dataset, "root"):

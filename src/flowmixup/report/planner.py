@@ -1,0 +1,343 @@
+"""``reproduce_tables.py --plan``: what a profile costs, before anything runs.
+
+Per dataset block of a profile (and in total): the runs (rows x noise levels x seeds), the training steps of one run
+(``ceil(train size / trainer.batch_size) x trainer.epochs``, from the composed config), the evaluation passes
+(validation and test after every epoch), the estimated GPU-hours and the wall time on N GPUs.
+
+Sizes come from a prepared cache's manifest where there is one (its record count, split in the proportions of the
+profile's ``sizes``), else from the profile entry's ``sizes: {train, val, test}`` (the full datasets' split sizes).
+Step times come from ``gpu_check.json`` (``scripts/gpu_check.py``) or ``bench.json`` (``scripts/bench.py``): the
+row of the run's backbone, regularizer (Flow-Mixup: with its Op), precision and ``trainer.compile``, scaled by the
+batch size when the run's differs. Evaluation is taken as forward-only, about 1/3 of a training step per sample.
+
+Wall time: ``reproduce_tables.py`` runs its blocks (one dataset x one row) one after another, each a multirun of
+noise x seeds whose runs spread over the GPUs (``--launcher local_gpus``), so a block takes
+``ceil(runs / N)`` times one run. The planner also prints the bound if every run could start anywhere:
+``max(total / N, the longest run)``.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+EVAL_COST = 1.0 / 3.0  # an evaluation sample costs about a third of a training sample (forward only)
+SPLITS = ("train", "val", "test")
+MEASURE = "measure it with `make gpu-check` on a GPU (outputs/gpu_check/gpu_check.json) or `make bench` on CPU " \
+          "(outputs/bench/bench.json), then pass --timings FILE"
+
+
+@dataclass
+class Timings:
+    """Step-time rows from one file: ``kind`` is gpu_check or bench."""
+
+    path: Path
+    kind: str
+    device: str
+    rows: list[dict]
+
+
+@dataclass
+class BlockCost:
+    dataset: str
+    row: str
+    runs: int
+    steps_per_run: int
+    eval_samples_per_run: int
+    step_s: float | None  # at the run's batch size
+    run_s: float | None
+    timing: str  # which timing row, or why none
+
+
+@dataclass
+class DatasetCost:
+    dataset: str
+    experiment: str
+    sizes: dict
+    sizes_from: str
+    batch: int
+    epochs: int
+    blocks: list[BlockCost] = field(default_factory=list)
+
+    @property
+    def runs(self) -> int:
+        return sum(b.runs for b in self.blocks)
+
+    @property
+    def known(self) -> bool:
+        return bool(self.blocks) and all(b.run_s is not None for b in self.blocks)
+
+    @property
+    def gpu_hours(self) -> float | None:
+        return sum(b.runs * b.run_s for b in self.blocks) / 3600 if self.known else None
+
+    def wall_hours(self, gpus: int) -> float | None:
+        return sum(math.ceil(b.runs / gpus) * b.run_s for b in self.blocks) / 3600 if self.known else None
+
+
+@dataclass
+class Estimate:
+    datasets: list[DatasetCost]
+    timings: Timings | None
+    gpus: int
+    notes: list[str]
+    problems: list[str]
+
+    @property
+    def runs(self) -> int:
+        return sum(d.runs for d in self.datasets)
+
+    @property
+    def gpu_hours(self) -> float | None:
+        hours = [d.gpu_hours for d in self.datasets]
+        return sum(hours) if hours and all(h is not None for h in hours) else None
+
+    @property
+    def wall_hours(self) -> float | None:
+        hours = [d.wall_hours(self.gpus) for d in self.datasets]
+        return sum(hours) if hours and all(h is not None for h in hours) else None
+
+    @property
+    def packed_wall_hours(self) -> float | None:
+        """If every run could start on any free GPU: at least total / N and at least the longest run."""
+        total = self.gpu_hours
+        if total is None:
+            return None
+        longest = max((b.run_s for d in self.datasets for b in d.blocks), default=0.0) / 3600
+        return max(total / self.gpus, longest)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Timings
+# --------------------------------------------------------------------------------------------------------------
+def load_timings(path: str | os.PathLike) -> Timings:
+    """A gpu_check.json or bench.json as :class:`Timings`; ValueError with one line for anything else."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: not JSON ({exc})") from None
+    if isinstance(data, dict) and isinstance(data.get("steps"), list):
+        device = data.get("device") if isinstance(data.get("device"), dict) else {}
+        rows = []
+        for i, r in enumerate(data["steps"]):
+            if not isinstance(r, dict) or r.get("ok") is False:
+                continue
+            try:
+                rows.append({"backbone": str(r["backbone_name"] or str(r.get("backbone", "")).split()[0]),
+                             "regularizer": str(r["regularizer"]), "precision": str(r.get("precision", "fp32")),
+                             "compile": bool(r.get("compile", False)), "batch": int(r["batch"]),
+                             "step_s": float(r["step_ms"]) / 1000.0, "where": f"steps[{i}]"})
+            except (KeyError, TypeError, ValueError, IndexError):
+                raise ValueError(f"{path}: steps[{i}] lacks backbone_name, regularizer, batch or step_ms") from None
+        return Timings(path, "gpu_check", f"{device.get('name', '?')} ({device.get('device', '?')})", rows)
+    if isinstance(data, dict) and isinstance(data.get("regularizers"), list):
+        rows = []
+        for i, r in enumerate(data["regularizers"]):
+            if not isinstance(r, dict) or r.get("ok") is False:
+                continue
+            try:
+                name = r.get("backbone_name") or str(r["backbone"]).split()[0]
+                rows.append({"backbone": str(name), "regularizer": str(r["regularizer"]),
+                             "precision": str(r.get("precision", "fp32")), "compile": bool(r.get("compile", False)),
+                             "batch": int(r.get("batch", data.get("batch"))), "step_s": float(r["step_s"]),
+                             "where": f"regularizers[{i}]"})
+            except (KeyError, TypeError, ValueError, IndexError):
+                raise ValueError(f"{path}: regularizers[{i}] lacks backbone, regularizer, batch or step_s") from None
+        return Timings(path, "bench", str(data.get("device", "?")), rows)
+    raise ValueError(f"{path}: neither a gpu_check.json (a 'steps' list) nor a bench.json (a 'regularizers' list)")
+
+
+def timing_key(cfg: Any) -> tuple[str, str, str, bool]:
+    """(backbone, regularizer as the timing files name it, precision, compile) of a composed config."""
+    reg = str(OmegaConf.select(cfg, "regularizer.name", default="erm"))
+    if reg == "flowmixup":
+        reg = f"flowmixup_op_{str(bool(OmegaConf.select(cfg, 'regularizer.keep_original', default=False))).lower()}"
+    return (str(OmegaConf.select(cfg, "backbone.name", default="?")), reg,
+            str(OmegaConf.select(cfg, "trainer.precision", default="fp32")),
+            bool(OmegaConf.select(cfg, "trainer.compile", default=False)))
+
+
+def pick_timing(timings: Timings, cfg: Any) -> tuple[dict | None, str]:
+    """The timing row for a run's config and a note on how it was chosen (a fallback says so)."""
+    backbone, reg, precision, compiled = timing_key(cfg)
+    rows = [r for r in timings.rows if r["backbone"] == backbone and r["regularizer"] == reg]
+    if not rows:
+        return None, ""
+    note = ""
+    same = [r for r in rows if r["precision"] == precision]
+    if not same:
+        same, note = [r for r in rows if r["precision"] == "fp32"], f"no {precision} row: fp32's"
+        if not same:
+            return None, ""
+    exact = [r for r in same if r["compile"] == compiled]
+    if not exact:
+        note = (note + "; " if note else "") + f"no compile={compiled} row: compile={not compiled}'s"
+        exact = same
+    return exact[0], note
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Sizes
+# --------------------------------------------------------------------------------------------------------------
+def _profile_sizes(entry: dict) -> dict | None:
+    sizes = entry.get("sizes")
+    if not isinstance(sizes, dict):
+        return None
+    try:
+        out = {k: int(sizes[k]) for k in SPLITS}
+    except (KeyError, TypeError, ValueError):
+        return None
+    return out if out["train"] > 0 and min(out.values()) >= 0 else None
+
+
+def dataset_sizes(cfg: Any, entry: dict, project_root: Path) -> tuple[dict | None, str]:
+    """``({train, val, test}, where from)``: a ready cache's record count in the profile's proportions, else the
+    profile's ``sizes``; ``(None, problem)`` when neither is there."""
+    from .reproduce import _display, ready_cache
+
+    given = _profile_sizes(entry)
+    manifest_file = ready_cache(cfg, project_root)
+    if manifest_file is not None and given is not None:
+        try:
+            manifest = json.loads(manifest_file.read_text(encoding="utf-8"))
+            records = int(manifest["rows"]) - len(manifest.get("skipped") or [])
+        except (OSError, ValueError, KeyError, TypeError):
+            records = None
+        if records:
+            total = sum(given.values())
+            train, val = (round(records * given[k] / total) for k in ("train", "val"))
+            return ({"train": train, "val": val, "test": records - train - val},
+                    f"the prepared cache {_display(manifest_file, project_root)} ({records} records, split as the "
+                    "profile's sizes)")
+    if given is not None:
+        return given, "the profile's sizes"
+    return None, ("no size: add sizes: {train: N, val: N, test: N} to its entry in the profile, or prepare its cache "
+                  "(scripts/prepare_data.py)")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The estimate
+# --------------------------------------------------------------------------------------------------------------
+def default_timings(project_root: Path) -> Path | None:
+    for candidate in (project_root / "outputs" / "gpu_check" / "gpu_check.json",
+                      project_root / "outputs" / "bench" / "bench.json"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def estimate(checked: Any, gpus: int, timings_path: str | os.PathLike | None, project_root: Path) -> Estimate:
+    """The cost of the blocks of ``checked`` (a :class:`reproduce.Plan`) on ``gpus`` GPUs."""
+    notes, problems = [], []
+    timings = None
+    path = Path(timings_path) if timings_path is not None else default_timings(project_root)
+    if path is None:
+        problems.append("no step times: neither outputs/gpu_check/gpu_check.json nor outputs/bench/bench.json "
+                        "exists; " + MEASURE)
+    else:
+        try:
+            timings = load_timings(path)
+        except ValueError as exc:
+            problems.append(f"--timings {exc}")
+    missing_timing: dict[tuple, list[str]] = {}
+    datasets: dict[str, DatasetCost] = {}
+    for block in checked.blocks:
+        cfg = block.config
+        if cfg is None:
+            continue  # its composition failed: a preflight problem says why
+        if block.dataset not in datasets:
+            sizes, where = dataset_sizes(cfg, block.entry, project_root)
+            if sizes is None:
+                problems.append(f"{block.dataset}: {where}")
+            datasets[block.dataset] = DatasetCost(block.dataset, block.experiment, sizes or {}, where,
+                                                  int(cfg.trainer.batch_size), int(cfg.trainer.epochs))
+        cost = datasets[block.dataset]
+        batch, epochs = int(cfg.trainer.batch_size), int(cfg.trainer.epochs)
+        steps = math.ceil(cost.sizes["train"] / batch) * epochs if cost.sizes else 0
+        evals = (cost.sizes["val"] + cost.sizes["test"]) * epochs if cost.sizes else 0
+        runs = len(block.noise) * len(block.seeds)
+        row, how = pick_timing(timings, cfg) if timings is not None else (None, "")
+        if row is None:
+            step_s = run_s = None
+            key = timing_key(cfg)
+            text = "no timing row"
+            if timings is not None:
+                missing_timing.setdefault(key[:2], []).append(block.dataset)
+        else:
+            per_sample = row["step_s"] / row["batch"]
+            step_s = per_sample * batch
+            run_s = steps * step_s + evals * per_sample * EVAL_COST if cost.sizes else None
+            text = (f"{row['where']}: {row['backbone']} {row['regularizer']} {row['precision']}"
+                    f"{' compiled' if row['compile'] else ''} batch {row['batch']}: {row['step_s'] * 1000:.1f} ms/step"
+                    + (f", scaled to batch {batch}" if batch != row["batch"] else "") + (f" ({how})" if how else ""))
+        cost.blocks.append(BlockCost(block.dataset, block.row, runs, steps, evals, step_s, run_s, text))
+    for (backbone, reg), where in missing_timing.items():
+        problems.append(f"{', '.join(dict.fromkeys(where))}: no step time for backbone {backbone} with {reg} in "
+                        f"{timings.path}; {MEASURE}")
+    return Estimate(list(datasets.values()), timings, gpus, notes, problems)
+
+
+def _hours(h: float | None) -> str:
+    if h is None:
+        return "?"
+    return f"{h:,.1f} h" if h < 48 else f"{h:,.0f} h ({h / 24:,.1f} days)"
+
+
+def format_estimate(est: Estimate, profile: str, seeds: list[int]) -> str:
+    """The planner's printout."""
+    lines = [f"Plan for profile {profile}: {len(seeds)} seed(s) {','.join(map(str, seeds))}, {est.gpus} GPU(s)"]
+    if est.timings is not None:
+        lines.append(f"Step times: {est.timings.path} ({est.timings.kind}, device {est.timings.device}); "
+                     "the rows used are named below.")
+    lines.append("Assumptions: evaluation (validation + test after every epoch) is forward only, about 1/3 of a "
+                 "training step per sample; data loading keeps up; a run's time = steps x step time + evaluation.")
+    for d in est.datasets:
+        s = d.sizes
+        lines += ["", f"{d.dataset} (experiment {d.experiment}): sizes train {s.get('train', '?'):,} / val "
+                      f"{s.get('val', '?'):,} / test {s.get('test', '?'):,} from {d.sizes_from}" if s else
+                  f"{d.dataset} (experiment {d.experiment}): sizes unknown",
+                  f"  batch {d.batch}, {d.epochs} epochs: {math.ceil(s['train'] / d.batch) if s else '?'} steps per "
+                  f"epoch, {d.blocks[0].steps_per_run:,} steps and {d.epochs} x 2 evaluation passes "
+                  f"({d.blocks[0].eval_samples_per_run:,} samples) per run",
+                  "  | row | runs | step time | hours per run | GPU-hours | timing row |",
+                  "  |---|--:|--:|--:|--:|---|"]
+        for b in d.blocks:
+            step = f"{b.step_s * 1000:.1f} ms" if b.step_s is not None else "?"
+            per_run = _hours(b.run_s / 3600) if b.run_s is not None else "?"
+            gpu_h = _hours(b.runs * b.run_s / 3600) if b.run_s is not None else "?"
+            lines.append(f"  | {b.row} | {b.runs} | {step} | {per_run} | {gpu_h} | {b.timing} |")
+        lines.append(f"  {d.dataset}: {d.runs} runs, {_hours(d.gpu_hours)} GPU-hours, wall {_hours(d.wall_hours(est.gpus))}"
+                     f" on {est.gpus} GPU(s)")
+    lines += ["", f"Total: {est.runs} runs, {_hours(est.gpu_hours)} GPU-hours; wall on {est.gpus} GPU(s): "
+                  f"{_hours(est.wall_hours)} as reproduce-tables runs it (one block = one dataset x one row at a time, "
+                  f"its noise x seed runs spread over the GPUs: ceil(runs / {est.gpus}) x one run per block); "
+                  f"{_hours(est.packed_wall_hours)} if every run could start on any free GPU "
+                  "(max(GPU-hours / GPUs, the longest run))."]
+    return "\n".join(lines)
+
+
+def plan_profile(profile: str, seeds: list[int], gpus: int, timings: str | os.PathLike | None = None,
+                 sets: Any = (), launcher: str | None = None, hydra_args: Any = (),
+                 project_root: str | os.PathLike | None = None) -> tuple[str, Estimate, list[str]]:
+    """``(printout, estimate, problems)`` for ``--plan``: composes every block as the sweep would (no data needed,
+    nothing runs)."""
+    from .reproduce import find_project_root, load_profile, parse_sets, plan
+
+    root = Path(project_root) if project_root is not None else find_project_root()
+    prof = load_profile(profile, root / "conf")
+    extra, problems = parse_sets(sets)
+    if gpus < 1:
+        problems.append(f"--gpus must be at least 1, got {gpus}")
+        gpus = 1
+    checked = plan(prof, seeds, extra, launcher, hydra_args, root, need_data=False)
+    est = estimate(checked, gpus, timings, root)
+    problems += checked.problems + est.problems
+    return format_estimate(est, Path(profile).stem, seeds), est, problems
