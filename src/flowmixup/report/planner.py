@@ -247,7 +247,7 @@ def estimate(checked: Any, gpus: int, timings_path: str | os.PathLike | None, pr
             timings = load_timings(path)
         except ValueError as exc:
             problems.append(f"--timings {exc}")
-    missing_timing: dict[tuple, list[str]] = {}
+    missing_timing: dict[str, dict[str, list[str]]] = {}
     datasets: dict[str, DatasetCost] = {}
     for block in checked.blocks:
         cfg = block.config
@@ -270,7 +270,7 @@ def estimate(checked: Any, gpus: int, timings_path: str | os.PathLike | None, pr
             key = timing_key(cfg)
             text = "no timing row"
             if timings is not None:
-                missing_timing.setdefault(key[:2], []).append(block.dataset)
+                missing_timing.setdefault(key[0], {}).setdefault(key[1], []).append(block.dataset)
         else:
             per_sample = row["step_s"] / row["batch"]
             step_s = per_sample * batch
@@ -279,8 +279,9 @@ def estimate(checked: Any, gpus: int, timings_path: str | os.PathLike | None, pr
                     f"{' compiled' if row['compile'] else ''} batch {row['batch']}: {row['step_s'] * 1000:.1f} ms/step"
                     + (f", scaled to batch {batch}" if batch != row["batch"] else "") + (f" ({how})" if how else ""))
         cost.blocks.append(BlockCost(block.dataset, block.row, runs, steps, evals, step_s, run_s, text))
-    for (backbone, reg), where in missing_timing.items():
-        problems.append(f"{', '.join(dict.fromkeys(where))}: no step time for backbone {backbone} with {reg} in "
+    for backbone, regs in missing_timing.items():  # one line per backbone
+        where = dict.fromkeys(d for ds in regs.values() for d in ds)
+        problems.append(f"{', '.join(where)}: no step time for backbone {backbone} with {', '.join(regs)} in "
                         f"{timings.path}; {MEASURE}")
     return Estimate(list(datasets.values()), timings, gpus, notes, problems)
 
