@@ -670,8 +670,8 @@ def _published_note(frame: pd.DataFrame, latex: bool) -> list[str]:
     sources = list(dict.fromkeys(str(x) for x in shown["published_source"]))
     if not sources:
         return []
-    text = (f"{DAGGER} (published x): a published number of ANOTHER paper's model, not a run of this sweep, shown for "
-            "reference beside the cell it compares with: " + "; ".join(sources) + ".")
+    text = (f"{DAGGER} A published number of ANOTHER paper's model, not a run of this sweep, shown for reference "
+            "beside the cell it compares with: " + "; ".join(sources) + ".")
     if latex:
         return [r"\par\smallskip{\scriptsize " + _latex_escape(text.replace(DAGGER, "$^\\dagger$")) + "}"]
     return [text, ""]
