@@ -124,9 +124,9 @@ def test_reproduce_ptbxl_profile_end_to_end(shared_data, tmp_path):
     profile = tmp_path / "ptbxl_small.yaml"
     entries = [dict(e, noise=[0.0, 0.4]) for e in prof["datasets"]]
     profile.write_text(json.dumps({"rows": ["erm"], "datasets": entries}))
-    sets = [f"dataset.root={root}", "trainer.epochs=1", "backbone.blocks=[2,1,1,1]", "backbone.width=4",
+    sets = [f"dataset.root={root}", "trainer.epochs=2", "backbone.blocks=[2,1,1,1]", "backbone.width=4",
             "trainer.num_threads=1", "trainer.device=cpu", "trainer.num_workers=0", "trainer.batch_size=16",
-            "dataset.variance_epochs=1"]
+            "dataset.variance_epochs=2"]
     sweep = tmp_path / "sweep"
     args = [sys.executable, str(SCRIPT), "--profile", str(profile), "--sweep-dir", str(sweep)]
     for item in sets:
