@@ -22,13 +22,13 @@ SCRIPT = PROJECT_ROOT / "scripts" / "reproduce_tables.py"
 def test_profiles_name_known_rows_and_experiments():
     from conftest import CONF_DIR
 
-    for name in ("mini", "paper"):
+    for name in ("mini", "paper", "ptbxl"):
         prof = load_profile(name)
         assert [r["name"] for r in prof["rows"]] == PAPER_ROWS  # the six rows of the paper's tables, in order
         assert prof["rows"][1]["overrides"] == ["regularizer=mixup", "regularizer.alpha=1.0"]
         for entry in prof["datasets"]:
             assert (CONF_DIR / "experiment" / f"{entry['experiment']}.yaml").is_file()
-    with pytest.raises(SystemExit, match="profile 'nope' not found; known profiles: mini, paper"):
+    with pytest.raises(SystemExit, match="profile 'nope' not found; known profiles: mini, paper, ptbxl"):
         load_profile("nope")
     assert list(known_rows()) == PAPER_ROWS
 
@@ -188,3 +188,14 @@ def test_a_failed_cell_makes_the_sweep_exit_non_zero(tmp_path):
         lines[1].endswith(f"log: {cell / 'train.log'}")
     assert (cell / "train.log").is_file() and (sweep / "logs" / "synth_ecg__erm.log").is_file()
     assert "**0 ok**, **1 failed**" in (sweep / "report" / "report.md").read_text()
+
+
+def test_local_gpus_is_a_launcher_of_this_machine(tmp_path):
+    """hydra/launcher=local_gpus runs here: its runs' configs are checked as local ones (a remote launcher's are not
+    checked against this machine's devices)."""
+    from flowmixup.report.reproduce import LOCAL_LAUNCHERS
+
+    assert "local_gpus" in LOCAL_LAUNCHERS
+    profile = tmp_path / "p.yaml"
+    profile.write_text("rows: [erm]\ndatasets:\n  - experiment: mini_synth_ecg\n    noise: [0.0]\n")
+    assert plan(load_profile(str(profile)), [0], {}, launcher="local_gpus").problems == []
