@@ -92,7 +92,7 @@ def test_gpu_check_rows_precision_compile_and_batch(tmp_path):
     assert problems == []
     _, _, run, gpu_h, wall_h, _ = independent(0.1, 0.3, 64, SIZES, 2, runs_per_block=2)
     assert est.gpu_hours == pytest.approx(gpu_h) and est.wall_hours == pytest.approx(wall_h)
-    assert "Test GPU (cuda)" in text and "steps[0]: resnet1d erm fp32 batch 64: 100.0 ms/step" in text
+    assert "Test GPU (cuda)" in text and "steps[0]: resnet1d on 1x500 erm fp32 batch 64: 100.0 ms/step" in text
     # the config's precision and compile pick the row; a missing precision falls back to fp32, said so
     from flowmixup.report.planner import load_timings
 

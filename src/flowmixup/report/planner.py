@@ -134,7 +134,9 @@ def load_timings(path: str | os.PathLike) -> Timings:
                 rows.append({"backbone": str(r["backbone_name"] or str(r.get("backbone", "")).split()[0]),
                              "regularizer": str(r["regularizer"]), "precision": str(r.get("precision", "fp32")),
                              "compile": bool(r.get("compile", False)), "batch": int(r["batch"]),
-                             "step_s": float(r["step_ms"]) / 1000.0, "where": f"steps[{i}]"})
+                             "step_s": float(r["step_ms"]) / 1000.0, "where": f"steps[{i}]",
+                             "input": "x".join(str(v) for v in r["input"]) if isinstance(r.get("input"), list) else
+                             None})
             except (KeyError, TypeError, ValueError, IndexError):
                 raise ValueError(f"{path}: steps[{i}] lacks backbone_name, regularizer, batch or step_ms") from None
         return Timings(path, "gpu_check", f"{device.get('name', '?')} ({device.get('device', '?')})", rows)
@@ -275,7 +277,8 @@ def estimate(checked: Any, gpus: int, timings_path: str | os.PathLike | None, pr
             per_sample = row["step_s"] / row["batch"]
             step_s = per_sample * batch
             run_s = steps * step_s + evals * per_sample * EVAL_COST if cost.sizes else None
-            text = (f"{row['where']}: {row['backbone']} {row['regularizer']} {row['precision']}"
+            text = (f"{row['where']}: {row['backbone']}{' on ' + row['input'] if row.get('input') else ''} "
+                    f"{row['regularizer']} {row['precision']}"
                     f"{' compiled' if row['compile'] else ''} batch {row['batch']}: {row['step_s'] * 1000:.1f} ms/step"
                     + (f", scaled to batch {batch}" if batch != row["batch"] else "") + (f" ({how})" if how else ""))
         cost.blocks.append(BlockCost(block.dataset, block.row, runs, steps, evals, step_s, run_s, text))
@@ -299,7 +302,9 @@ def format_estimate(est: Estimate, profile: str, seeds: list[int]) -> str:
         lines.append(f"Step times: {est.timings.path} ({est.timings.kind}, device {est.timings.device}); "
                      "the rows used are named below.")
     lines.append("Assumptions: evaluation (validation + test after every epoch) is forward only, about 1/3 of a "
-                 "training step per sample; data loading keeps up; a run's time = steps x step time + evaluation.")
+                 "training step per sample; data loading keeps up; a run's time = steps x step time + evaluation. "
+                 "A timing row is matched by backbone, regularizer, precision and compile, NOT by input size: "
+                 "check that its input (shown) is the dataset's.")
     for d in est.datasets:
         s = d.sizes
         lines += ["", f"{d.dataset} (experiment {d.experiment}): sizes train {s.get('train', '?'):,} / val "
