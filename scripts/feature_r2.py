@@ -43,16 +43,17 @@ def write_figure(path: Path, labels: list[str], points: list[str], r2: dict[str,
 
     x = np.arange(len(points))
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(max(6.0, 0.7 * len(points) + 2), 6.5), sharex=True)
-    for label in labels:
-        top.plot(x, r2[label], marker="o", label=label)
+    for i, label in enumerate(labels):
+        top.plot(x, r2[label], marker="o", color=f"C{i % 10}", label=label)
     top.set_ylabel(f"$R^2$ (k-means, k={k})")
     top.set_title(f"$R^2$ of hidden features per hidden state ({split} split)")
     top.grid(alpha=0.3)
     top.legend(fontsize=8)
     first = np.asarray(r2[labels[0]], dtype=float)
-    for label in labels[1:]:
+    for i, label in enumerate(labels[1:], start=1):  # each run keeps its colour from the top panel
         with np.errstate(divide="ignore", invalid="ignore"):
-            bottom.plot(x, first / np.asarray(r2[label], dtype=float), marker="s", label=f"{labels[0]} / {label}")
+            bottom.plot(x, first / np.asarray(r2[label], dtype=float), marker="s", color=f"C{i % 10}",
+                        label=f"{labels[0]} / {label}")
     bottom.axhline(1.0, color="grey", lw=1, ls="--")
     bottom.set_ylabel(r"$R^2$ ratio $R_1^2/R_2^2$")
     bottom.grid(alpha=0.3)
