@@ -46,3 +46,8 @@ bench: install  ## measure step-time and FLOP ratios, loader speed-ups and MFU; 
 	$(PYTHON) scripts/bench.py
 
 .PHONY: bench
+
+gpu-check: install  ## on a GPU: step time/memory per backbone x regularizer, loader wait, runs per GPU, determinism (~7 min)
+	$(PYTHON) scripts/gpu_check.py $(ARGS)
+
+.PHONY: gpu-check

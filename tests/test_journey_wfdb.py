@@ -60,7 +60,7 @@ def test_ptbxl_prepare_then_train(shared_data, tmp_path):
     assert res.stdout.strip().splitlines()[-1] == str(tmp_path / "data" / "ptbxl" / "ptbxl_100hz.h5")
     ok(cli(tmp_path, "train.py", "experiment=ptbxl_benchmark", f"dataset.root={root}", *TINY))
     summary = only_summary(tmp_path)
-    assert summary["dataset"] == "ptbxl" and summary["primary_metric"] == "auc"
+    assert summary["dataset"] == "ptbxl_superdiagnostic" and summary["primary_metric"] == "auc"
     # a bad task is one line before training
     res = cli(tmp_path, "train.py", "experiment=ptbxl_benchmark", f"dataset.root={root}", "dataset.task=diag", *TINY)
     assert res.returncode != 0 and "dataset.task: 'diag' is unknown" in res.out

@@ -36,6 +36,7 @@ def rows(path):
 def metrics_of(run_dir):
     summary = json.loads((run_dir / "summary.json").read_text())
     summary.pop("wall_time_s")
+    summary.pop("speed")  # throughput: a measurement of this process, not a result
     # the run's config, compared too, except the data folder: each test run has its own (tmp_path)
     summary["config"].pop("paths")
     summary["config"]["dataset"]["loader"].pop("cache_dir")

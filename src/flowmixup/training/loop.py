@@ -1,6 +1,7 @@
 """One optimisation step, one training epoch, one evaluation."""
 from __future__ import annotations
 
+import time
 from typing import Callable
 
 import numpy as np
@@ -63,11 +64,15 @@ def train_epoch(b: Built, state: RunState, cfg: DictConfig, watch: SignalWatch, 
     losses = _LossWatch(state, b.device, epoch)
     bar = tqdm(loader, desc=f"epoch {epoch}/{cfg.trainer.epochs}", leave=False, initial=state.step, total=n_batches,
                disable=not cfg.trainer.progress, dynamic_ncols=True)
+    speed, started = state.speed, time.perf_counter()
+    asked = started
     for x, y in bar:
+        speed.data_wait_s += time.perf_counter() - asked  # the loader kept up if this stays near zero
         x = to_input(x, b.device, cfg.trainer.channels_last)
         y = y.to(b.device, non_blocking=True)
         losses.add(train_step(b.reg, b.criterion, b.optimizer, x, y, cfg.trainer.precision == "bf16"))
         state.step += 1
+        speed.steps, speed.samples = speed.steps + 1, speed.samples + len(y)
         faults.after_step(epoch, state.step)
         if state.step % losses.every == 0 or state.step == n_batches:
             losses.flush()
@@ -79,6 +84,8 @@ def train_epoch(b: Built, state: RunState, cfg: DictConfig, watch: SignalWatch, 
             save()
             bar.close()
             raise StopRequested(watch.signum)
+        asked = time.perf_counter()
+    speed.train_s += time.perf_counter() - started
     bar.close()
     return float(losses.total) / max(n_batches, 1)
 

@@ -36,6 +36,22 @@ def _array(t: torch.Tensor | None) -> np.ndarray | None:
 
 
 @dataclass
+class Speed:
+    """Training throughput measured in this process (after a resume: since the resume). Not checkpointed."""
+
+    steps: int = 0
+    samples: int = 0
+    train_s: float = 0.0      # wall time inside the training loop, waiting for data included
+    data_wait_s: float = 0.0  # of which: waiting for the DataLoader's next batch
+
+    def as_dict(self) -> dict:
+        return {"train_steps": self.steps, "train_samples": self.samples, "train_s": round(self.train_s, 3),
+                "data_wait_s": round(self.data_wait_s, 3),
+                "train_samples_per_s": self.samples / self.train_s if self.train_s > 0 else None,
+                "data_wait_fraction": self.data_wait_s / self.train_s if self.train_s > 0 else None}
+
+
+@dataclass
 class RunState:
     """Everything a checkpoint holds besides the model, optimiser, scheduler and random states."""
 
@@ -49,6 +65,7 @@ class RunState:
     best_val: tuple = (math.inf, -1)    # (validation loss, epoch)
     last_probs: np.ndarray | None = None
     y_test: np.ndarray | None = None
+    speed: Speed = field(default_factory=Speed)  # this process's throughput (not part of the checkpoint)
 
     def record(self, row: dict, test: Scores, probs: np.ndarray) -> None:
         """One evaluated epoch: its metrics.csv row, its test scores and probabilities; the best values so far."""
@@ -173,6 +190,8 @@ class Summary(TypedDict, total=False):
     auc_excluded_classes: list
     f1_excluded_classes: list
     wall_time_s: float
+    speed: dict                   # this process's throughput: train_steps, train_samples, train_s, data_wait_s,
+    #                               train_samples_per_s, data_wait_fraction (is the loader keeping up?)
     reason: str                   # only when status is failed
     config: dict                  # the resolved config (the run's config.yaml)
 
@@ -213,6 +232,7 @@ def summarize(cfg, resolved: dict, state: RunState, corrupted: float, status: st
         "auc_excluded_classes": state.per_epoch[-1].auc_excluded if state.per_epoch else [],
         "f1_excluded_classes": state.per_epoch[-1].f1_excluded if state.per_epoch else [],
         "wall_time_s": round(time.time() - started, 2),
+        "speed": state.speed.as_dict(),
         **_extra_summary(history, at, list(extra)),
     }
     if reason:

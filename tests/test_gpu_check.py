@@ -1,0 +1,55 @@
+"""scripts/gpu_check.py: the GPU readiness check's code paths, at toy sizes on CPU, so the script cannot rot."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import PROJECT_ROOT
+
+
+@pytest.mark.slow
+def test_gpu_check_quick_on_cpu_writes_every_section(tmp_path):
+    out = tmp_path / "gpu_check.json"
+    proc = subprocess.run([sys.executable, "scripts/gpu_check.py", "--device", "cpu", "--quick", "--threads", "1",
+                           "--out", str(out)], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    d = json.loads(out.read_text())
+    assert d["device"]["device"] == "cpu" and d["quick"] is True
+    steps = d["steps"]
+    # every backbone x regularizer x precision, plus the compiled rows, each measured
+    assert {r["regularizer"] for r in steps} == {"erm", "mixup", "manifold_mixup", "flowmixup_op_false",
+                                                 "flowmixup_op_true"}
+    assert {r["precision"] for r in steps} == {"fp32", "bf16"}
+    assert any(r["compile"] for r in steps)
+    assert all(r["ok"] for r in steps), [r.get("error") for r in steps if not r["ok"]]
+    for r in steps:
+        assert r["step_ms"] > 0 and r["samples_per_s"] == pytest.approx(r["batch"] / (r["step_ms"] / 1000))
+    erm = [r for r in steps if r["regularizer"] == "erm"]
+    assert all(r["vs_erm"] == pytest.approx(1.0) for r in erm)
+    loader = d["loader"]
+    assert loader["num_workers"] > 0 and loader["train_steps"] > 0
+    assert 0.0 <= loader["data_wait_fraction"] <= 1.0
+    shared = d["shared_gpu"]
+    assert [r["runs_at_once"] for r in shared] == [1, 2]
+    assert len(shared[1]["per_run_samples_per_s"]) == 2
+    assert shared[0]["vs_one_run"] == pytest.approx(1.0)
+    assert d["deterministic"]["identical"] is True
+    assert "test_macro_f1" in d["deterministic"]["compared_columns"]
+    # the printed tables
+    for title in ("Training step", "Loader during a real ChestX-ray14 training", "Several ECG runs on one GPU"):
+        assert title in proc.stdout
+
+
+def test_gpu_check_without_cuda_says_so_in_one_line(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    proc = subprocess.run([sys.executable, "scripts/gpu_check.py", "--out", str(tmp_path / "g.json")],
+                          cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith("error: --device cuda: no CUDA device is visible")
+    assert len(proc.stderr.strip().splitlines()) == 1
