@@ -292,3 +292,13 @@ def test_two_trained_runs_end_to_end(tmp_path):
         res = subprocess.run([sys.executable, "scripts/feature_r2.py", *args, "--out", str(tmp_path / "bad")],
                              cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600)
         assert res.returncode == code and expected in res.stderr and res.stderr.count("\n") == 1, res.stderr
+
+
+def test_load_run_reads_data_moved_elsewhere_with_data_dir(tmp_path):
+    run_dir = make_plain_run(tmp_path, "a", seed=1)
+    before = load_run(run_dir)["data"]
+    (tmp_path / "data").rename(tmp_path / "moved")
+    run = load_run(run_dir, data_dir=str(tmp_path / "moved"))
+    assert run["cfg"].dataset.loader.cache_dir == str(tmp_path / "moved" / "synth_ecg")
+    assert not (tmp_path / "data").exists()  # nothing generated at the old place
+    np.testing.assert_array_equal(np.asarray(run["data"].x), np.asarray(before.x))
