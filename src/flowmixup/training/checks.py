@@ -132,7 +132,14 @@ def check_config(cfg: DictConfig, local: bool = True) -> None:
                               f"(dataset.root=/path), or dataset.root=null to train from a ready cache", key=key)
         raise ConfigError(f"{key}: is not set (a mandatory value); allowed: any value ({key}=...)", key=key)
     c = _Checker(cfg)
-    reg = cfg.regularizer.name
+    _check_regularizer_and_labels(c)
+    _check_trainer(c, cfg, local)
+    c.int_at_least("metrics.variance_epochs", 2)
+    c.number_in("metrics.threshold", 0, 1, low_open=True, high_open=True)
+    _check_dataset(c, cfg, local)
+
+
+def _check_regularizer_and_labels(c: "_Checker") -> None:
     c.number_in("regularizer.alpha", 0, math.inf, low_open=True, high_open=True)
     c.boolean("regularizer.keep_original")
     if c.has("regularizer.mix_points"):
@@ -145,7 +152,9 @@ def check_config(cfg: DictConfig, local: bool = True) -> None:
     c.seed("seed")
     c.seed("corruption.seed")
 
-    t = "trainer."
+
+def _check_trainer(c: "_Checker", cfg: DictConfig, local: bool) -> None:
+    t, reg = "trainer.", cfg.regularizer.name
     c.int_at_least(t + "epochs", 1)
     bs = cfg.trainer.batch_size
     mixes = _is_int(bs) and bs < 2 and regularizer_mixes(cfg)  # imports the class only for a batch of one
@@ -174,9 +183,8 @@ def check_config(cfg: DictConfig, local: bool = True) -> None:
     if local and isinstance(dev, str) and dev.startswith("cuda"):
         check_cuda(dev)
 
-    c.int_at_least("metrics.variance_epochs", 2)
-    c.number_in("metrics.threshold", 0, 1, low_open=True, high_open=True)
 
+def _check_dataset(c: "_Checker", cfg: DictConfig, local: bool) -> None:
     d = "dataset."
     c.seed(d + "split_seed")
     c.seed(d + "generator_seed")
