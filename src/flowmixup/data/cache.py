@@ -525,17 +525,27 @@ def open_cache(
     *,
     build_hint: str,
     fingerprint: Fingerprint | None = None,
+    on_bad_record: str = "skip",
+    what: str = "records",
 ) -> dict:
     """The manifest of the complete cache ``cache_path`` for ``config`` (and, when given, for the data of
     ``fingerprint``); otherwise a one-line DataError that says why and how to build it (``build_hint``: the
-    command). Without a fingerprint (no raw data at hand) a complete cache for ``config`` is accepted as it is."""
+    command). Without a fingerprint (no raw data at hand) a complete cache for ``config`` is accepted as it is.
+    Under ``on_bad_record="error"`` a cache built with skipped ``what`` (records, images) is refused too."""
     found = _problem(cache_path, config, fingerprint)
     if found is not None:
         kind, problem = found
         if kind == "data":
             raise DataError(f"{problem}. Rebuild it for this data with: {build_hint}")
         raise DataError(f"no complete cache at {cache_path} ({problem}). Build it with: {build_hint}")
-    return read_manifest(cache_path)  # type: ignore[return-value]
+    manifest = read_manifest(cache_path)
+    if manifest.get("skipped") and on_bad_record == "error":
+        raise DataError(
+            f"{cache_path} was built with on_bad_record=skip and leaves out {len(manifest['skipped'])} {what} "
+            f"(listed in {Path(cache_path).with_suffix('.json')}); pass dataset.on_bad_record=skip to use it, "
+            "or rebuild it"
+        )
+    return manifest  # type: ignore[return-value]
 
 
 def root_missing_message(root: Any, cache_path: str | os.PathLike) -> str:

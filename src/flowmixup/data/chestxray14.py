@@ -343,12 +343,7 @@ def load(
     hint = PREPARE_COMMAND.format(root=root if has_root else "<root>")
     if int(resolution) != 256:
         hint += f" dataset.resolution={int(resolution)}"
-    manifest = open_cache(path, config, build_hint=hint, fingerprint=fp)
-    if manifest.get("skipped") and on_bad_record == "error":
-        raise DataError(
-            f"{path} was built with on_bad_record=skip and leaves out {len(manifest['skipped'])} images "
-            f"(listed in {path.with_suffix('.json')}); pass dataset.on_bad_record=skip to use it, or rebuild it"
-        )
+    manifest = open_cache(path, config, build_hint=hint, fingerprint=fp, on_bad_record=on_bad_record, what="images")
     rows = read_row_data(path, ["y", "patient", "official_test"])
     y = rows["y"].astype(np.float32)
     test = rows["official_test"].astype(bool)

@@ -544,12 +544,7 @@ def load(
         prepare(root, cache_dir, sources, classes, fs_i, sec, no_scored_label, cache_name,
                 prepare_workers=prepare_workers, on_bad_record=on_bad_record)
     hint = PREPARE_COMMAND.format(root=root if has_root else "<root>")
-    manifest = open_cache(path, config, build_hint=hint, fingerprint=fp)
-    if manifest.get("skipped") and on_bad_record == "error":
-        raise DataError(
-            f"{path} was built with on_bad_record=skip and leaves out {len(manifest['skipped'])} records "
-            f"(listed in {path.with_suffix('.json')}); pass dataset.on_bad_record=skip to use it, or rebuild it"
-        )
+    manifest = open_cache(path, config, build_hint=hint, fingerprint=fp, on_bad_record=on_bad_record)
     rows = read_row_data(path, ["y", "name", "source"])
     patients = read_patients(Path(root), patients_csv) if has_root else {}
     if patients_csv not in (None, "", "???") and not has_root and not Path(str(patients_csv)).is_absolute():

@@ -388,12 +388,7 @@ def load(
     hint = PREPARE_COMMAND.format(root=root if has_root else "<root>")
     if rate != 100:
         hint += f" dataset.sampling_rate={rate}"
-    manifest = open_cache(path, config, build_hint=hint, fingerprint=fp)
-    if manifest.get("skipped") and on_bad_record == "error":
-        raise DataError(
-            f"{path} was built with on_bad_record=skip and leaves out {len(manifest['skipped'])} records "
-            f"(listed in {path.with_suffix('.json')}); pass dataset.on_bad_record=skip to use it, or rebuild it"
-        )
+    manifest = open_cache(path, config, build_hint=hint, fingerprint=fp, on_bad_record=on_bad_record)
     rows = read_row_data(path, ["statements", "strat_fold", "patient"])
     scp = _statements_frame((manifest.get("source") or {})["statement_table"])
     statements = list(config["statements"])

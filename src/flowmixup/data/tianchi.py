@@ -391,12 +391,7 @@ def load(
             raise DataError(f"no complete cache at {path} and no dataset.root to build it from")
         prepare(root, cache_dir, cache_name, sources, classes, other_labels, duplicates, num_workers, on_bad_record)
     hint = PREPARE_COMMAND.format(name=cache_name, root=root if has_root else "<root>")
-    manifest = open_cache(path, config, build_hint=hint, fingerprint=fp)
-    if manifest.get("skipped") and on_bad_record == "error":
-        raise DataError(
-            f"{path} was built with on_bad_record=skip and leaves out {len(manifest['skipped'])} records "
-            f"(listed in {path.with_suffix('.json')}); pass dataset.on_bad_record=skip to use it, or rebuild it"
-        )
+    manifest = open_cache(path, config, build_hint=hint, fingerprint=fp, on_bad_record=on_bad_record)
     rows = read_row_data(path, ["y"])
     y = rows["y"].astype(np.float32)
     splits = random_split_indices(len(y), list(_plain(split_fractions)), int(split_seed))
