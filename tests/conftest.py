@@ -1,13 +1,19 @@
-"""Shared pytest fixtures: paths to the project and to the real-data fixtures in ../shared/data."""
+"""Shared pytest fixtures. Constants and helper functions live in plain modules beside this file
+(project_config.py, wfdb_records.py, journey_layouts.py), which test modules import directly."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+from hydra.core.plugins import Plugins
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-CONF_DIR = PROJECT_ROOT / "conf"
-SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
+from project_config import SHARED_DATA, compose_config
+
+# Hydra's first plugin scan executes every module under hydra_plugins again, in place, giving their classes new
+# identities. Scan now, before any test module imports from hydra_plugins: otherwise a test module that did
+# `from ...local_gpus_launcher import NoGpus` before the first compose of the session holds the old class, and
+# `pytest.raises(NoGpus)` misses the new one the launcher raises (seen in the `-m "not slow"` selection).
+Plugins.instance()
 
 
 @pytest.fixture(scope="session")
@@ -18,34 +24,7 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
-TINY = [
-    "dataset.n_records=160",
-    "dataset.sampling_rate=50",
-    "dataset.duration=2.0",
-    "dataset.variance_epochs=3",
-    "backbone.blocks=[2,1,1,1]",
-    "backbone.width=4",
-    "trainer.epochs=2",
-    "trainer.batch_size=16",
-    "trainer.progress=false",
-    "trainer.device=cpu",
-    # one thread: tiny models gain nothing from two, and on a loaded machine two threads spin-wait for each other
-    # (epochs measured 30x slower) and their reduction order may change the last digits between runs
-    "trainer.num_threads=1",
-]
-
-
-def compose_config(tmp_path: Path, overrides=(), tiny: bool = True):
-    """The project's config as train.py would see it, at tiny size, with data cached under tmp_path."""
-    from hydra import compose, initialize_config_dir
-
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(
-            config_name="config",
-            overrides=[*(TINY if tiny else []), f"paths.data_dir={tmp_path / 'data'}", *overrides],
-        )
-
-
 @pytest.fixture
 def tiny_config(tmp_path):
+    """``tiny_config(*overrides)``: :func:`project_config.compose_config` at tiny size with data under tmp_path."""
     return lambda *overrides: compose_config(tmp_path, overrides)

@@ -5,7 +5,7 @@ import importlib.util
 
 import torch
 
-from conftest import PROJECT_ROOT
+from project_config import PROJECT_ROOT
 
 
 def load_bench():

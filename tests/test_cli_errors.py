@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from conftest import PROJECT_ROOT, TINY
+from project_config import PROJECT_ROOT, TINY
 
 
 def cli(script, *args, timeout=300):

@@ -13,27 +13,7 @@ from scipy.signal import resample_poly
 
 from flowmixup.data import cinc2021 as cinc
 from flowmixup.data.base import DataError
-
-LEADS = ["I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6"]
-
-
-def write_challenge_record(folder: Path, name: str, fs: int, n: int, dx: list[str], seed: int = 0) -> np.ndarray:
-    """A GENERATED record in the challenge's packaging: a MATLAB v4 ``val`` int16 array (leads x samples) and a
-    WFDB header naming it (format 16, 24-byte offset, gain 1000/mV), with Age/Sex/Dx/Rx/Hx/Sx comments."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(n) / fs
-    wave = np.sin(2 * np.pi * 1.2 * t)[None] * rng.uniform(200, 900, 12)[:, None]
-    val = np.round(wave + 20 * rng.standard_normal((12, n))).astype(np.int16)
-    folder.mkdir(parents=True, exist_ok=True)
-    scipy.io.savemat(folder / f"{name}.mat", {"val": val}, format="4")
-    lines = [f"{name} 12 {fs} {n}"]
-    for lead, row in zip(LEADS, val):
-        checksum = int(row.astype(np.int64).sum()) & 0xFFFF
-        checksum = checksum - 65536 if checksum >= 32768 else checksum
-        lines.append(f"{name}.mat 16x1+24 1000.0(0)/mV 16 0 {int(row[0])} {checksum} 0 {lead}")
-    lines += ["# Age: 60", "# Sex: Female", f"# Dx: {','.join(dx)}", "# Rx: Unknown", "# Hx: Unknown", "# Sx: Unknown"]
-    (folder / f"{name}.hea").write_text("\n".join(lines) + "\n")
-    return val.astype(np.float64) / 1000.0
+from wfdb_records import write_challenge_record
 
 
 def header_dx(hea: Path) -> list[str]:

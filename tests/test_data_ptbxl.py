@@ -19,42 +19,9 @@ import pytest
 
 from flowmixup.data import ptbxl
 from flowmixup.data.base import DataError
-
-SLICE = "ptbxl_database.head520.csv"
-LEADS = ["I", "II", "III", "AVR", "AVL", "AVF", "V1", "V2", "V3", "V4", "V5", "V6"]  # as PTB-XL's headers name them
-
-
-# --------------------------------------------------------------------------------------------- generated trees
-def write_record(path_without_suffix: Path, fs: int, seconds: int = 10, seed: int = 0, n_leads: int = 12) -> np.ndarray:
-    """A GENERATED record in PTB-XL's format (WFDB format 16, gain 1000/mV): a 1 Hz beat-like wave plus noise."""
-    import wfdb
-
-    rng = np.random.default_rng(seed)
-    t = np.arange(fs * seconds) / fs
-    beat = np.exp(-(((t % 1.0) - 0.3) ** 2) / 0.0008)
-    sig = beat[:, None] * rng.uniform(0.3, 1.5, n_leads)[None] + 0.05 * rng.standard_normal((len(t), n_leads))
-    sig = np.round(sig * 1000) / 1000  # exact at gain 1000
-    path_without_suffix.parent.mkdir(parents=True, exist_ok=True)
-    wfdb.wrsamp(path_without_suffix.name, fs=fs, units=["mV"] * n_leads, sig_name=LEADS[:n_leads], p_signal=sig,
-                fmt=["16"] * n_leads, adc_gain=[1000.0] * n_leads, baseline=[0] * n_leads,
-                write_dir=str(path_without_suffix.parent))
-    return sig
-
-
-def build_ptbxl_tree(shared: Path, root: Path, n: int, rates=(100,)) -> pd.DataFrame:
-    """A PTB-XL root in the release's layout: the REAL scp_statements.csv, the first ``n`` REAL rows of the slice
-    (real scp_codes, patients and folds; their columns as the release writes them) as ptbxl_database.csv, and a
-    GENERATED record at each row's filename_lr (and filename_hr for 500 Hz)."""
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "scp_statements.csv").write_bytes((shared / "ptbxl" / "scp_statements.csv").read_bytes())
-    df = pd.read_csv(shared / "ptbxl" / SLICE, dtype=str, keep_default_na=False).iloc[:n]
-    df.to_csv(root / "ptbxl_database.csv", index=False)
-    for i, row in enumerate(df.itertuples()):
-        if 100 in rates:
-            write_record(root / row.filename_lr, 100, seed=i)
-        if 500 in rates:
-            write_record(root / row.filename_hr, 500, seed=i)
-    return df
+from wfdb_records import PTBXL_LEADS as LEADS
+from wfdb_records import PTBXL_SLICE as SLICE
+from wfdb_records import build_ptbxl_tree, write_record
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from conftest import PROJECT_ROOT
+from project_config import PROJECT_ROOT
 
 
 @pytest.mark.slow
@@ -43,6 +43,7 @@ def test_gpu_check_quick_on_cpu_writes_every_section(tmp_path):
         assert title in proc.stdout
 
 
+@pytest.mark.slow
 def test_gpu_check_without_cuda_says_so_in_one_line(tmp_path):
     import torch
 

@@ -18,9 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import PROJECT_ROOT
-from test_data_cinc2021 import write_challenge_record
-from test_data_ptbxl import build_ptbxl_tree
+from project_config import PROJECT_ROOT
+from wfdb_records import build_ptbxl_tree, write_challenge_record
 
 TIMEOUT = 600
 TINY = ["backbone.blocks=[2,1,1,1]", "backbone.width=4", "trainer.epochs=1", "trainer.batch_size=16",

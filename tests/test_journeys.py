@@ -37,8 +37,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import CONF_DIR, PROJECT_ROOT
 from journey_layouts import build_tianchi_root, expected_tianchi_selection
+from project_config import CONF_DIR, PROJECT_ROOT
 
 TIMEOUT = 300
 FAULT_ENV = "FLOWMIXUP_FAULT_AT"

@@ -1,17 +1,15 @@
 """hydra/launcher=local_gpus: one job per GPU at a time, every GPU busy, on CPU with a faked device count."""
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 
-from conftest import CONF_DIR, PROJECT_ROOT
 from hydra_plugins.flowmixup_local_gpus.local_gpus_launcher import GpuSlot, NoGpus, resolve_gpus, slot_order
+from project_config import CONF_DIR, PROJECT_ROOT
 
 
 def test_resolve_gpus_reads_null_count_and_ids():

@@ -10,8 +10,8 @@ import runpy
 import pytest
 from omegaconf import OmegaConf
 
-from conftest import PROJECT_ROOT
 from flowmixup.report.planner import pick_timing, plan_profile
+from project_config import PROJECT_ROOT
 
 SCRIPT = PROJECT_ROOT / "scripts" / "reproduce_tables.py"
 # experiment mini_synth_ecg: backbone resnet1d, 25 epochs; here with batch 50 (the timings are at batch 32)

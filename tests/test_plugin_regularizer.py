@@ -14,7 +14,7 @@ import textwrap
 
 import pytest
 
-from conftest import PROJECT_ROOT, TINY
+from project_config import PROJECT_ROOT, TINY
 
 MODULE = '''
 import torch

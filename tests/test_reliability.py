@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import PROJECT_ROOT, TINY
 from flowmixup.training import build, run
 from flowmixup.training.checks import ConfigError
+from project_config import PROJECT_ROOT, TINY
 
 # 280 training samples / 16 = 17 steps an epoch; interruptions are delivered by the run itself at a known step
 # (FLOWMIXUP_FAULT_AT, flowmixup.training.faults), never by a sleep that a loaded machine would turn into a race
@@ -158,6 +158,7 @@ def test_a_live_run_directory_is_refused_and_a_dead_lock_taken_over(tmp_path):
     assert lock.read_text() == ""  # a clean end leaves no holder
 
 
+@pytest.mark.slow
 def test_outputs_and_cache_follow_the_umask(tiny_config, tmp_path):
     """Files are readable by others as any normal write would make them (not mkstemp's 0600)."""
     old = os.umask(0o027)
@@ -175,6 +176,7 @@ def test_outputs_and_cache_follow_the_umask(tiny_config, tmp_path):
     assert set(modes.values()) == {oct(0o640)}, modes
 
 
+@pytest.mark.slow
 def test_resume_refuses_another_configuration(tiny_config, tmp_path):
     run(tiny_config("regularizer=erm", "trainer.epochs=1"), tmp_path / "r")
     (tmp_path / "r" / "summary.json").unlink()
@@ -190,6 +192,7 @@ def test_resume_true_without_checkpoint(tiny_config, tmp_path):
         run(tiny_config("trainer.resume=true"), tmp_path / "none")
 
 
+@pytest.mark.slow
 def test_non_finite_loss_fails_cleanly(tiny_config, tmp_path, monkeypatch):
     real = build.build_loss
 
@@ -220,6 +223,7 @@ def test_non_finite_loss_fails_cleanly(tiny_config, tmp_path, monkeypatch):
     assert json.loads((tmp_path / "nan" / "summary.json").read_text())["status"] == "failed"
 
 
+@pytest.mark.slow
 def test_failed_cell_does_not_stop_a_multirun_but_a_single_run_exits_1(tmp_path):
     env = {**os.environ}
     common = [*TINY, "trainer.epochs=1", f"paths.data_dir={tmp_path / 'data'}"]
@@ -236,6 +240,7 @@ def test_failed_cell_does_not_stop_a_multirun_but_a_single_run_exits_1(tmp_path)
     assert single.returncode == 1 and "non-finite" in single.stdout + single.stderr
 
 
+@pytest.mark.slow
 def test_a_failing_write_damages_nothing(tiny_config, tmp_path, monkeypatch):
     """A full disk while writing epoch 2's metrics: the error says so, epoch 1's files stay whole."""
     out = tmp_path / "disk"
@@ -258,6 +263,7 @@ def test_a_failing_write_damages_nothing(tiny_config, tmp_path, monkeypatch):
     assert summary["status"] == "ok" and summary["epochs"] == 3
 
 
+@pytest.mark.slow
 def test_predictions_and_summary_agree_after_resume(tiny_config, tmp_path):
     cfg2 = tiny_config("regularizer=mixup", "trainer.epochs=2")
     straight = run(cfg2, tmp_path / "a")

@@ -338,6 +338,7 @@ def test_figures_written_and_spearman_matches_scipy(tmp_path):
     assert mean_e1 == pytest.approx(np.mean(firsts))
 
 
+@pytest.mark.slow
 def test_cli_errors(tmp_path):
     missing = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path / "nope")], capture_output=True, text=True)
     assert missing.returncode != 0
@@ -381,6 +382,7 @@ def sweep_with_two_bad_summaries(root: Path) -> tuple[Path, Path]:
     return invalid, keyless
 
 
+@pytest.mark.slow
 def test_cli_bad_summaries_named_and_nothing_written(tmp_path):
     invalid, keyless = sweep_with_two_bad_summaries(tmp_path)
     res = run_script(tmp_path)
@@ -394,6 +396,7 @@ def test_cli_bad_summaries_named_and_nothing_written(tmp_path):
     assert res.stdout == ""
 
 
+@pytest.mark.slow
 def test_cli_skip_bad_builds_the_report_from_the_rest(tmp_path):
     invalid, keyless = sweep_with_two_bad_summaries(tmp_path)
     res = run_script(tmp_path, "--skip-bad")
@@ -411,6 +414,7 @@ def test_cli_skip_bad_builds_the_report_from_the_rest(tmp_path):
         assert (out / "figures" / name).is_file(), name
 
 
+@pytest.mark.slow
 def test_cli_figures_survive_missing_optional_files(tmp_path):
     for s in (MIX3, FLOW_F):
         for seed in (0, 1):

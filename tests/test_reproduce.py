@@ -10,9 +10,9 @@ import sys
 
 import pytest
 
-from conftest import PROJECT_ROOT, TINY
 from flowmixup.report.reproduce import (PROJECT_ENV, cell_dir, failed_cells, find_project_root, known_rows,
                                         load_profile, plan, run_profile)
+from project_config import PROJECT_ROOT, TINY
 
 PAPER_ROWS = ["erm", "mixup_a1", "mixup_a3", "manifold_mixup_a3", "flowmixup_a3_op_false", "flowmixup_a3_op_true"]
 
@@ -20,7 +20,7 @@ SCRIPT = PROJECT_ROOT / "scripts" / "reproduce_tables.py"
 
 
 def test_profiles_name_known_rows_and_experiments():
-    from conftest import CONF_DIR
+    from project_config import CONF_DIR
 
     for name in ("mini", "paper", "ptbxl"):
         prof = load_profile(name)
@@ -90,6 +90,7 @@ def test_tiny_profile_runs_then_skips_finished_cells(tmp_path, capsys):
 # --------------------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_paper_profile_without_roots_stops_before_launching(tmp_path):
     env = dict(os.environ, FLOWMIXUP_DATA_DIR=str(tmp_path / "data"))  # no prepared cache there
     env.pop(PROJECT_ENV, None)

@@ -3,7 +3,7 @@ the report writes macro-AUC (Table I) and macro-F1 (an extra table, from dataset
 published benchmark macro-AUC (another paper's model, from the packaged CSV) beside the ERM 0% cell only.
 
 The end-to-end test runs ``scripts/reproduce_tables.py`` on a GENERATED PTB-XL tree (real statements and the first
-rows of the real slice, generated records: tests/test_data_ptbxl.build_ptbxl_tree), prepared once."""
+rows of the real slice, generated records: tests/wfdb_records.build_ptbxl_tree), prepared once."""
 from __future__ import annotations
 
 import json
@@ -15,9 +15,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import PROJECT_ROOT
 from flowmixup.report.reproduce import cell_dir, load_profile, plan
 from flowmixup.report.tables import load_published, make_report
+from project_config import PROJECT_ROOT
 
 SCRIPT = PROJECT_ROOT / "scripts" / "reproduce_tables.py"
 PUBLISHED = {"all": 0.925, "diagnostic": 0.937, "subdiagnostic": 0.930, "superdiagnostic": 0.930, "form": 0.899,
@@ -109,7 +109,7 @@ def test_report_has_both_metrics_and_the_published_number_beside_erm_0(tmp_path)
 # --------------------------------------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_reproduce_ptbxl_profile_end_to_end(shared_data, tmp_path):
-    from test_data_ptbxl import build_ptbxl_tree
+    from wfdb_records import build_ptbxl_tree
 
     root = tmp_path / "ptb-xl"
     build_ptbxl_tree(shared_data, root, 160)  # GENERATED records under real rows (folds 1-10)

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score, roc_auc_score
 
-from conftest import PROJECT_ROOT, TINY
 from flowmixup.data import DataError
 from flowmixup.regularizers import RegularizerError
 from flowmixup.training import run
 from flowmixup.training.checks import ConfigError
+from project_config import PROJECT_ROOT, TINY
 
 SETTINGS = {
     "erm": ["regularizer=erm"],
@@ -38,6 +38,7 @@ def read_metrics(path):
         return list(csv.DictReader(fh))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(SETTINGS))
 def test_run_writes_every_output_and_metrics_match_sklearn(tiny_config, tmp_path, name):
     cfg = tiny_config(*SETTINGS[name])
@@ -68,6 +69,7 @@ def test_run_writes_every_output_and_metrics_match_sklearn(tiny_config, tmp_path
     assert "${" not in resolved
 
 
+@pytest.mark.slow
 def test_same_seed_same_metrics_and_seed_matters(tiny_config, tmp_path):
     cfg = tiny_config("regularizer=flowmixup", "regularizer.keep_original=true", "noise=0.3")
     run(cfg, tmp_path / "a")
@@ -78,6 +80,7 @@ def test_same_seed_same_metrics_and_seed_matters(tiny_config, tmp_path):
     assert (tmp_path / "c" / "metrics.csv").read_text() != a
 
 
+@pytest.mark.slow
 def test_noise_corrupts_train_never_test(tiny_config, tmp_path):
     clean = run(tiny_config("regularizer=erm"), tmp_path / "clean")
     noisy = run(tiny_config("regularizer=erm", "noise=0.6"), tmp_path / "noisy")
@@ -119,7 +122,7 @@ def test_bad_values_fail_before_training_with_one_line(tiny_config, tmp_path, ov
 
 def test_an_input_too_small_for_the_backbone_is_one_line(tmp_path):
     """A 2-D DenseNet on 1-D ECG records: one line naming the backbone and the input shape, before training."""
-    from conftest import compose_config
+    from project_config import compose_config
 
     cfg = compose_config(tmp_path, ["backbone=densenet_small", "dataset.n_records=160", "trainer.epochs=1",
                                     "trainer.progress=false", "trainer.num_threads=1"], tiny=False)
@@ -143,6 +146,7 @@ def test_weighted_bce_loss_matches_formula():
     torch.testing.assert_close(loss(logits, t), expected)
 
 
+@pytest.mark.slow
 def test_wandb_logger_offline(tiny_config, tmp_path, monkeypatch):
     pytest.importorskip("wandb")
     monkeypatch.setenv("WANDB_MODE", "offline")
@@ -158,6 +162,7 @@ def cli(*args, cwd=PROJECT_ROOT, timeout=300):
                           timeout=timeout, env=env)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arg,allowed", [("regularizer=cutmix", "erm, flowmixup, manifold_mixup, mixup"),
                                          ("dataset=mnist", "synth_ecg"),
                                          ("backbone=vit", "resnet1d")])
@@ -180,7 +185,7 @@ def test_cli_multirun_two_cells(tmp_path):
 @pytest.mark.slow
 def test_nih1000_real_run_end_to_end(shared_data, tmp_path):
     """The README's real CPU run, shortened: prepares the cache from the real PNGs, then trains a DenseNet."""
-    from conftest import compose_config
+    from project_config import compose_config
 
     cfg = compose_config(tmp_path, ["experiment=nih1000_cpu", f"dataset.root={shared_data / 'nih1000'}",
                                     "trainer.epochs=2", "trainer.progress=false"], tiny=False)
@@ -204,7 +209,7 @@ def test_cli_multirun_submitit_local_launcher(tmp_path):
 
 def test_slurm_launcher_config_composes(tmp_path):
     from hydra import compose, initialize_config_dir
-    from conftest import CONF_DIR
+    from project_config import CONF_DIR
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("config", overrides=["hydra/launcher=slurm", "hydra.launcher.partition=gpu",
@@ -214,6 +219,7 @@ def test_slurm_launcher_config_composes(tmp_path):
     assert (launcher.partition, launcher.timeout_min, launcher.gpus_per_node) == ("gpu", 60, 1)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arg,hint", [("trainer.epoch=3", "did you mean trainer.epochs?"),
                                       ("nois=0.3", "did you mean noise?"),
                                       ("regularizer.alpha=2", "under regularizer: name, label, shown, module")])
@@ -224,6 +230,7 @@ def test_cli_wrong_key_one_line_with_suggestion(arg, hint):
     assert hint in res.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["erm", "flowmixup_op_true"])
 def test_compile_traces_between_mix_points_and_changes_nothing(tiny_config, tmp_path, name):
     """trainer.compile runs dynamo over the pieces between mix points (backend 'eager' here: the tracing without
@@ -273,6 +280,7 @@ def mean_score_of_positives(y_true, y_score, class_names) -> float:
     return float(y_score[y_true == 1].mean())
 
 
+@pytest.mark.slow
 def test_extra_metrics_hook(tiny_config, tmp_path):
     """dataset.extra_metrics: val_/test_ columns in metrics.csv, best/last/at-best-val keys in summary.json, each
     checked against the metric recomputed from the saved test predictions."""
