@@ -13,9 +13,9 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import PROJECT_ROOT, TINY, compose_config
 from flowmixup.analysis import (AnalysisError, check_points, cluster_r2, collect_features, default_points,
                                 kmeans_assign, load_run, r2_table)
+from project_config import PROJECT_ROOT, TINY, compose_config
 
 
 def direct_r2(z, labels):
