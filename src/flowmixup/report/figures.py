@@ -51,19 +51,11 @@ _GLOSS = {k: v for k, v in _GLOSS.items() if v}
 
 
 class _ByDataset(dict):
-    """Classes per dataset; a dataset named ``<key>_<variant>`` (``ptbxl_all``) has its key's (``ptbxl``)."""
+    """Classes per dataset; ``get`` of a dataset named ``<key>_<variant>`` (``ptbxl_all``) gives its key's."""
 
-    def __missing__(self, dataset: str) -> tuple:
+    def get(self, dataset, default=()):
         key = builtin_key(str(dataset), self)
-        if key is None:
-            raise KeyError(dataset)
-        return self[key]
-
-    def get(self, dataset, default=None):
-        try:
-            return self[dataset]
-        except KeyError:
-            return default
+        return default if key is None else self[key]
 
 
 NORMAL_CLASSES, IGNORED_CLASSES = (_ByDataset({d: tuple(_CLASSES["class"][_CLASSES[col].str.split().map(
@@ -298,22 +290,12 @@ def fig6_data(runs: pd.DataFrame, dataset: str, target_noise: float = 0.1, r: fl
               normalization: str = DEFAULT_NORMALIZATION, eps: float = 0.0, which: str = "best",
               notes: list[str] | None = None, *, count: str = DEFAULT_COUNT,
               joint_floor: float = JOINT_FLOOR) -> tuple[pd.DataFrame, dict[str, Any]] | None:
-    """The per-class table behind Fig. 6 for ``dataset`` and its Spearman correlations; None without the runs.
+    """``(per_class, info)`` behind Fig. 6 for ``dataset`` (None without the runs): the per-class numbers under every
+    normalisation and count, and Spearman's rho of each pair (``info``, one row of ``fig6_spearman.csv``).
 
-    ``runs`` is :func:`flowmixup.report.tables.collect_runs`'s frame. ``which`` picks the per-class column
-    (``best``, ``last`` or ``at_best_val``); ``r`` defaults to 10 for AUC datasets and 1 for macro-F1 ones;
-    ``normalization`` and ``count`` choose what is drawn (module docstring), every combination is computed.
-
-    Returns ``(per_class, info)``. ``per_class``: one row per class drawn, with ``perf_mixup, perf_flow,
-    norm_mixup, norm_flow, performance_ratio`` (the drawn normalisation), ``ratio_none, ratio_joint,
-    ratio_per_method``, ``count`` (m_c), ``single_count_literal, single_count_ignore_rhythm,
-    independent_ratio_literal, independent_ratio_ignore_rhythm``, ``single_count, independent_ratio`` (the drawn
-    count) and, when available, ``independent_ratio_train_clean_literal``. ``info``: ``dataset, primary_metric,
-    noise, r, normalization, count, joint_floor, eps, independent_source(_text), spearman_rho, spearman_p,
-    n_classes`` (the drawn pair), ``spearman_rho_<norm>_<count>`` / ``spearman_p_...`` / ``n_classes_...`` for
-    every pair, ``n_dropped_<norm>`` / ``dropped_<norm>`` (classes whose ratio is undefined), the normal and
-    ignored classes, and the seeds. A run whose ``per_class.csv`` is missing, unreadable or lacks a column is left
-    out, with a line appended to ``notes`` (when given) saying so.
+    ``which`` picks the per-class column (``best``, ``last`` or ``at_best_val``); ``r`` defaults to 10 for AUC
+    datasets, 1 for macro-F1 ones; ``normalization`` and ``count`` choose what is drawn (FIG6.md). A run without a
+    usable ``per_class.csv`` is left out, with a line in ``notes``.
     """
     _check_choice(normalization, NORMALIZATIONS, "normalization")
     _check_choice(count, COUNTS, "count")
@@ -578,74 +560,45 @@ def _draw_fig6(table: pd.DataFrame, info: dict[str, Any]) -> Figure:
     return fig
 
 
-def _fig6_all(runs: pd.DataFrame, target_noise: float, r: float | dict[str, float] | None, normalization: str,
-              eps: float, which: str, count: str, joint_floor: float
+def _fig6_all(runs: pd.DataFrame, r: float | dict[str, float] | None = None, **options: Any
               ) -> tuple[list[tuple[str, pd.DataFrame, dict[str, Any]]], dict[str, str], list[str]]:
-    """:func:`fig6_data` for every dataset of ``runs``: ``(results, skipped, notes)``."""
-    results: list[tuple[str, pd.DataFrame, dict[str, Any]]] = []
-    skipped: dict[str, str] = {}
-    notes: list[str] = []
+    """:func:`fig6_data` for every dataset of ``runs`` (``r``: a number or ``{primary_metric: r}``):
+    ``(results, skipped, notes)``."""
+    results, skipped, notes = [], {}, []
     used = prepare_runs(runs)[0]
     for dataset in sorted(set(used["dataset"])):
         metric = next((m for m in used.loc[used["dataset"] == dataset, "_metric"] if m), None)
         if metric not in _PER_CLASS_PREFIX:
             skipped[dataset] = f"primary metric unknown ({metric!r}): set primary_metric in its summaries"
-            continue
-        r_here = r.get(metric) if isinstance(r, dict) else r
-        result = fig6_data(runs, dataset, target_noise, r_here, normalization, eps, which, notes=notes, count=count,
-                           joint_floor=joint_floor)
-        if result is None:
+        elif (result := fig6_data(runs, dataset, r=r.get(metric) if isinstance(r, dict) else r, notes=notes,
+                                  **options)) is None:
             skipped[dataset] = ("no noise level with ok runs of both Mixup (α=3.0) and Flow-Mixup (α=3.0, Op=False) "
                                 "having per_class.csv")
-            continue
-        results.append((dataset, *result))
+        else:
+            results.append((dataset, *result))
     return results, skipped, notes
 
 
-def fig6_section(sweep_dir: str | os.PathLike, runs: pd.DataFrame | None = None, target_noise: float = 0.1,
-                 r: float | dict[str, float] | None = None, normalization: str = DEFAULT_NORMALIZATION,
-                 eps: float = 0.0, which: str = "best", count: str = DEFAULT_COUNT,
-                 joint_floor: float = JOINT_FLOOR) -> str:
-    """:func:`fig6_markdown` for the runs below ``sweep_dir`` (or ``runs``), without drawing; "" when no dataset
-    has the Mixup and Flow-Mixup runs Fig. 6 needs. Used by :func:`flowmixup.report.tables.make_report`."""
-    runs = collect_runs(sweep_dir) if runs is None else runs
-    results, _, _ = _fig6_all(runs, target_noise, r, normalization, eps, which, count, joint_floor)
+def fig6_section(sweep_dir: str | os.PathLike, runs: pd.DataFrame | None = None, **options: Any) -> str:
+    """The Fig. 6 section of ``report.md`` (:func:`fig6_markdown`, ``options`` as :func:`fig6_data`'s) without
+    drawing; "" when no dataset has the runs Fig. 6 needs. Used by :func:`flowmixup.report.tables.make_report`."""
+    results = _fig6_all(collect_runs(sweep_dir) if runs is None else runs, **options)[0]
     return fig6_markdown([info for _, _, info in results])
 
 
-def make_fig6(sweep_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None, target_noise: float = 0.1,
-              r: float | dict[str, float] | None = None, normalization: str = DEFAULT_NORMALIZATION,
-              eps: float = 0.0, which: str = "best", runs: pd.DataFrame | None = None, write: bool = True, *,
-              count: str = DEFAULT_COUNT, joint_floor: float = JOINT_FLOOR) -> dict[str, Any]:
-    """Fig. 6 for every dataset that has Mixup (α=3) and Flow-Mixup (α=3, Op=False) runs with ``per_class.csv``.
-
-    Writes ``fig6_<dataset>.{png,pdf,csv}`` (the CSV: the per-class numbers, every normalisation and count) and
-    ``fig6_spearman.csv`` (one row per dataset: noise, r, the choices drawn, the source of n_c, and Spearman's rho,
-    p and class count for every normalisation x count, plus the classes each normalisation drops) into ``out_dir``
-    (default ``<sweep_dir>/report/figures``), all at once after every figure is drawn (``write=False``: not at all).
-    ``r`` may be a number or a ``{primary_metric: r}`` dict. Returns ``{"paths": [...], "files": {path: bytes},
-    "spearman": DataFrame, "markdown": str (:func:`fig6_markdown`), "skipped": {dataset: reason}, "notes": [...]}``
-    (``notes``: runs left out, and why).
-    """
-    _check_choice(normalization, NORMALIZATIONS, "normalization")
-    _check_choice(count, COUNTS, "count")
-    sweep_dir = Path(sweep_dir)
-    out_dir = Path(out_dir) if out_dir is not None else sweep_dir / "report" / "figures"
-    runs = collect_runs(sweep_dir) if runs is None else runs
-    results, skipped, notes = _fig6_all(runs, target_noise, r, normalization, eps, which, count, joint_floor)
+def _fig6_files(runs: pd.DataFrame, out_dir: Path, **options: Any) -> dict[str, Any]:
+    """``fig6_<dataset>.{png,pdf,csv}`` (the CSV: every normalisation and count) and ``fig6_spearman.csv`` (one row
+    per dataset: the choices drawn, the source of n_c, rho / p / class count of every normalisation x count)."""
+    results, skipped, notes = _fig6_all(runs, **options)
     files: dict[Path, Any] = {}
     for dataset, table, info in results:
-        stem = out_dir / f"fig6_{dataset}"
-        files.update(_render(_draw_fig6(table, info), stem))
-        files[stem.with_suffix(".csv")] = table.to_csv(index=False)
+        files.update(_render(_draw_fig6(table, info), out_dir / f"fig6_{dataset}"))
+        files[out_dir / f"fig6_{dataset}.csv"] = table.to_csv(index=False)
     infos = [info for _, _, info in results]
-    spearman_frame = pd.DataFrame(infos)
     if infos:
-        files[out_dir / "fig6_spearman.csv"] = spearman_frame.to_csv(index=False)
-    if write:
-        write_files(files)
-    return {"paths": list(files), "files": files, "spearman": spearman_frame, "markdown": fig6_markdown(infos),
-            "skipped": skipped, "notes": notes}
+        files[out_dir / "fig6_spearman.csv"] = pd.DataFrame(infos).to_csv(index=False)
+    return {"files": files, "spearman": pd.DataFrame(infos), "markdown": fig6_markdown(infos), "skipped": skipped,
+            "notes": notes}
 
 
 def _curve_table(ok: pd.DataFrame, dataset: str, metric: str, notes: list[str] | None = None) -> pd.DataFrame:
@@ -670,19 +623,9 @@ def _curve_table(ok: pd.DataFrame, dataset: str, metric: str, notes: list[str] |
     return out
 
 
-def make_curves(sweep_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None,
-                runs: pd.DataFrame | None = None, write: bool = True) -> dict[str, Any]:
-    """Per-epoch test metric (AUC in % or macro-F1) of every regularizer setting, from the runs' ``metrics.csv``.
-
-    One figure per dataset (``curves_<dataset>.{png,pdf}``) with one panel per noise level; a line per setting is
-    the mean over the ok seeds at each epoch, the band mean ± sample std (ddof = 1) where there are 2+ seeds.
-    The plotted numbers go to ``curves_<dataset>.csv``. A run without a usable ``metrics.csv`` is left out (and
-    named in ``notes``). Files are written all at once at the end (``write=False``: not at all). Returns
-    ``{"paths": [...], "files": {path: bytes}, "skipped": {...}, "notes": [...]}``.
-    """
-    sweep_dir = Path(sweep_dir)
-    out_dir = Path(out_dir) if out_dir is not None else sweep_dir / "report" / "figures"
-    runs = collect_runs(sweep_dir) if runs is None else runs
+def _curve_files(runs: pd.DataFrame, out_dir: Path) -> dict[str, Any]:
+    """``curves_<dataset>.{png,pdf,csv}``: per noise level a panel, per setting the mean test metric over the ok
+    seeds at each epoch, with a band of ± sample std (ddof = 1) where there are 2+ seeds."""
     ok = _ok_runs(runs)
     files: dict[Path, Any] = {}
     skipped: dict[str, str] = {}
@@ -728,25 +671,25 @@ def make_curves(sweep_dir: str | os.PathLike, out_dir: str | os.PathLike | None 
         files.update(_render(fig, stem))
         csv = curves.assign(setting=[s.label for s in curves["setting"]])
         files[stem.with_suffix(".csv")] = csv.to_csv(index=False)
-    if write:
-        write_files(files)
-    return {"paths": list(files), "files": files, "skipped": skipped, "notes": notes}
+    return {"files": files, "skipped": skipped, "notes": notes}
 
 
 def make_figures(sweep_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None, target_noise: float = 0.1,
                  r: float | dict[str, float] | None = None, normalization: str = DEFAULT_NORMALIZATION,
                  eps: float = 0.0, which: str = "best", runs: pd.DataFrame | None = None, write: bool = True, *,
                  count: str = DEFAULT_COUNT, joint_floor: float = JOINT_FLOOR) -> dict[str, Any]:
-    """Fig. 6 and the curves for the runs below ``sweep_dir``; see :func:`make_fig6` and :func:`make_curves`.
-
-    ``runs`` defaults to :func:`collect_runs`. Every figure is drawn first; the files are written together at the
-    end (``write=False``: not at all). Returns ``{"paths": [...], "files": {...}, "spearman": DataFrame,
-    "fig6_markdown": str, "skipped": {"fig6": {...}, "curves": {...}}, "notes": [...]}``.
+    """Fig. 6 and the curves for the runs below ``sweep_dir`` (or ``runs``), into ``out_dir`` (default
+    ``<sweep_dir>/report/figures``): every figure is drawn first, the files are written together at the end
+    (``write=False``: not at all). Returns ``paths``, ``files``, ``spearman`` (``fig6_spearman.csv``'s frame),
+    ``fig6_markdown``, ``skipped`` (``{"fig6": {dataset: why}, "curves": {...}}``) and ``notes`` (runs left out).
     """
+    _check_choice(normalization, NORMALIZATIONS, "normalization")
+    _check_choice(count, COUNTS, "count")
+    out_dir = Path(out_dir) if out_dir is not None else Path(sweep_dir) / "report" / "figures"
     runs = collect_runs(sweep_dir) if runs is None else runs
-    fig6 = make_fig6(sweep_dir, out_dir, target_noise, r, normalization, eps, which, runs=runs, write=False,
-                     count=count, joint_floor=joint_floor)
-    curves = make_curves(sweep_dir, out_dir, runs=runs, write=False)
+    fig6 = _fig6_files(runs, out_dir, target_noise=target_noise, r=r, normalization=normalization, eps=eps,
+                       which=which, count=count, joint_floor=joint_floor)
+    curves = _curve_files(runs, out_dir)
     files = {**fig6["files"], **curves["files"]}
     if write:
         write_files(files)
