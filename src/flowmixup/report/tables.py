@@ -456,6 +456,7 @@ TIDY_COLUMNS = ["table", "dataset", "primary_metric", "setting", "regularizer", 
                 "quantity", "unit", "status", "mean", "std", "ddof", "n_seeds", "n_failed", "n_missing",
                 "n_expected", "paper", "mark", "text"]
 _QUANTITY_LABELS = {"best": "Best", "last": "Last", "diff": "Diff.", "variance": ""}
+_QUANTITIES = {"I": ["best", "last", "diff"], "II": ["best"], "III": ["variance"]}  # the columns of a layout
 
 
 def _values(runs: pd.DataFrame, quantity: str, metric: str, best_from: str) -> pd.Series:
@@ -474,11 +475,10 @@ def _values(runs: pd.DataFrame, quantity: str, metric: str, best_from: str) -> p
 
 
 def _cell_records(table: str, dataset: str, metric: str, rows: list[Setting], columns: list[tuple[float, str]],
-                  runs: pd.DataFrame, expected: dict, paper: dict, best_from: str, layout: str | None = None,
+                  runs: pd.DataFrame, expected: dict, paper: dict, best_from: str, layout: str,
                   published: dict | None = None, label: str | None = None) -> list[dict]:
-    """The cells of one dataset in ``table``; ``layout`` (``I`` / ``II`` / ``III``) when the table is an extra one,
-    ``published`` other papers' numbers by ``(dataset, metric, regularizer, noise, quantity)``."""
-    layout = layout or table
+    """The cells of one dataset in ``table``, laid out as ``layout`` (``I`` / ``II`` / ``III``; an extra table's
+    differs), ``published`` other papers' numbers by ``(dataset, metric, regularizer, noise, quantity)``."""
     here = runs[runs["dataset"] == dataset]
     records = []
     for setting in rows:
@@ -591,33 +591,25 @@ def tidy_tables(runs: pd.DataFrame, grid: list | None, paper: pd.DataFrame | Non
     asked = _per_dataset(runs, "config.dataset.report_metrics")
     lookup = {} if paper is None else {(str(r.table), str(r.dataset), r.setting, r.noise_key, str(r.metric)):
                                        float(r.value) for r in paper.itertuples(index=False)}
-    paper_rows = {"I": PAPER_SETTINGS, "III": TABLE3_SETTINGS}
     tables: dict[str, list[dict]] = {"I": [], "II": [], "III": []}
     known = [d for d in datasets if metric_of[d] in METRICS_COLUMNS]
-    for dataset in known:
-        table = "I" if metric_of[dataset] == "auc" else "II"
+    rows3 = _ordered(TABLE3_SETTINGS, {s for d, s, _ in cells if d in known})
+
+    def add(table: str, dataset: str, metric: str, layout: str, rows: list[Setting], **kw: Any) -> None:
         noises = sorted({n for d, _, n in cells if d == dataset})
-        quantities = ["best", "last", "diff"] if table == "I" else ["best"]
-        rows = _ordered(paper_rows["I"], {s for d, s, _ in cells if d == dataset})
-        tables[table] += _cell_records(table, dataset, metric_of[dataset], rows,
-                                       [(n, q) for n in noises for q in quantities], runs, expected, lookup, best_from,
-                                       published=published, label=labels[dataset])
-    for dataset in known:  # the additional metrics a dataset's config asks for
-        for metric in [str(m) for m in asked.get(dataset, ())]:
-            if metric == metric_of[dataset] or metric not in METRICS_COLUMNS:
-                continue
+        tables.setdefault(table, []).extend(_cell_records(
+            table, dataset, metric, rows, [(n, q) for n in noises for q in _QUANTITIES[layout]], runs, expected,
+            lookup, best_from, layout, label=labels[dataset], **kw))
+
+    for dataset in known:  # the primary metric in Table I or II, then the additional metrics its config asks for
+        rows = _ordered(PAPER_SETTINGS, {s for d, s, _ in cells if d == dataset})
+        for metric in [metric_of[dataset]] + [str(m) for m in asked.get(dataset, ()) if str(m) != metric_of[dataset]
+                                              and str(m) in METRICS_COLUMNS]:
             layout = "I" if metric == "auc" else "II"
-            noises = sorted({n for d, _, n in cells if d == dataset})
-            quantities = ["best", "last", "diff"] if layout == "I" else ["best"]
-            rows = _ordered(paper_rows["I"], {s for d, s, _ in cells if d == dataset})
-            tables.setdefault(EXTRA_TABLE_PREFIX + metric, []).extend(_cell_records(
-                EXTRA_TABLE_PREFIX + metric, dataset, metric, rows, [(n, q) for n in noises for q in quantities],
-                runs, expected, {}, best_from, layout=layout, published=published, label=labels[dataset]))
-    rows3 = _ordered(paper_rows["III"], {s for d, s, _ in cells if d in known})
+            add(layout if metric == metric_of[dataset] else EXTRA_TABLE_PREFIX + metric, dataset, metric, layout,
+                rows, published=published)
     for dataset in known:
-        noises = sorted({n for d, _, n in cells if d == dataset})
-        tables["III"] += _cell_records("III", dataset, metric_of[dataset], rows3, [(n, "variance") for n in noises],
-                                       runs, expected, lookup, best_from, label=labels[dataset])
+        add("III", dataset, metric_of[dataset], "III", rows3)
     frames = {}
     for table, records in tables.items():
         frame = pd.DataFrame.from_records(records, columns=TIDY_COLUMNS + ["_setting", "_decimals", "_label",
