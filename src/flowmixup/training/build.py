@@ -17,10 +17,8 @@ from torch.utils.data import DataLoader, Sampler
 from ..data.base import ArrayDataset, DataError, LabeledArrays, batch_collate
 from ..data.corruption import changed_fraction, corrupt_labels
 from .checks import ConfigError
-from .losses import BCE, WeightedBCE
 from .signals import ignore_sigint_in_worker
 
-LOSSES = {"bce": BCE, "weighted_bce": WeightedBCE}
 
 
 def instantiate(node, **extra):
@@ -276,10 +274,7 @@ def build_optimizer(cfg: DictConfig, model: torch.nn.Module) -> torch.optim.Opti
 
 
 def build_loss(cfg: DictConfig, train_labels: np.ndarray) -> torch.nn.Module:
-    name = cfg.loss.name if cfg.loss.name != "auto" else cfg.dataset.get("loss_default", "bce")
-    if name not in LOSSES:
-        raise ValueError(f"loss={name} is unknown; allowed: auto, {', '.join(LOSSES)}")
-    return LOSSES[name](train_labels)
+    return instantiate(cfg.loss.criterion, train_labels=train_labels)
 
 
 def build_extra_metrics(cfg: DictConfig) -> dict[str, Callable]:

@@ -10,6 +10,9 @@ from pathlib import Path
 class CsvLogger:
     """``logger=csv``: metrics.csv only (the trainer writes it for every logger), so nothing to do here."""
 
+    def __init__(self, run_dir: Path | None = None, run_config: dict | None = None):
+        pass
+
     def log(self, row: dict) -> None:
         pass
 
@@ -18,15 +21,16 @@ class CsvLogger:
 
 
 class WandbLogger:
-    def __init__(self, cfg, run_dir: Path, config: dict):
+    def __init__(self, run_dir: Path, run_config: dict, project: str = "flowmixup", mode: str = "offline",
+                 name: str | None = None):
         try:
             import wandb
         except ImportError as err:  # optional dependency
             raise ImportError("logger=wandb needs the wandb package: pip install 'flowmixup[wandb]'") from err
-        mode = os.environ.get("WANDB_MODE", cfg.logger.mode)
+        mode = os.environ.get("WANDB_MODE", mode)
         self.wandb = wandb
-        self.run = wandb.init(project=cfg.logger.project, dir=str(run_dir), config=config, mode=mode,
-                              name=cfg.logger.get("name"), reinit="finish_previous")
+        self.run = wandb.init(project=project, dir=str(run_dir), config=run_config, mode=mode, name=name,
+                              reinit="finish_previous")
 
     def log(self, row: dict) -> None:
         self.run.log({k: v for k, v in row.items() if k != "epoch"}, step=int(row["epoch"]))
@@ -36,9 +40,8 @@ class WandbLogger:
 
 
 def make_logger(cfg, run_dir: Path, config: dict):
-    name = cfg.logger.name
-    if name == "csv":
-        return CsvLogger()
-    if name == "wandb":
-        return WandbLogger(cfg, run_dir, config)
-    raise ValueError(f"logger={name} is unknown; allowed: csv, wandb")
+    """The logger of ``cfg.logger`` (its ``sink`` node), built with the run folder and the resolved config."""
+    from .build import instantiate
+
+    # not recursive: run_config holds the _target_ nodes of the run, to be logged, not built
+    return instantiate(cfg.logger.sink, run_dir=run_dir, run_config=config, _recursive_=False)

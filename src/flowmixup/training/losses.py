@@ -44,3 +44,16 @@ class WeightedBCE(nn.Module):
         pos_term = self.w_pos * targets * F.softplus(-logits)
         neg_term = self.w_neg * (1.0 - targets) * F.softplus(logits)
         return (pos_term + neg_term).mean()
+
+
+BY_NAME = {"bce": BCE, "weighted_bce": WeightedBCE}
+
+
+def dataset_default(loss: str, train_labels: np.ndarray) -> nn.Module:
+    """``loss=auto``: the criterion the dataset names in ``dataset.loss_default`` (bce or weighted_bce)."""
+    if loss not in BY_NAME:
+        from .checks import ConfigError
+
+        raise ConfigError(f"dataset.loss_default: {loss!r} is unknown; allowed: {', '.join(BY_NAME)}",
+                          key="dataset.loss_default")
+    return BY_NAME[loss](train_labels)
