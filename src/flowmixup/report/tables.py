@@ -342,14 +342,19 @@ def check_sweep(sweep_dir: str | os.PathLike, run_files: bool = True, which: str
     return SweepCheck(_runs_frame(good), problems, bad_summaries, n, grid)
 
 
+def _packaged_csv(path: str | os.PathLike | None, name: str, columns: str, dtype: dict) -> pd.DataFrame:
+    """``path``, else the packaged ``name``, as a frame; ValueError when one of ``columns`` is missing."""
+    with (resources.files("flowmixup.report") / name if path is None else Path(path)).open("rb") as fh:
+        frame = pd.read_csv(fh, dtype=dtype)
+    if missing := set(columns.split()) - set(frame):
+        raise ValueError(f"{path or name}: missing columns {sorted(missing)}")
+    return frame
+
+
 def load_paper_tables(paper_csv: str | os.PathLike | None = None) -> pd.DataFrame:
     """The paper's numbers (the packaged ``paper_tables.csv`` unless given), with ``setting`` and ``noise_key``."""
-    source = paper_csv if paper_csv is not None else resources.files("flowmixup.report") / "paper_tables.csv"
-    with source.open("rb") if paper_csv is None else open(paper_csv, "rb") as fh:
-        frame = pd.read_csv(fh, dtype={"keep_original": "string", "alpha": "string"})
-    missing = {"table", "dataset", "regularizer", "alpha", "keep_original", "noise", "metric", "value"} - set(frame)
-    if missing:
-        raise ValueError(f"{paper_csv or 'paper_tables.csv'}: missing columns {sorted(missing)}")
+    frame = _packaged_csv(paper_csv, "paper_tables.csv", "table dataset regularizer alpha keep_original noise metric "
+                          "value", {"keep_original": "string", "alpha": "string"})
     frame["setting"] = [Setting.of(*x) for x in zip(frame["regularizer"], frame["alpha"], frame["keep_original"])]
     frame["noise_key"] = frame["noise"].map(noise_key)
     return frame
@@ -517,13 +522,8 @@ def _paper_value(paper: dict, table: str, dataset: str, setting: Setting, noise:
 def load_published(published_csv: str | os.PathLike | None = None) -> dict:
     """Other papers' numbers shown beside a cell (the packaged ``published_baselines.csv`` unless given):
     ``(dataset, metric, regularizer, noise, quantity) -> (value as a fraction, source)``."""
-    source = (published_csv if published_csv is not None
-              else resources.files("flowmixup.report") / "published_baselines.csv")
-    with source.open("rb") if published_csv is None else open(published_csv, "rb") as fh:
-        frame = pd.read_csv(fh, dtype={"dataset": str, "metric": str, "regularizer": str, "quantity": str})
-    missing = {"dataset", "metric", "regularizer", "noise", "quantity", "value", "source"} - set(frame)
-    if missing:
-        raise ValueError(f"{published_csv or 'published_baselines.csv'}: missing columns {sorted(missing)}")
+    frame = _packaged_csv(published_csv, "published_baselines.csv", "dataset metric regularizer noise quantity value "
+                          "source", dict.fromkeys(["dataset", "metric", "regularizer", "quantity"], str))
     return {(r.dataset, r.metric, r.regularizer, noise_key(r.noise), r.quantity): (float(r.value), str(r.source))
             for r in frame.itertuples(index=False)}
 
@@ -558,11 +558,8 @@ def _per_dataset(runs: pd.DataFrame, column: str) -> dict:
     """Per dataset, the first value of a config column its runs have (e.g. ``config.dataset.label``)."""
     if column not in runs.columns:
         return {}
-    out = {}
-    for dataset, value in zip(runs["dataset"], runs[column]):
-        if dataset not in out and isinstance(value, (str, list, tuple, np.ndarray)):
-            out[dataset] = value
-    return out
+    first = runs[[isinstance(v, (str, list, tuple, np.ndarray)) for v in runs[column]]].drop_duplicates("dataset")
+    return dict(zip(first["dataset"], first[column]))
 
 
 EXTRA_TABLE_PREFIX = "extra_"  # the key of an additional metric's table: extra_<metric> (files table_<metric>.*)
@@ -673,23 +670,20 @@ def _caption(table: str, variance_epochs: dict) -> str:
     common = ("Mean ± sample standard deviation (ddof = 1) over the seeds that ended ok; one seed: mean only. "
               "[k/n]: only k of the n expected seeds are in the mean (the others failed or are missing). "
               f"{MISSING}: no run; failed: every run of the cell failed. (paper x): the number printed in the paper.")
+    marks = "Best and second best per column in **bold** / <u>underlined</u>"
+    auc = ("Best = highest test AUC over the epochs, Last = test AUC at the last epoch, Diff. = Best − Last (per seed, "
+           f"then averaged). {marks} (Diff. not marked). ")
+    extra = "an additional metric of the datasets below (their dataset.report_metrics; their primary metric is in " \
+            "Table I or II)"
     if table == "I":
-        return ("Table I. Test AUC (%) on the AUC datasets: Best = highest test AUC over the epochs, "
-                "Last = test AUC at the last epoch, Diff. = Best − Last (per seed, then averaged). "
-                "Best and second best per column in **bold** / <u>underlined</u> (Diff. not marked). " + common)
+        return "Table I. Test AUC (%) on the AUC datasets: " + auc + common
     if table == "II":
-        return ("Table II. Best test macro-F1 (fraction) on the macro-F1 datasets. "
-                "Best and second best per column in **bold** / <u>underlined</u>. " + common)
+        return f"Table II. Best test macro-F1 (fraction) on the macro-F1 datasets. {marks}. " + common
+    if table == EXTRA_TABLE_PREFIX + "auc":
+        return f"Test AUC (%), {extra}: " + auc + common
     if table.startswith(EXTRA_TABLE_PREFIX):
         metric = table[len(EXTRA_TABLE_PREFIX):]
-        if metric == "auc":
-            return (f"Test AUC (%), an additional metric of the datasets below (their dataset.report_metrics; their "
-                    "primary metric is in Table I or II): Best = highest test AUC over the epochs, Last = test AUC at "
-                    "the last epoch, Diff. = Best − Last (per seed, then averaged). Best and second best per column "
-                    "in **bold** / <u>underlined</u> (Diff. not marked). " + common)
-        return (f"Best test {_METRIC_NAMES.get(metric, metric)} (fraction), an additional metric of the datasets "
-                "below (their dataset.report_metrics; their primary metric is in Table I or II). Best and second "
-                "best per column in **bold** / <u>underlined</u>. " + common)
+        return f"Best test {_METRIC_NAMES.get(metric, metric)} (fraction), {extra}. {marks}. " + common
     n_text = "; ".join(f"{dataset_label(d)}: n = {', '.join(map(str, v))}" for d, v in variance_epochs.items())
     return ("Table III. Variance (Eq. 8, population variance over the first n epochs) of the min-max normalised "
             "per-epoch test metric: AUC for AUC datasets, macro-F1 for macro-F1 datasets. "
@@ -906,13 +900,12 @@ def make_report(sweep_dir: str | os.PathLike, out_dir: str | os.PathLike | None 
         "failed_runs": sorted(zip(used.loc[~ok, "run_dir"], used.loc[~ok].get("reason", pd.Series(
             "", used.index)).fillna("").astype(str).replace("nan", ""))),
         "unknown_metric_datasets": [d for d, m in metric_of.items() if m not in METRICS_COLUMNS],
-        "variance_epochs": {d: sorted({int(v) for v in g["v"]}) for d, g in epochs.groupby("dataset", sort=False)},
+        # Table III's caption: per dataset (in table order) the epochs its variances span
+        "variance_epochs": {d: sorted({int(v) for v in epochs.loc[epochs["dataset"] == d, "v"]})
+                            for d in frames["III"]["dataset"].unique() if d in set(epochs["dataset"])},
         "unfinished": sum(1 for p in sweep_dir.rglob("metrics.csv") if not (p.parent / "summary.json").exists()),
         "left_out": [(str(path), str(problem)) for path, problem in left_out],
     }
-    # the datasets of Table III in table order, for its caption
-    counts["variance_epochs"] = {d: counts["variance_epochs"][d] for d in frames["III"]["dataset"].unique()
-                                 if d in counts["variance_epochs"]}
 
     paths: dict[str, Path] = {}
     files: dict[Path, str] = {}
