@@ -149,6 +149,7 @@ def test_no_sizes_and_no_timings_are_one_line_each(tmp_path, monkeypatch):
     assert len(problems) == 1 and "neither a gpu_check.json" in problems[0]
 
 
+@pytest.mark.slow
 def test_the_script_prints_the_plan_and_trains_nothing(tmp_path, capsys):
     main = runpy.run_path(str(SCRIPT), run_name="reproduce_tables")["main"]
     bench = write_bench(tmp_path / "bench.json", with_names=True)

@@ -31,6 +31,7 @@ def _expected(name: str) -> str:
     return text
 
 
+@pytest.mark.slow
 def test_report_matches_the_golden_files(tmp_path):
     import sys
 

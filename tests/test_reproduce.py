@@ -107,6 +107,7 @@ def test_paper_profile_without_roots_stops_before_launching(tmp_path):
     assert not sweep.exists()  # no block launched, no cell folder, not even grid.json
 
 
+@pytest.mark.slow
 def test_a_ready_cache_stands_in_for_the_root(tmp_path, monkeypatch):
     monkeypatch.setenv("FLOWMIXUP_DATA_DIR", str(tmp_path / "data"))
     cache = tmp_path / "data" / "chestxray14"
@@ -123,6 +124,7 @@ def test_a_ready_cache_stands_in_for_the_root(tmp_path, monkeypatch):
     assert checked.problems == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sets, expected", [
     (["synth_ecg:trainer.bogus=1"],
      "error: synth_ecg: trainer.bogus is not a config key (from --set synth_ecg:trainer.bogus=1)"),

@@ -24,6 +24,7 @@ PUBLISHED = {"all": 0.925, "diagnostic": 0.937, "subdiagnostic": 0.930, "superdi
              "rhythm": 0.957}  # Strodthoff et al. 2020, best model per task (the issue's numbers)
 
 
+@pytest.mark.slow
 def test_the_profile_runs_both_tasks_as_two_datasets(tmp_path):
     prof = load_profile("ptbxl")
     assert [r["name"] for r in prof["rows"]] == ["erm", "mixup_a1", "mixup_a3", "manifold_mixup_a3",
