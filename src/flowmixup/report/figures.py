@@ -72,21 +72,14 @@ def _named(names: Sequence[str]) -> str:
     return ", ".join(f"{n} ({_GLOSS[n]})" if n in _GLOSS else n for n in names)
 
 
-# --------------------------------------------------------------------------------------------------------------
-# The numbers of Fig. 6
-# --------------------------------------------------------------------------------------------------------------
-def normalize_minmax(values: Sequence[float], lo: float | None = None, hi: float | None = None,
-                     floor: float = 0.0) -> np.ndarray:
-    """Min-max normalise ``values`` onto [``floor``, 1] (over themselves, or with the given ``lo``/``hi``).
-
-    NaNs stay NaN and are ignored for min and max; a constant vector (max == min) gives all ``floor``.
-    """
+# ---- The numbers of Fig. 6 -----------------------------------------------------------------------------------------
+def normalize_minmax(values: Sequence[float], floor: float = 0.0) -> np.ndarray:
+    """Min-max normalise ``values`` onto [``floor``, 1]; NaNs stay NaN, a constant vector gives all ``floor``."""
     x = np.asarray(values, dtype=float)
     finite = x[np.isfinite(x)]
     if finite.size == 0:
         return np.full_like(x, np.nan)
-    lo = float(np.min(finite)) if lo is None else lo
-    hi = float(np.max(finite)) if hi is None else hi
+    lo, hi = float(np.min(finite)), float(np.max(finite))
     if hi - lo <= 0:
         return np.where(np.isfinite(x), float(floor), np.nan)
     return floor + (1.0 - floor) * (x - lo) / (hi - lo)
@@ -94,25 +87,20 @@ def normalize_minmax(values: Sequence[float], lo: float | None = None, hi: float
 
 def normalize_pair(perf_mixup: Sequence[float], perf_flow: Sequence[float], normalization: str = DEFAULT_NORMALIZATION,
                    joint_floor: float = JOINT_FLOOR) -> tuple[np.ndarray, np.ndarray]:
-    """The two per-class vectors normalised as ``normalization`` says (see the module docstring)."""
-    a = np.asarray(perf_mixup, dtype=float)
-    b = np.asarray(perf_flow, dtype=float)
+    """The two per-class vectors as ``normalization`` says: ``none``, ``per_method`` (each onto [0, 1]) or ``joint``
+    (one min-max over both, onto [``joint_floor``, 1])."""
+    a, b = np.asarray(perf_mixup, dtype=float), np.asarray(perf_flow, dtype=float)
     if a.shape != b.shape:
         raise ValueError(f"per-class vectors differ in length: {a.shape} vs {b.shape}")
+    _check_choice(normalization, NORMALIZATIONS, "normalization")
     if normalization == "per_method":
         return normalize_minmax(a), normalize_minmax(b)
     if normalization == "joint":
         if not 0.0 <= joint_floor < 1.0:
             raise ValueError(f"joint_floor must be in [0, 1), not {joint_floor}")
-        both = np.concatenate([a, b])
-        both = both[np.isfinite(both)]
-        if both.size == 0:
-            return a, b
-        lo, hi = float(both.min()), float(both.max())
-        return normalize_minmax(a, lo, hi, joint_floor), normalize_minmax(b, lo, hi, joint_floor)
-    if normalization == "none":
-        return a, b
-    raise ValueError(f"normalization must be one of {', '.join(NORMALIZATIONS)}, not {normalization!r}")
+        both = normalize_minmax(np.concatenate([a, b]), joint_floor)
+        return both[:len(a)], both[len(a):]
+    return a, b
 
 
 def performance_ratio(perf_mixup: Sequence[float], perf_flow: Sequence[float], r: float,
@@ -386,9 +374,7 @@ def fig6_data(runs: pd.DataFrame, dataset: str, target_noise: float = 0.1, r: fl
     return table, info
 
 
-# --------------------------------------------------------------------------------------------------------------
-# Text: the Spearman correlations under every reading, for the figure and report.md
-# --------------------------------------------------------------------------------------------------------------
+# ---- Text: the Spearman correlations under every reading, for the figure and report.md -----------------------------
 def _rho_text(info: dict[str, Any], key: str) -> str:
     rho, n = info.get(f"spearman_rho_{key}", math.nan), info.get(f"n_classes_{key}", 0)
     return f"{rho:.3f} (n = {n})" if np.isfinite(rho) else f"n/a (n = {n})"
@@ -488,9 +474,7 @@ def fig6_markdown(infos: Sequence[dict[str, Any]], skipped: dict[str, str] | Non
     return "\n".join(lines).rstrip() + "\n"
 
 
-# --------------------------------------------------------------------------------------------------------------
-# Drawing
-# --------------------------------------------------------------------------------------------------------------
+# ---- Drawing -------------------------------------------------------------------------------------------------------
 def _render(fig: Figure, stem: Path) -> dict[Path, bytes]:
     """The figure as PNG and PDF bytes, keyed by the paths they go to (written later, all at once)."""
     FigureCanvasAgg(fig)

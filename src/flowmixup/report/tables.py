@@ -183,9 +183,7 @@ def _paper_rows(table: str | None = None) -> tuple[Setting, ...]:
     return tuple(dict.fromkeys(paper["setting"] if table is None else paper.loc[paper["table"] == table, "setting"]))
 
 
-# --------------------------------------------------------------------------------------------------------------
-# Inputs
-# --------------------------------------------------------------------------------------------------------------
+# ---- Inputs --------------------------------------------------------------------------------------------------------
 def _json_problem(exc: json.JSONDecodeError, text: str) -> str:
     return "empty file" if not text.strip() else f"invalid JSON at line {exc.lineno}, column {exc.colno} ({exc.msg})"
 
@@ -396,9 +394,7 @@ def load_grid(sweep_dir: str | os.PathLike) -> list[tuple[str, Setting, float, A
     return grid
 
 
-# --------------------------------------------------------------------------------------------------------------
-# Runs -> rows, duplicates
-# --------------------------------------------------------------------------------------------------------------
+# ---- Runs -> rows, duplicates --------------------------------------------------------------------------------------
 def _setting_columns(runs: pd.DataFrame) -> list[str]:
     """The result-affecting columns besides dataset, row and noise: every config value not :data:`EXECUTION_ONLY`,
     and the summary's own setting keys."""
@@ -454,9 +450,7 @@ def prepare_runs(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, list[t
     return used.loc[ranked.index[~dup]].sort_index(), duplicates, sorted(unreadable)
 
 
-# --------------------------------------------------------------------------------------------------------------
-# Rows -> cells (the tidy tables)
-# --------------------------------------------------------------------------------------------------------------
+# ---- Rows -> cells (the tidy tables) -------------------------------------------------------------------------------
 TIDY_COLUMNS = ["table", "dataset", "primary_metric", "setting", "regularizer", "alpha", "keep_original", "noise",
                 "quantity", "unit", "status", "mean", "std", "ddof", "n_seeds", "n_failed", "n_missing",
                 "n_expected", "paper", "mark", "text"]
@@ -621,9 +615,7 @@ def tidy_tables(runs: pd.DataFrame, grid: list | None, paper: pd.DataFrame | Non
     return frames, metric_of
 
 
-# --------------------------------------------------------------------------------------------------------------
-# Rendering: one routine for Markdown and LaTeX
-# --------------------------------------------------------------------------------------------------------------
+# ---- Rendering: one routine for Markdown and LaTeX -----------------------------------------------------------------
 def _latex_escape(text: str) -> str:
     return text.replace("&", r"\&").replace("%", r"\%").replace("_", r"\_").replace("#", r"\#")
 
@@ -779,9 +771,7 @@ def render(table: str, frame: pd.DataFrame, variance_epochs: dict, latex: bool) 
     return "\n".join(out)
 
 
-# --------------------------------------------------------------------------------------------------------------
-# report.md and the files
-# --------------------------------------------------------------------------------------------------------------
+# ---- report.md and the files ---------------------------------------------------------------------------------------
 def _report_header(sweep_dir: Path, counts: dict, has_grid: bool) -> str:
     missing = (f"**{counts['missing']} missing** (in grid.json, no summary.json)" if has_grid
                else "missing: n/a (no grid.json, the grid is what was found)")
