@@ -298,13 +298,14 @@ def section_loader(args, device, work: Path, env: dict, report: Report) -> dict:
     small = ["backbone=densenet_small", "backbone.stem_convs=1"] if args.quick else []
     workers = 2 if args.quick else args.num_workers
     proc = train(["experiment=paper_chestxray14", *data, *small, f"trainer.device={device}",
-                  f"trainer.precision={'bf16' if device.type == 'cuda' else 'fp32'}", f"trainer.epochs={args.epochs}",
+                  f"trainer.precision={args.loader_precision}", f"trainer.epochs={args.epochs}",
                   f"trainer.num_workers={workers}", "trainer.progress=false", f"hydra.run.dir={run_dir}",
                   *([f"trainer.num_threads={args.threads}"] if args.threads else [])], env, log)
     if proc.returncode != 0:
         raise RuntimeError(f"train.py failed (exit {proc.returncode}); log: {log}")
     speed = summary_of(run_dir)["speed"]
     out = {"images": n, "resolution": size, "num_workers": workers, "epochs": args.epochs,
+           "precision": args.loader_precision,
            "train_steps": speed["train_steps"], "data_wait_fraction": speed["data_wait_fraction"],
            "train_samples_per_s": speed["train_samples_per_s"], "generate_s": round(generated, 1),
            "prepare_s": round(prepared, 1), "wall_s": summary_of(run_dir)["wall_time_s"]}
@@ -382,6 +383,7 @@ def parse(argv):
     p.add_argument("--compile-backend", default=None,
                    help="torch.compile backend (default inductor; eager under --quick: the code path, not the codegen)")
     p.add_argument("--epochs", type=int, default=None, help="epochs of the short runs (default 2; 1 quick)")
+    p.add_argument("--loader-precision", default="fp32", help="trainer.precision of the loader check (default fp32)")
     p.add_argument("--xray-images", type=int, default=3000, help="generated 1024-px images for the loader check")
     p.add_argument("--ecg-records", type=int, default=3000, help="generated 8x5000 records for sections 3 and 4")
     p.add_argument("--shared-epochs", type=int, default=None,
