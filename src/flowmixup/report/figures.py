@@ -9,6 +9,7 @@ object API with the Agg canvas (no pyplot).
 """
 from __future__ import annotations
 
+import functools
 import io
 import math
 import os
@@ -25,8 +26,8 @@ from matplotlib.figure import Figure
 from scipy import stats
 
 from flowmixup.report.output import write_files
-from flowmixup.report.tables import (DATASET_NAMES, DDOF, PAPER_SETTINGS, Setting, builtin_key,  # noqa: F401
-                                     collect_runs, dataset_label, prepare_runs, read_csv_checked, run_file_columns)
+from flowmixup.report.tables import (DDOF, PAPER_SETTINGS, PER_CLASS_COLUMNS, Setting, builtin_key, collect_runs,
+                                     dataset_label, prepare_runs, read_csv_checked, run_file_columns)
 
 MIXUP = Setting("mixup", 3.0)
 FLOW = Setting("flowmixup", 3.0, False)
@@ -200,11 +201,10 @@ def _read_label_file(run_dir: str, classes: Sequence[str], files: Sequence[str] 
 
 def _train_counts(frames: Sequence[pd.DataFrame]) -> pd.DataFrame:
     """per_class.csv training counts summed over runs: ``count``, ``single_literal``, indexed by class."""
-    stacked = pd.concat([f[["class", "train_count", "train_single_count"]] for f in frames])
-    for column in ("train_count", "train_single_count"):
-        stacked[column] = pd.to_numeric(stacked[column], errors="coerce")
-    summed = stacked.groupby("class", sort=False)[["train_count", "train_single_count"]].sum(min_count=1)
-    return summed.rename(columns={"train_count": "count", "train_single_count": "single_literal"}).astype(float)
+    stacked = pd.concat([f[list(PER_CLASS_COLUMNS)] for f in frames])
+    numbers = stacked[["train_count", "train_single_count"]].apply(pd.to_numeric, errors="coerce")
+    return numbers.groupby(stacked["class"], sort=False).sum(min_count=1).set_axis(
+        ["count", "single_literal"], axis=1).astype(float)
 
 
 def _summed(label_sets: list[tuple[np.ndarray, list[str]]], ignored: Sequence[str]) -> pd.DataFrame:
@@ -213,14 +213,12 @@ def _summed(label_sets: list[tuple[np.ndarray, list[str]]], ignored: Sequence[st
     for y, names in label_sets:
         if not any(names == n and y.shape == d.shape and np.array_equal(y, d) for d, n in distinct):
             distinct.append((y, names))
-    total = alone_counts(*distinct[0], ignored)
-    for y, names in distinct[1:]:
-        total = total.add(alone_counts(y, names, ignored), fill_value=0.0)
-    return total, len(distinct)
+    counts = [alone_counts(y, names, ignored) for y, names in distinct]
+    return functools.reduce(lambda a, b: a.add(b, fill_value=0.0), counts), len(distinct)
 
 
 def _independent_counts(dataset: str, fig_runs: Sequence[tuple[str, pd.DataFrame]], clean_train: pd.DataFrame | None,
-                        noise: float, notes: list[str] | None) -> tuple[pd.DataFrame, dict[str, Any]]:
+                        noise: float, notes: list[str]) -> tuple[pd.DataFrame, dict[str, Any]]:
     """n_c (both counts) and m_c per class from the cleanest source there is (FIG6.md), and the source."""
     ignored = IGNORED_CLASSES.get(dataset, ())
     train = [(y, names) for y, names, _ in (_read_label_file(d, list(f["class"]), ("labels_train_clean.npz",), "y")
@@ -234,11 +232,11 @@ def _independent_counts(dataset: str, fig_runs: Sequence[tuple[str, pd.DataFrame
         y, names, problem = _read_label_file(run_dir, list(per_class["class"]))
         if y is not None:
             test.append((y, names))
-        elif notes is not None:
+        else:
             notes.append(f"Fig. 6 ({dataset}): no clean test labels from {run_dir} ({problem})")
     if test:
         total, n = _summed(test, ignored)
-        if n > 1 and notes is not None:
+        if n > 1:
             notes.append(f"Fig. 6 ({dataset}): the runs' test labels differ ({n} test sets); n_c and m_c are summed "
                          "over them")
         sets = "one test set" if n == 1 else f"{n} different test sets, counts summed"
@@ -250,23 +248,12 @@ def _independent_counts(dataset: str, fig_runs: Sequence[tuple[str, pd.DataFrame
         frame = _train_counts([f for _, f in fig_runs])
         kind, text = "train_as_trained", (f"training labels as trained on, corrupted at noise {noise:g} "
                                           "(per_class.csv; no clean source found)")
-        if notes is not None:
-            notes.append(f"Fig. 6 ({dataset}): Independent Ratio from corrupted training labels (no "
-                         "predictions_test_*.npz and no noise-0 run)")
+        notes.append(f"Fig. 6 ({dataset}): Independent Ratio from corrupted training labels (no "
+                     "predictions_test_*.npz and no noise-0 run)")
     # per_class.csv counts are literal; they are the rhythm-ignoring count too when no ignored class is present
     frame = frame.assign(single_ignore_rhythm=frame["single_literal"] if not set(ignored) & set(frame.index)
                          else np.nan)
     return frame, {"independent_source": kind, "independent_source_text": text}
-
-
-def _clean_train_counts(ok: pd.DataFrame, dataset: str, notes: list[str] | None) -> tuple[pd.DataFrame | None, int]:
-    """Literal training counts of the dataset's ok noise-0 runs (clean labels), summed; None without such runs."""
-    frames = []
-    for record in ok[(ok["dataset"] == dataset) & (ok["_noise"] == 0.0)].to_dict("records"):
-        frame, _ = _read_per_class(record["run_dir"], ("class", "train_count", "train_single_count"))
-        if frame is not None:
-            frames.append(frame)
-    return (_train_counts(frames), len(frames)) if frames else (None, 0)
 
 
 def _check_choice(value: str, allowed: Sequence[str], what: str) -> None:
@@ -287,12 +274,11 @@ def fig6_data(runs: pd.DataFrame, dataset: str, target_noise: float = 0.1, r: fl
     """
     _check_choice(normalization, NORMALIZATIONS, "normalization")
     _check_choice(count, COUNTS, "count")
+    notes = [] if notes is None else notes
     ok = _ok_runs(runs)
-    ok = ok[ok["dataset"] == dataset] if not ok.empty else ok
-    if ok.empty:
-        return None
+    ok = ok[ok["dataset"] == dataset]
     metric = next((m for m in ok["_metric"] if m is not None), None)
-    if metric not in _PER_CLASS_PREFIX:
+    if metric not in _PER_CLASS_PREFIX:  # also: no ok run
         return None
     column = f"{_PER_CLASS_PREFIX[metric]}_{which}"
     r = DEFAULT_R[metric] if r is None else float(r)
@@ -304,8 +290,7 @@ def fig6_data(runs: pd.DataFrame, dataset: str, target_noise: float = 0.1, r: fl
             continue
         frame, problem = _read_per_class(record["run_dir"], needed)
         if frame is None:
-            if notes is not None:
-                notes.append(f"Fig. 6 ({dataset}) leaves out {record['run_dir']}: per_class.csv ({problem})")
+            notes.append(f"Fig. 6 ({dataset}) leaves out {record['run_dir']}: per_class.csv ({problem})")
             continue
         per_noise.setdefault(record["_noise"], {}).setdefault(record["_setting"], []).append((record["run_dir"], frame))
     usable = [n for n, by in per_noise.items() if MIXUP in by and FLOW in by]
@@ -316,8 +301,7 @@ def fig6_data(runs: pd.DataFrame, dataset: str, target_noise: float = 0.1, r: fl
 
     def mean_perf(setting: Setting) -> pd.Series:
         stacked = pd.concat([f[["class", column]] for _, f in runs_at[setting]])
-        stacked[column] = pd.to_numeric(stacked[column], errors="coerce")
-        return stacked.groupby("class", sort=False)[column].mean()
+        return pd.to_numeric(stacked[column], errors="coerce").groupby(stacked["class"], sort=False).mean()
 
     mix, flow = mean_perf(MIXUP), mean_perf(FLOW)
     order = [c for c in runs_at[FLOW][0][1]["class"] if c in mix.index]  # class order as in per_class.csv
@@ -334,7 +318,9 @@ def fig6_data(runs: pd.DataFrame, dataset: str, target_noise: float = 0.1, r: fl
     table["performance_ratio"] = table[f"ratio_{normalization}"]
 
     fig_runs = [pair for s in (MIXUP, FLOW) for pair in runs_at[s]]
-    clean_train, n_clean_train = _clean_train_counts(ok, dataset, notes)
+    clean = [f for f, _ in (_read_per_class(d, PER_CLASS_COLUMNS) for d in ok.loc[ok["_noise"] == 0.0, "run_dir"])
+             if f is not None]  # the noise-0 runs' literal training counts: clean labels
+    clean_train = _train_counts(clean) if clean else None
     counts, source = _independent_counts(dataset, fig_runs, clean_train, noise, notes)
     counts = counts.reindex(table["class"])
     table["count"] = counts["count"].to_numpy(dtype=float)
@@ -353,24 +339,20 @@ def fig6_data(runs: pd.DataFrame, dataset: str, target_noise: float = 0.1, r: fl
         "dataset": dataset, "primary_metric": metric, "per_class_column": column, "noise": noise,
         "target_noise": target_noise, "r": r, "normalization": normalization, "count": count,
         "joint_floor": joint_floor, "eps": eps, **source,
-        "n_clean_train_runs": n_clean_train if cross_check or source["independent_source"] == "train_clean" else 0,
+        "n_clean_train_runs": len(clean) if cross_check or source["independent_source"] == "train_clean" else 0,
         "normal_classes_left_out": "; ".join(normal), "ignored_classes": "; ".join(present_ignored),
         "n_classes_plotted": len(table), "n_seeds_mixup": len(runs_at[MIXUP]), "n_seeds_flow": len(runs_at[FLOW]),
     }
+    pairs = [(c, f"independent_ratio_{c}") for c in COUNTS]
+    pairs += [("literal_train_clean", "independent_ratio_train_clean_literal")] if cross_check else []
     for norm in NORMALIZATIONS:
         undefined = ~np.isfinite(table[f"ratio_{norm}"].to_numpy(float))
         info[f"n_dropped_{norm}"] = int(undefined.sum())
         info[f"dropped_{norm}"] = "; ".join(table["class"][undefined])
-        for c in COUNTS:
-            rho, p, n = spearman(table[f"ratio_{norm}"], table[f"independent_ratio_{c}"])
-            info.update({f"spearman_rho_{norm}_{c}": rho, f"spearman_p_{norm}_{c}": p, f"n_classes_{norm}_{c}": n})
-        if cross_check:
-            rho, p, n = spearman(table[f"ratio_{norm}"], table["independent_ratio_train_clean_literal"])
-            info.update({f"spearman_rho_{norm}_literal_train_clean": rho,
-                         f"spearman_p_{norm}_literal_train_clean": p, f"n_classes_{norm}_literal_train_clean": n})
-    info["spearman_rho"] = info[f"spearman_rho_{normalization}_{count}"]
-    info["spearman_p"] = info[f"spearman_p_{normalization}_{count}"]
-    info["n_classes"] = info[f"n_classes_{normalization}_{count}"]
+        for key, independent in pairs:
+            info.update(zip((f"spearman_rho_{norm}_{key}", f"spearman_p_{norm}_{key}", f"n_classes_{norm}_{key}"),
+                            spearman(table[f"ratio_{norm}"], table[independent])))
+    info.update({k: info[f"{k}_{normalization}_{count}"] for k in ("spearman_rho", "spearman_p", "n_classes")})
     return table, info
 
 
