@@ -26,8 +26,8 @@ from matplotlib.figure import Figure
 from scipy import stats
 
 from flowmixup.report.output import write_files
-from flowmixup.report.tables import (DDOF, PAPER_SETTINGS, PER_CLASS_COLUMNS, Setting, builtin_key, collect_runs,
-                                     dataset_label, prepare_runs, read_csv_checked, run_file_columns)
+from flowmixup.report.tables import (DDOF, METRICS_COLUMNS, PAPER_SETTINGS, PER_CLASS_COLUMNS, Setting, builtin_key,
+                                     collect_runs, dataset_label, prepare_runs, read_csv_checked, run_file_columns)
 
 MIXUP = Setting("mixup", 3.0)
 FLOW = Setting("flowmixup", 3.0, False)
@@ -64,8 +64,9 @@ NORMAL_CLASSES, IGNORED_CLASSES = (_ByDataset({d: tuple(_CLASSES["class"][_CLASS
                                    for col in ("normal_in", "ignored_in"))
 
 
-def _gloss(name: str) -> str:
-    return _GLOSS.get(name, name)
+def _glossed(names: Sequence[str]) -> str:
+    """``a, b`` for a figure: a Tianchi name as its English gloss (matplotlib's fonts lack Chinese glyphs)."""
+    return ", ".join(_GLOSS.get(n, n) for n in names)
 
 
 def _named(names: Sequence[str]) -> str:
@@ -363,18 +364,18 @@ def _rho_text(info: dict[str, Any], key: str) -> str:
 
 
 def _norm_text(norm: str, info: dict[str, Any]) -> str:
-    if norm == "joint":
-        return f"joint [{info['joint_floor']:g}, 1]"
-    return norm
+    return f"joint [{info['joint_floor']:g}, 1]" if norm == "joint" else norm
+
+
+def _listed(info: dict[str, Any], key: str) -> list[str]:
+    """The class names of an ``info`` entry joined with "; "."""
+    return [n for n in str(info[key]).split("; ") if n]
 
 
 def _dropped_text(info: dict[str, Any], norm: str, gloss: bool = False) -> str:
+    names = _listed(info, f"dropped_{norm}")
     k = info[f"n_dropped_{norm}"]
-    if not k:
-        return "0"
-    names = [n for n in str(info[f"dropped_{norm}"]).split("; ") if n]
-    shown = ", ".join(_gloss(n) for n in names) if gloss else _named(names)
-    return f"{k}: {shown}"
+    return f"{k}: {_glossed(names) if gloss else _named(names)}" if k else "0"
 
 
 def _figure_note(info: dict[str, Any]) -> str:
@@ -393,24 +394,20 @@ def _figure_note(info: dict[str, Any]) -> str:
     lines += ["  " + "  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in [head] + rows]
     drawn = (f"* drawn: {_norm_text(info['normalization'], info)} normalisation; Independent Ratio n_c "
              f"{_COUNT_TEXT[info['count']]}")
-    ignored = [n for n in str(info["ignored_classes"]).split("; ") if n]
     if info["count"] == "ignore_rhythm":
-        drawn += (" (" + ", ".join(_gloss(n) for n in ignored) + ")" if ignored
-                  else " (no rhythm/normal classes here: the two counts agree)")
+        ignored = _listed(info, "ignored_classes")
+        drawn += f" ({_glossed(ignored)})" if ignored else " (no rhythm/normal classes here: the two counts agree)"
     lines.append(drawn)
     lines.append(f"n_c, m_c from {info['independent_source_text']}")
-    normal = [n for n in str(info["normal_classes_left_out"]).split("; ") if n]
-    if normal:
-        lines.append("left out: normal class " + ", ".join(_gloss(n) for n in normal) + " (as the paper's Fig. 6(b))")
+    if normal := _listed(info, "normal_classes_left_out"):
+        lines.append(f"left out: normal class {_glossed(normal)} (as the paper's Fig. 6(b))")
     return "\n".join(lines)
 
 
-def fig6_markdown(infos: Sequence[dict[str, Any]], skipped: dict[str, str] | None = None) -> str:
-    """The Fig. 6 section of ``report.md``: per dataset, ρ under every normalisation and count, and the choices.
-
-    ``infos`` are :func:`fig6_data`'s ``info`` dicts. Empty text when there is nothing to say.
-    """
-    if not infos and not skipped:
+def fig6_markdown(infos: Sequence[dict[str, Any]]) -> str:
+    """The Fig. 6 section of ``report.md`` from :func:`fig6_data`'s ``info`` dicts ("" without any): per dataset, ρ
+    under every normalisation and count, and the choices."""
+    if not infos:
         return ""
     lines = [f"## Fig. 6: per-class {MIXUP.label} vs {FLOW.label}", "",
              "Spearman ρ between the Performance Ratio (Perf_Mixup / Perf_Flow-Mixup)^r of normalised per-class test "
@@ -425,11 +422,10 @@ def fig6_markdown(infos: Sequence[dict[str, Any]], skipped: dict[str, str] | Non
         perf = "AUC" if info["primary_metric"] == "auc" else "F1"
         lines += [f"### {name}: noise {info['noise'] * 100:g}%, test {perf} (`{info['per_class_column']}`), "
                   f"r = {info['r']:g}, {info['n_classes_plotted']} classes", ""]
-        normal = [n for n in str(info["normal_classes_left_out"]).split("; ") if n]
-        if normal:
+        if normal := _listed(info, "normal_classes_left_out"):
             lines.append(f"- Left out of the figure: the normal class {_named(normal)}, as in the paper's Fig. 6(b).")
         lines.append(f"- n_c and m_c from {info['independent_source_text']}.")
-        ignored = [n for n in str(info["ignored_classes"]).split("; ") if n]
+        ignored = _listed(info, "ignored_classes")
         lines.append("- Rhythm/normal classes ignored by the second count: "
                      + (_named(ignored) if ignored else "none (the two counts agree)") + ".")
         chosen = "default" if (info["normalization"], info["count"]) == (DEFAULT_NORMALIZATION, DEFAULT_COUNT) \
@@ -451,8 +447,6 @@ def fig6_markdown(infos: Sequence[dict[str, Any]], skipped: dict[str, str] | Non
                       + "; ".join(f"{norm} {_rho_text(info, f'{norm}_literal_train_clean')}"
                                   for norm in NORMALIZATIONS) + "."]
         lines.append("")
-    for dataset, reason in (skipped or {}).items():
-        lines.append(f"- {dataset_label(dataset)}: no Fig. 6 ({reason}).")
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -483,7 +477,7 @@ def _draw_fig6(table: pd.DataFrame, info: dict[str, Any]) -> Figure:
     ax.bar(x - width / 2, table["perf_mixup"], width, label=MIXUP.label, color="#3182bd")
     ax.bar(x + width / 2, table["perf_flow"], width, label=FLOW.label, color="#31a354")
     ax.set_xticks(x)
-    ax.set_xticklabels([_gloss(c) for c in table["class"]], rotation=45, ha="right", fontsize=8)
+    ax.set_xticklabels([_GLOSS.get(c, c) for c in table["class"]], rotation=45, ha="right", fontsize=8)
     ax.set_ylabel(f"test {perf} per class (bars)")
     finite = np.concatenate([table["perf_mixup"].to_numpy(float), table["perf_flow"].to_numpy(float)])
     if np.isfinite(finite).any():
@@ -567,26 +561,22 @@ def _fig6_files(runs: pd.DataFrame, out_dir: Path, **options: Any) -> dict[str, 
             "notes": notes}
 
 
-def _curve_table(ok: pd.DataFrame, dataset: str, metric: str, notes: list[str] | None = None) -> pd.DataFrame:
-    column = "test_auc" if metric == "auc" else "test_macro_f1"
-    scale = 100.0 if metric == "auc" else 1.0
-    pieces = []
+def _curve_table(ok: pd.DataFrame, dataset: str, metric: str, notes: list[str]) -> pd.DataFrame:
+    """Per setting, noise and epoch: the mean test metric over the seeds, their number and sample std."""
+    column, pieces = METRICS_COLUMNS[metric], []
     for record in ok[ok["dataset"] == dataset].to_dict("records"):
         frame, problem = read_csv_checked(Path(record["run_dir"]) / "metrics.csv", ("epoch", column))
         if frame is None:
-            if notes is not None:
-                notes.append(f"curves ({dataset}) leave out {record['run_dir']}: metrics.csv ({problem})")
+            notes.append(f"curves ({dataset}) leave out {record['run_dir']}: metrics.csv ({problem})")
             continue
-        pieces.append(pd.DataFrame({"setting": record["_setting"], "noise": record["_noise"],
-                                    "seed": record.get("seed"), "epoch": frame["epoch"],
-                                    "value": pd.to_numeric(frame[column], errors="coerce") * scale}))
+        pieces.append(pd.DataFrame({"setting": record["_setting"], "noise": record["_noise"], "epoch": frame["epoch"],
+                                    "value": pd.to_numeric(frame[column], errors="coerce")
+                                    * (100.0 if metric == "auc" else 1.0)}))
     if not pieces:
-        return pd.DataFrame(columns=["setting", "noise", "epoch", "mean", "std", "n_seeds"])
+        return pd.DataFrame()
     data = pd.concat(pieces, ignore_index=True).dropna(subset=["value"])
     grouped = data.groupby(["setting", "noise", "epoch"], sort=False)["value"]
-    out = grouped.agg(mean="mean", n_seeds="count").reset_index()
-    out["std"] = grouped.std(ddof=DDOF).to_numpy()
-    return out
+    return grouped.agg(mean="mean", n_seeds="count").reset_index().assign(std=grouped.std(ddof=DDOF).to_numpy())
 
 
 def _curve_files(runs: pd.DataFrame, out_dir: Path) -> dict[str, Any]:
@@ -606,9 +596,8 @@ def _curve_files(runs: pd.DataFrame, out_dir: Path) -> dict[str, Any]:
             skipped[dataset] = "no metrics.csv with a test metric column"
             continue
         noises = sorted(set(curves["noise"]))
-        settings = sorted(set(curves["setting"]), key=lambda s: (s not in PAPER_SETTINGS,
-                                                                  PAPER_SETTINGS.index(s) if s in PAPER_SETTINGS
-                                                                  else 0, s.sort_key()))
+        settings = sorted(set(curves["setting"]), key=lambda s: (
+            PAPER_SETTINGS.index(s) if s in PAPER_SETTINGS else len(PAPER_SETTINGS), s.sort_key()))
         cols = min(len(noises), 4)
         rows = math.ceil(len(noises) / cols)
         fig = Figure(figsize=(4.2 * cols, 3.4 * rows + 0.6))
