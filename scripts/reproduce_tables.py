@@ -32,6 +32,9 @@ def main(argv=None) -> int:
     ap.add_argument("--set", action="append", default=[], metavar="DATASET:KEY=VALUE",
                     help="an override for one dataset's runs (dataset = ecg12, chestxray14, synth_ecg, ...)")
     ap.add_argument("--hydra", action="append", default=[], metavar="KEY=VALUE", help="an override for every run")
+    ap.add_argument("--blocks-at-once", type=int, default=1, metavar="K",
+                    help="run K blocks (dataset x row) side by side (default 1); with --launcher local_gpus their "
+                         "jobs share the GPUs, so a block smaller than the GPU count leaves none idle")
     ap.add_argument("--plan", action="store_true",
                     help="print runs, steps, GPU-hours and the wall time on --gpus GPUs; train nothing")
     ap.add_argument("--gpus", type=int, default=1, help="--plan: GPUs to spread the runs over (default 1)")
@@ -43,6 +46,9 @@ def main(argv=None) -> int:
         seeds = [int(s) for s in args.seeds.split(",") if s.strip() != ""]
     except ValueError:
         print(f"error: --seeds must be comma-separated integers, got {args.seeds!r}", file=sys.stderr)
+        return 2
+    if args.blocks_at_once < 1:
+        print(f"error: --blocks-at-once: got {args.blocks_at_once}; allowed: an integer >= 1", file=sys.stderr)
         return 2
     bad_hydra = [h for h in args.hydra if "=" not in h]
     if bad_hydra:
@@ -63,7 +69,7 @@ def main(argv=None) -> int:
         name = Path(args.profile).stem
         sweep = Path(args.sweep_dir) if args.sweep_dir else root / "outputs" / "tables" / name
         failed = run_profile(args.profile, seeds, sweep.resolve(), args.launcher, args.hydra, sets=args.set,
-                             project_root=root)
+                             project_root=root, blocks_at_once=args.blocks_at_once)
     except PreflightError as err:
         for problem in err.problems:
             print(f"error: {problem}", file=sys.stderr)

@@ -327,6 +327,12 @@ def format_estimate(est: Estimate, profile: str, seeds: list[int]) -> str:
                   f"its noise x seed runs spread over the GPUs: ceil(runs / {est.gpus}) x one run per block); "
                   f"{_hours(est.packed_wall_hours)} if every run could start on any free GPU "
                   "(max(GPU-hours / GPUs, the longest run))."]
+    smallest = min((b.runs for d in est.datasets for b in d.blocks), default=0)
+    if (smallest and smallest < est.gpus and est.wall_hours is not None and est.packed_wall_hours is not None
+            and est.wall_hours > est.packed_wall_hours):
+        lines.append(f"A block has as few as {smallest} runs for {est.gpus} GPUs: run "
+                     f"--launcher local_gpus --blocks-at-once {math.ceil(est.gpus / smallest)} to let blocks share the "
+                     "GPUs, which brings the wall time towards the second figure.")
     return "\n".join(lines)
 
 

@@ -527,13 +527,59 @@ def _last_error_line(log: Path) -> str:
     return lines[-1] if lines else ""
 
 
+def _block_command(b: Block, sweep: Path, root_dir: Path, launcher: str | None, hydra_args: Sequence[str]) -> list:
+    cmd = [sys.executable, str(root_dir / "train.py"), "-m", f"experiment={b.experiment}", *b.row_overrides,
+           "noise=" + ",".join(str(n) for n in b.noise), "seed=" + ",".join(str(s) for s in b.seeds),
+           *b.overrides, *RUN_ARGS, f"hydra.sweep.dir={sweep}", f"hydra.sweep.subdir={CELL_DIR}"]
+    return cmd + ([f"hydra/launcher={launcher}"] if launcher else []) + list(hydra_args)
+
+
+def _run_blocks(todo: list, n_blocks: int, total: int, sweep: Path, root_dir: Path, launcher: str | None,
+                hydra_args: Sequence[str], at_once: int) -> None:
+    """Run the blocks ``todo`` ((number, Block) pairs), ``at_once`` of them at a time, each logging into its file."""
+    running: list[tuple[int, Block, subprocess.Popen, Any, Path, float]] = []
+    queue = list(todo)
+    while queue or running:
+        while queue and len(running) < at_once:
+            i, b = queue.pop(0)
+            cmd = _block_command(b, sweep, root_dir, launcher, hydra_args)
+            log = block_log(sweep, b.dataset, b.row)
+            log.parent.mkdir(parents=True, exist_ok=True)
+            fh = open(log, "w", encoding="utf-8")
+            fh.write(" ".join(cmd) + "\n\n")
+            fh.flush()
+            proc = subprocess.Popen(cmd, cwd=root_dir, stdout=fh, stderr=subprocess.STDOUT, text=True)
+            running.append((i, b, proc, fh, log, time.time()))
+        done = _wait_any([r[2] for r in running])
+        i, b, proc, fh, log, t0 = running.pop(done)
+        fh.close()
+        status = "ok" if proc.returncode == 0 else f"FAILED (exit {proc.returncode}; log {log})"
+        print(f"[reproduce] block {i}/{n_blocks} {b.dataset} {b.row}: {status} in {time.time() - t0:.0f}s; "
+              f"{count_done(sweep)}/{total} cells finished", flush=True)
+        if proc.returncode != 0 and _last_error_line(log):
+            print(f"[reproduce]   {_last_error_line(log)}", file=sys.stderr, flush=True)
+
+
+def _wait_any(procs: list, poll_s: float = 0.5) -> int:
+    """The index of the first of ``procs`` to end (waits for it)."""
+    while True:
+        for k, proc in enumerate(procs):
+            if proc.poll() is not None:
+                return k
+        time.sleep(poll_s)
+
+
 def run_profile(profile: str, seeds: list[int], sweep: Path, launcher: str | None = None,
                 hydra_args: Sequence[str] = (), extra: dict[str, list[str]] | None = None,
-                sets: Sequence[str] = (), project_root: str | os.PathLike | None = None) -> int:
+                sets: Sequence[str] = (), project_root: str | os.PathLike | None = None,
+                blocks_at_once: int = 1) -> int:
     """Check, then run every block of ``profile`` into ``sweep`` and aggregate; returns the number of failed cells.
 
     ``sets`` are raw ``DATASET:KEY=VALUE`` strings (``--set``), ``extra`` the same already split. Raises
     :class:`PreflightError` (nothing launched, nothing written) when the preflight finds a problem.
+    ``blocks_at_once`` > 1 runs that many blocks (``train.py -m`` calls) side by side: with ``--launcher local_gpus``
+    their jobs share the GPU slots of the sweep folder, so every GPU stays busy even when a block has fewer runs
+    than there are GPUs.
     """
     from . import figures, tables
 
@@ -559,28 +605,13 @@ def run_profile(profile: str, seeds: list[int], sweep: Path, launcher: str | Non
     total = len(grid)
     print(f"[reproduce] profile {profile}: {len(blocks)} blocks, {total} cells, {count_done(sweep)} already finished, "
           f"into {sweep}", flush=True)
+    todo = []
     for i, b in enumerate(blocks, 1):
         if all((cell_dir(sweep, b.dataset, b.fields, n, s) / "summary.json").is_file() for n in b.noise for s in b.seeds):
             print(f"[reproduce] block {i}/{len(blocks)} {b.dataset} {b.row}: all cells finished, skipped", flush=True)
-            continue
-        cmd = [sys.executable, str(root_dir / "train.py"), "-m", f"experiment={b.experiment}", *b.row_overrides,
-               "noise=" + ",".join(str(n) for n in b.noise), "seed=" + ",".join(str(s) for s in b.seeds),
-               *b.overrides, *RUN_ARGS, f"hydra.sweep.dir={sweep}", f"hydra.sweep.subdir={CELL_DIR}"]
-        if launcher:
-            cmd.append(f"hydra/launcher={launcher}")
-        cmd += list(hydra_args)
-        log = block_log(sweep, b.dataset, b.row)
-        log.parent.mkdir(parents=True, exist_ok=True)
-        t0 = time.time()
-        with open(log, "w", encoding="utf-8") as fh:
-            fh.write(" ".join(cmd) + "\n\n")
-            fh.flush()
-            res = subprocess.run(cmd, cwd=root_dir, stdout=fh, stderr=subprocess.STDOUT, text=True)
-        status = "ok" if res.returncode == 0 else f"FAILED (exit {res.returncode}; log {log})"
-        print(f"[reproduce] block {i}/{len(blocks)} {b.dataset} {b.row}: {status} in {time.time() - t0:.0f}s; "
-              f"{count_done(sweep)}/{total} cells finished", flush=True)
-        if res.returncode != 0 and _last_error_line(log):
-            print(f"[reproduce]   {_last_error_line(log)}", file=sys.stderr, flush=True)
+        else:
+            todo.append((i, b))
+    _run_blocks(todo, len(blocks), total, sweep, root_dir, launcher, hydra_args, max(1, int(blocks_at_once)))
     tables.make_report(sweep)
     figs = figures.make_figures(sweep)
     print((sweep / "report" / "report.md").read_text(), flush=True)

@@ -1,11 +1,12 @@
 """``hydra/launcher=local_gpus``: every GPU of a workstation busy with one job of a multirun, without SLURM.
 
 It is Hydra's joblib launcher with one worker process per GPU. Each job, when a worker starts it, takes the first
-free GPU *slot* (an exclusive ``flock`` on ``<sweep dir>/.gpu_slots/<device>.lock``), trying
-``job number mod N`` first, and runs with ``trainer.device=cuda:<device>``. With N workers and N slots a free slot
-always exists, so exactly one job runs on each GPU at a time even when jobs take different times (a plain
-``job number mod N`` would put two jobs on one GPU while another idles). A job that dies frees its slot with its
-process. The device a job used is in its ``config.yaml`` and ``summary.json`` like any override.
+free GPU *slot* (an exclusive ``flock`` on ``<sweep dir>/.gpu_slots/<device>.<k>.lock``), trying
+``job number mod N`` first, and runs with ``trainer.device=cuda:<device>``, so exactly one job runs on each GPU at a
+time even when jobs take different times (a plain ``job number mod N`` would put two jobs on one GPU while another
+idles). When every slot is taken (several multiruns into the same sweep folder at once, as
+``reproduce_tables.py --blocks-at-once`` starts them) a job waits for the first one to free. A job that dies frees
+its slot with its process. The device a job used is in its ``config.yaml`` and ``summary.json`` like any override.
 
     python train.py -m hydra/launcher=local_gpus regularizer=erm,mixup noise=0.0,0.1 seed=0,1
     python train.py -m hydra/launcher=local_gpus hydra.launcher.gpus=[0,2]      # only these two
@@ -84,14 +85,29 @@ def slot_order(job_idx: int, slots: int) -> list[int]:
 class GpuSlot:
     """An exclusive hold on one of ``slots`` slots (each a GPU id, repeated ``jobs_per_gpu`` times) for one job."""
 
-    def __init__(self, folder: Path, devices: Sequence[int], jobs_per_gpu: int, job_idx: int):
-        self.folder, self.job_idx = Path(folder), job_idx
+    def __init__(self, folder: Path, devices: Sequence[int], jobs_per_gpu: int, job_idx: int, wait: bool = False,
+                 poll_s: float = 0.5):
+        self.folder, self.job_idx, self.wait, self.poll_s = Path(folder), job_idx, wait, poll_s
         self.slots = [(d, k) for k in range(jobs_per_gpu) for d in devices]
         self.fd: int | None = None
         self.device: int | None = None
 
     def __enter__(self) -> "GpuSlot":
+        import time
+
         self.folder.mkdir(parents=True, exist_ok=True)
+        waited = False
+        while not self._take_free():
+            if not self.wait:
+                raise RuntimeError(f"no free GPU slot in {self.folder} for job {self.job_idx}: more workers than "
+                                   f"slots ({len(self.slots)})")
+            if not waited:
+                log.info("job %d: every GPU slot in %s is taken; waiting for one", self.job_idx, self.folder)
+                waited = True
+            time.sleep(self.poll_s)
+        return self
+
+    def _take_free(self) -> bool:
         for i in slot_order(self.job_idx, len(self.slots)):
             device, k = self.slots[i]
             fd = os.open(self.folder / f"cuda{device}.{k}.lock", os.O_RDWR | os.O_CREAT, 0o666)
@@ -101,9 +117,8 @@ class GpuSlot:
                 os.close(fd)
                 continue
             self.fd, self.device = fd, device
-            return self
-        raise RuntimeError(f"no free GPU slot in {self.folder} for job {self.job_idx}: more workers than slots "
-                           f"({len(self.slots)})")
+            return True
+        return False
 
     def __exit__(self, *exc) -> None:
         if self.fd is not None:
@@ -115,7 +130,7 @@ class GpuSlot:
 def run_on_slot(idx: int, overrides: Sequence[str], devices: Sequence[int], jobs_per_gpu: int, slot_dir: str,
                 device_key: str, *hydra_args: Any) -> JobReturn:
     """Runs in a worker process: take a free slot, then run the job as Hydra's joblib launcher does, on its GPU."""
-    with GpuSlot(Path(slot_dir), devices, jobs_per_gpu, idx) as slot:
+    with GpuSlot(Path(slot_dir), devices, jobs_per_gpu, idx, wait=True) as slot:
         return joblib_core.execute_job(idx, [*overrides, f"{device_key}=cuda:{slot.device}"], *hydra_args)
 
 
