@@ -119,10 +119,6 @@ def _hashable(value: Any) -> Any:
     return None if _is_missing(value) else value
 
 
-def _fmt_alpha(alpha: float) -> str:
-    return f"{alpha:.1f}" if alpha == int(alpha) else f"{alpha:g}"
-
-
 @dataclass(frozen=True)
 class Setting:
     """One table row: a regularizer, the settings it shows, and any other setting that tells it from a like row.
@@ -148,7 +144,9 @@ class Setting:
     def _label(self, latex: bool) -> str:
         esc = _latex_escape if latex else str
         name = self.name or _REGULARIZER_NAMES.get(self.regularizer) or esc(self.regularizer)
-        parts = [] if self.alpha is None else [(r"$\alpha={}$" if latex else "α={}").format(_fmt_alpha(self.alpha))]
+        a = self.alpha
+        parts = [] if a is None else [(r"$\alpha={}$" if latex else "α={}").format(
+            f"{a:.1f}" if a == int(a) else f"{a:g}")]
         parts += [] if self.keep_original is None else [f"Op={self.keep_original}"]
         parts += [esc(f"{k}={v}") for k, v in self.params]
         label = f"{name} ({', '.join(parts)})" if parts else name
@@ -395,16 +393,6 @@ def load_grid(sweep_dir: str | os.PathLike) -> list[tuple[str, Setting, float, A
 
 
 # ---- Runs -> rows, duplicates --------------------------------------------------------------------------------------
-def _setting_columns(runs: pd.DataFrame) -> list[str]:
-    """The result-affecting columns besides dataset, row and noise: every config value not :data:`EXECUTION_ONLY`,
-    and the summary's own setting keys."""
-    def execution_only(key: str) -> bool:
-        return key in ("noise", "dataset.name") or any(fnmatch.fnmatchcase(key, p) for p in EXECUTION_ONLY)
-
-    return [c for c in runs.columns if c in SUMMARY_SETTINGS
-            or (c.startswith("config.") and not execution_only(c[len("config."):]))]
-
-
 def prepare_runs(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, list[tuple[str, str]]]:
     """``(used, duplicates, unreadable)``: the usable runs with ``_setting``, ``_noise``, ``_seed``, ``_metric``
     (one per dataset, row, noise and seed), the duplicate runs set aside (with ``_kept``: the run used instead),
@@ -428,7 +416,9 @@ def prepare_runs(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, list[t
         **{c: [k[c] for k in keep] for c in ("_setting", "_noise", "_seed", "_metric")}, dataset=lambda f:
         f["dataset"].astype(str))
     # settings other than the row's that differ between runs of one dataset, row and noise level -> extra rows
-    columns = _setting_columns(used)
+    # the result-affecting columns: the summary's setting keys and every config value not EXECUTION_ONLY
+    columns = [c for c in used.columns if c in SUMMARY_SETTINGS or c.startswith("config.") and not any(
+        fnmatch.fnmatchcase(c[len("config."):], p) for p in EXECUTION_ONLY + ("noise", "dataset.name"))]
     values = used[columns].map(_hashable) if columns else used[[]]
     group = [used["dataset"], used["_setting"], used["_noise"]]
     varies = values.groupby(group, sort=False).nunique(dropna=False).gt(1) if columns else None
@@ -802,20 +792,14 @@ def _report_header(sweep_dir: Path, counts: dict, has_grid: bool) -> str:
     return "\n".join(lines + [""])
 
 
-def _curve(run_dir: str, metric: str) -> np.ndarray | None:
-    try:
-        frame = pd.read_csv(Path(run_dir) / "metrics.csv")
-        return pd.to_numeric(frame[f"test_{metric}"], errors="coerce").to_numpy(dtype=float)
-    except (OSError, KeyError, ValueError, pd.errors.ParserError, pd.errors.EmptyDataError):
-        return None
-
-
 def memorisation(runs: pd.DataFrame) -> tuple[str, pd.DataFrame]:
     """Best vs last epoch of every ok run (from its metrics.csv), seed-averaged per (dataset, row, noise): a model
     that memorises noisy labels peaks early. Returns the Markdown section and the frame of ``memorisation.csv``."""
     rows = []
     for run in runs[runs["status"] == "ok"].to_dict("records"):
-        curve = _curve(run["run_dir"], run["_metric"]) if run["_metric"] else None
+        column = f"test_{run['_metric']}"
+        frame = read_csv_checked(Path(run["run_dir"]) / "metrics.csv", (column,))[0] if run["_metric"] else None
+        curve = None if frame is None else pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=float)
         if curve is not None and np.isfinite(curve).any():
             rows.append({"dataset": run["dataset"], "setting": run["_setting"].label,
                          "order": run["_setting"].sort_key(), "noise": run["_noise"], "seed": run.get("seed"),
@@ -897,7 +881,6 @@ def make_report(sweep_dir: str | os.PathLike, out_dir: str | os.PathLike | None 
         "left_out": [(str(path), str(problem)) for path, problem in left_out],
     }
 
-    paths: dict[str, Path] = {}
     files: dict[Path, str] = {}
     markdown, tidy = {}, {}
     extra_tables = [(t, "table_" + t[len(EXTRA_TABLE_PREFIX):]) for t in frames if t.startswith(EXTRA_TABLE_PREFIX)]
@@ -907,24 +890,21 @@ def make_report(sweep_dir: str | os.PathLike, out_dir: str | os.PathLike | None 
         tidy[table] = frames[table][TIDY_COLUMNS + (["published", "published_source"] if shown else [])]
         for ext, text in (("md", markdown[table]), ("csv", tidy[table].to_csv(index=False)),
                           ("tex", render(table, frames[table], counts["variance_epochs"], latex=True))):
-            paths[f"{stem}.{ext}"] = out_dir / f"{stem}.{ext}"
             files[out_dir / f"{stem}.{ext}"] = text
     report_md = _report_header(sweep_dir, counts, grid is not None) + "\n" + "\n".join(markdown.values())
     memo_md, memo = memorisation(used)
     if memo_md:
         report_md += "\n" + memo_md
         files[out_dir / "memorisation.csv"] = memo.to_csv(index=False)
-        paths["memorisation.csv"] = out_dir / "memorisation.csv"
     if fig6 is not False:
         from .figures import fig6_section  # figures imports this module
 
         section = fig6_section(sweep_dir, runs=runs, **(fig6 if isinstance(fig6, dict) else {}))
         report_md += ("\n" + section) if section else ""
     files[out_dir / "report.md"] = report_md
-    paths["report.md"] = out_dir / "report.md"
     if write:
         write_files(files)
-    return {"paths": paths, "files": files, "markdown": markdown, "report_md": report_md, "counts": counts,
+    return {"paths": {path.name: path for path in files}, "files": files, "markdown": markdown, "report_md": report_md, "counts": counts,
             "tidy": tidy, "runs": runs}
 
 
