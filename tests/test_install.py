@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import site
 import subprocess
 import sys
 from pathlib import Path
@@ -83,18 +84,24 @@ def installed(tmp_path_factory):
     # python runs the system pip, which installs into the venv, and builds with the system setuptools
     sh([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", tmp / "venv"], cwd=tmp)
     python = tmp / "venv" / "bin" / "python"
+    # where pytest itself runs in a virtual environment, --system-site-packages reaches only the base interpreter's
+    # packages: the venv also reads this interpreter's site-packages (with their .pth files), after its own
+    purelib = "import sysconfig; print(sysconfig.get_paths()['purelib'])"
+    venv_site = Path(sh([python, "-c", purelib], cwd=tmp).stdout.strip())
+    (venv_site / "_outer_site_packages.pth").write_text(
+        "".join(f"import site; site.addsitedir({d!r})\n" for d in site.getsitepackages()))
     res = sh([python, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index", copy], cwd=tmp)
     assert "Successfully installed flowmixup" in res.out, res.out[-4000:]
-    site = Path(sh([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], cwd=tmp).stdout.strip())
-    return copy, python, site
+    return copy, python, venv_site
 
 
 WHERE = """
-import json, sys
+import json
 from importlib import resources
 import flowmixup, flowmixup.report, hydra_plugins.flowmixup_local_gpus as plugin
 print(json.dumps({"flowmixup": flowmixup.__file__, "plugin": plugin.__file__,
-                  "data": sorted(p.name for p in resources.files("flowmixup.report").iterdir() if p.suffix == ".csv")}))
+                  "data": sorted(p.name for p in resources.files("flowmixup.report").iterdir()
+                                 if p.suffix in (".csv", ".md"))}))
 """
 
 
@@ -108,8 +115,10 @@ def test_the_venv_imports_its_installed_copy(installed, tmp_path):
             path = Path(found[key]).resolve()
             assert path.is_relative_to(site.resolve()), (key, path, site)
             assert not path.is_relative_to(PROJECT_ROOT / "src") and not path.is_relative_to(copy / "src"), path
-        # the package data the report reads (paper tables, published baselines, class names) is in the wheel
-        assert found["data"] == sorted(p.name for p in (PROJECT_ROOT / "src" / "flowmixup" / "report").glob("*.csv"))
+        # the package data the report reads (paper tables, published baselines, class names) and the notes beside
+        # it (FIG6.md, PAPER_TABLES.md) are in the wheel
+        report_src = PROJECT_ROOT / "src" / "flowmixup" / "report"
+        assert found["data"] == sorted(p.name for p in report_src.iterdir() if p.suffix in (".csv", ".md"))
 
 
 @pytest.mark.slow

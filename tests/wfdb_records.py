@@ -14,7 +14,8 @@ import pandas as pd
 import scipy.io
 
 PTBXL_SLICE = "ptbxl_database.head520.csv"
-PTBXL_LEADS = ["I", "II", "III", "AVR", "AVL", "AVF", "V1", "V2", "V3", "V4", "V5", "V6"]  # as PTB-XL's headers name them
+# the leads as PTB-XL's headers name them
+PTBXL_LEADS = ["I", "II", "III", "AVR", "AVL", "AVF", "V1", "V2", "V3", "V4", "V5", "V6"]
 
 
 def write_record(path_without_suffix: Path, fs: int, seconds: int = 10, seed: int = 0, n_leads: int = 12) -> np.ndarray:
