@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import itertools
 import json
 import math
 import os
@@ -681,14 +682,9 @@ def _groups(table: str, frame: pd.DataFrame) -> list[list[pd.DataFrame]]:  # tab
     with the same noise levels share one tabular, as in the paper."""
     if table == "III":
         return [[frame]] if len(frame) else []
-    groups: list[list[pd.DataFrame]] = []
-    for _, block in frame.groupby("dataset", sort=False):
-        signature = list(zip(block["noise"], block["quantity"]))
-        if table == "II" and groups and signature == list(zip(groups[-1][0]["noise"], groups[-1][0]["quantity"])):
-            groups[-1].append(block)
-        else:
-            groups.append([block])
-    return groups
+    blocks = [block for _, block in frame.groupby("dataset", sort=False)]
+    keys = [list(zip(b["noise"], b["quantity"])) if table == "II" else i for i, b in enumerate(blocks)]
+    return [[b for _, b in run] for _, run in itertools.groupby(zip(keys, blocks), key=lambda kb: kb[0])]
 
 
 def _layout(block: pd.DataFrame) -> tuple[list[Setting], list[tuple], pd.DataFrame]:
