@@ -416,14 +416,13 @@ def prepare_runs(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, list[t
     used = runs.loc[[k["index"] for k in keep]].assign(
         **{c: [k[c] for k in keep] for c in ("_setting", "_noise", "_seed", "_metric")}, dataset=lambda f:
         f["dataset"].astype(str))
-    # settings other than the row's that differ between runs of one dataset, row and noise level -> extra rows
-    # the result-affecting columns: the summary's setting keys and every config value not EXECUTION_ONLY
+    # result-affecting settings (the summary's setting keys, every config value not EXECUTION_ONLY) that differ
+    # between runs of one dataset, row and noise level -> extra rows
     columns = [c for c in used.columns if c in SUMMARY_SETTINGS or c.startswith("config.") and not any(
         fnmatch.fnmatchcase(c[len("config."):], p) for p in EXECUTION_ONLY + ("noise", "dataset.name"))]
-    values = used[columns].map(_hashable) if columns else used[[]]
-    group = [used["dataset"], used["_setting"], used["_noise"]]
-    varies = values.groupby(group, sort=False).nunique(dropna=False).gt(1) if columns else None
-    if varies is not None and varies.any(axis=None):
+    values = used[columns].map(_hashable)
+    varies = values.groupby([used["dataset"], used["_setting"], used["_noise"]], sort=False).nunique(dropna=False).gt(1)
+    if varies.any(axis=None):
         varying = varies.groupby(level=[0, 1], sort=False).any()
         extras = []
         for (dataset, setting), row in zip(zip(used["dataset"], used["_setting"]), values.itertuples(index=False)):
@@ -900,8 +899,8 @@ def make_report(sweep_dir: str | os.PathLike, out_dir: str | os.PathLike | None 
     files[out_dir / "report.md"] = report_md
     if write:
         write_files(files)
-    return {"paths": {path.name: path for path in files}, "files": files, "markdown": markdown, "report_md": report_md, "counts": counts,
-            "tidy": tidy, "runs": runs}
+    return {"paths": {path.name: path for path in files}, "files": files, "markdown": markdown, "report_md": report_md,
+            "counts": counts, "tidy": tidy, "runs": runs}
 
 
 PAPER_SETTINGS = _paper_rows("I")  # the paper's six rows, in its order (from paper_tables.csv)
