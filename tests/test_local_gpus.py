@@ -54,6 +54,25 @@ def test_jobs_per_gpu_gives_each_gpu_that_many_slots(tmp_path):
         s.__exit__()
 
 
+def test_with_every_slot_taken_a_job_waits_for_the_first_to_free(tmp_path):
+    """Several multiruns into one sweep (reproduce-tables --blocks-at-once) share the slots: a job queues."""
+    import threading
+
+    holder = GpuSlot(tmp_path, [0], 1, job_idx=0).__enter__()
+    got = {}
+
+    def second():
+        with GpuSlot(tmp_path, [0], 1, job_idx=1, wait=True, poll_s=0.01) as slot:
+            got["device"] = slot.device
+
+    t = threading.Thread(target=second)
+    t.start()
+    assert "device" not in got  # cannot have a slot while the holder keeps it
+    holder.__exit__()
+    t.join(timeout=60)
+    assert got == {"device": 0}
+
+
 APP = textwrap.dedent('''
     """A stand-in for train.py: records its device, and checks no other job holds that device meanwhile."""
     import os, time

@@ -68,7 +68,7 @@ def test_tiny_profile_runs_then_skips_finished_cells(tmp_path, capsys):
         f"    overrides: {json.dumps(overrides)}\n"
     )
     sweep = tmp_path / "sweep"
-    assert run_profile(str(profile), [0], sweep) == 0
+    assert run_profile(str(profile), [0], sweep, blocks_at_once=2) == 0  # the two blocks side by side
     summaries = sorted(sweep.rglob("summary.json"))
     assert len(summaries) == 4
     for row in ("erm", "flowmixup_a3_op_true"):
