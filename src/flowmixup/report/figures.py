@@ -26,8 +26,9 @@ from matplotlib.figure import Figure
 from scipy import stats
 
 from flowmixup.report.output import write_files
-from flowmixup.report.tables import (DDOF, METRICS_COLUMNS, PAPER_SETTINGS, PER_CLASS_COLUMNS, Setting, builtin_key,
-                                     collect_runs, dataset_label, prepare_runs, read_csv_checked, run_file_columns)
+from flowmixup.report.tables import (DDOF, METRICS_COLUMNS, PAPER_SETTINGS, PER_CLASS_COLUMNS, PER_CLASS_METRIC,
+                                     Setting, builtin_key, collect_runs, dataset_label, prepare_runs,
+                                     read_csv_checked, run_file_columns)
 
 MIXUP = Setting("mixup", 3.0)
 FLOW = Setting("flowmixup", 3.0, False)
@@ -38,7 +39,6 @@ JOINT_FLOOR = 0.5
 COUNTS = ("literal", "ignore_rhythm")
 DEFAULT_COUNT = "ignore_rhythm"
 _COUNT_TEXT = {"literal": "literal", "ignore_rhythm": "ignoring rhythm/normal"}
-_PER_CLASS_PREFIX = {"auc": "test_auc", "macro_f1": "test_f1"}
 _SETTING_COLORS = dict(zip(PAPER_SETTINGS, ["#7f7f7f", "#9ecae1", "#3182bd", "#e6550d", "#31a354", "#756bb1"]))
 _PREDICTION_FILES = ("predictions_test_last.npz", "predictions_test_best.npz")
 
@@ -47,8 +47,7 @@ _PREDICTION_FILES = ("predictions_test_last.npz", "predictions_test_best.npz")
 # is a rhythm/normal label that the "ignore_rhythm" count of n_c does not count (why: FIG6.md).
 with resources.files("flowmixup.report").joinpath("class_names.csv").open("rb") as _fh:
     _CLASSES = pd.read_csv(_fh, dtype=str, keep_default_na=False)
-_GLOSS = dict(zip(_CLASSES["class"], _CLASSES["gloss"]))
-_GLOSS = {k: v for k, v in _GLOSS.items() if v}
+_GLOSS = {k: v for k, v in zip(_CLASSES["class"], _CLASSES["gloss"]) if v}
 
 
 class _ByDataset(dict):
@@ -108,12 +107,8 @@ def normalize_pair(perf_mixup: Sequence[float], perf_flow: Sequence[float], norm
 def performance_ratio(perf_mixup: Sequence[float], perf_flow: Sequence[float], r: float,
                       normalization: str = DEFAULT_NORMALIZATION, eps: float = 0.0,
                       joint_floor: float = JOINT_FLOOR) -> np.ndarray:
-    """The paper's "Performance Ratio" per class, ((norm Mixup + eps) / (norm Flow-Mixup + eps)) ** r.
-
-    See the module docstring for the normalisations; a zero denominator gives NaN (possible under ``per_method``,
-    always for Flow-Mixup's worst class, and under ``none`` where Flow-Mixup's value is 0; never under the default
-    ``joint`` with ``joint_floor > 0``).
-    """
+    """The paper's "Performance Ratio" per class, ((norm Mixup + eps) / (norm Flow-Mixup + eps)) ** r; NaN where the
+    denominator is 0 (``per_method``: Flow-Mixup's worst class; never under ``joint`` with ``joint_floor > 0``)."""
     a, b = normalize_pair(perf_mixup, perf_flow, normalization, joint_floor)
     num, den = a + eps, b + eps
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -179,11 +174,8 @@ def _read_per_class(run_dir: str, columns: tuple[str, ...] = ("class",)) -> tupl
 
 def _read_label_file(run_dir: str, classes: Sequence[str], files: Sequence[str] = _PREDICTION_FILES,
                       key: str = "y_true") -> tuple[np.ndarray | None, list[str], str | None]:
-    """``(labels, class names, None)`` from the first of ``files`` a run has (its test predictions by default),
-    or ``(None, [], problem)``.
-
-    ``classes`` (the run's per_class.csv order) names the columns when the file has no ``class_names``.
-    """
+    """``(labels, class names, None)`` from the first of ``files`` a run has (its test predictions by default), or
+    ``(None, [], problem)``; ``classes`` (per_class.csv's order) names the columns of a file without ``class_names``."""
     for name in files:
         path = Path(run_dir) / name
         if not path.is_file():
@@ -279,9 +271,9 @@ def fig6_data(runs: pd.DataFrame, dataset: str, target_noise: float = 0.1, r: fl
     ok = _ok_runs(runs)
     ok = ok[ok["dataset"] == dataset]
     metric = next((m for m in ok["_metric"] if m is not None), None)
-    if metric not in _PER_CLASS_PREFIX:  # also: no ok run
+    if metric not in PER_CLASS_METRIC:  # also: no ok run
         return None
-    column = f"{_PER_CLASS_PREFIX[metric]}_{which}"
+    column = f"{PER_CLASS_METRIC[metric]}_{which}"
     r = DEFAULT_R[metric] if r is None else float(r)
     needed = tuple(run_file_columns(metric, which)["per_class.csv"])
 
@@ -528,7 +520,7 @@ def _fig6_all(runs: pd.DataFrame, r: float | dict[str, float] | None = None, **o
     used = prepare_runs(runs)[0]
     for dataset in sorted(set(used["dataset"])):
         metric = next((m for m in used.loc[used["dataset"] == dataset, "_metric"] if m), None)
-        if metric not in _PER_CLASS_PREFIX:
+        if metric not in PER_CLASS_METRIC:
             skipped[dataset] = f"primary metric unknown ({metric!r}): set primary_metric in its summaries"
         elif (result := fig6_data(runs, dataset, r=r.get(metric) if isinstance(r, dict) else r, notes=notes,
                                   **options)) is None:
