@@ -718,7 +718,7 @@ def render(table: str, frame: pd.DataFrame, variance_epochs: dict, latex: bool) 
         out += [r"(no runs for this table)"] + ([r"\end{table*}", ""] if latex else [""])
         return "\n".join(out)
     for group in groups:
-        rows, columns, _ = _layout(group[0])
+        columns = _layout(group[0])[1]
         lead = ["Dataset", "Regularization"] if table == "II" else ["Regularization"]
         name = name_of(columns[0][0])
         if latex:
@@ -726,10 +726,9 @@ def render(table: str, frame: pd.DataFrame, variance_epochs: dict, latex: bool) 
             if table == "II":
                 out.append(" & ".join(lead + [esc(_noise_label(n)) for _, n, _ in columns]) + r" \\")
             else:
-                spans = pd.Series([_noise_label(n) if table == "I" else name_of(d)
-                                   for d, n, _ in columns])
-                runs_ = spans.groupby((spans != spans.shift()).cumsum(), sort=False).agg(["first", "size"])
-                top = [f"\\multicolumn{{{k}}}{{c}}{{{esc(label)}}}" for label, k in runs_.itertuples(index=False)]
+                spans = [_noise_label(n) if table == "I" else name_of(d) for d, n, _ in columns]
+                top = [f"\\multicolumn{{{len(list(run))}}}{{c}}{{{esc(label)}}}"
+                       for label, run in itertools.groupby(spans)]
                 out.append(esc(name if table == "I" else "") + " & " + " & ".join(top) + r" \\")
                 out.append("Regularization & " + " & ".join(_QUANTITY_LABELS[q] or esc(_noise_label(n))
                                                           for _, n, q in columns) + r" \\")
@@ -744,8 +743,7 @@ def render(table: str, frame: pd.DataFrame, variance_epochs: dict, latex: bool) 
             rows, columns, cells = _layout(block)
             out += [r"\midrule"] if latex and b else []
             for i, setting in enumerate(rows):
-                shown = name_of(columns[0][0])
-                row = ([esc(shown) if i == 0 else ""] if table == "II" else [])
+                row = ([esc(name_of(columns[0][0])) if i == 0 else ""] if table == "II" else [])
                 row += [setting.latex_label if latex else setting.label]
                 row += [_cell_text(cells.loc[(setting, *c)].to_dict(), latex) for c in columns]
                 out.append(" & ".join(row) + r" \\" if latex else
