@@ -26,9 +26,9 @@ from matplotlib.figure import Figure
 from scipy import stats
 
 from flowmixup.report.output import write_files
-from flowmixup.report.tables import (DDOF, METRICS_COLUMNS, PAPER_SETTINGS, PER_CLASS_COLUMNS, PER_CLASS_METRIC,
-                                     Setting, builtin_key, collect_runs, dataset_label, prepare_runs,
-                                     read_csv_checked, run_file_columns)
+from flowmixup.report.inputs import (METRICS_COLUMNS, PER_CLASS_COLUMNS, PER_CLASS_METRIC, Setting, builtin_key,
+                                     collect_runs, dataset_label, read_csv_checked, run_file_columns)
+from flowmixup.report.tables import DDOF, PAPER_SETTINGS, prepare_runs
 
 MIXUP = Setting("mixup", 3.0)
 FLOW = Setting("flowmixup", 3.0, False)

@@ -1,0 +1,366 @@
+"""Reading and checking a sweep's run folders, and what a run is: its dataset, its table row (:class:`Setting`),
+its primary metric. Every reader returns or raises a one-line problem naming what is wrong, never a traceback.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+# Built-in display names and primary metrics, for runs whose config does not say (dataset.label,
+# dataset.primary_metric). A key also covers the datasets named <key>_<variant> (ptbxl_all: "PTB-XL all").
+DATASET_NAMES = {"chestxray14": "ChestX-ray14", "ecg12": "ECG-12", "ecg55": "ECG-55", "synth_ecg": "Synthetic ECG",
+                 "ptbxl": "PTB-XL", "cinc2021": "CinC 2021"}
+DEFAULT_PRIMARY_METRIC = {"chestxray14": "auc", "ecg12": "macro_f1", "ecg55": "macro_f1", "synth_ecg": "macro_f1",
+                          "ptbxl": "auc", "cinc2021": "macro_f1"}
+_REGULARIZER_NAMES = {"erm": "ERM", "mixup": "Mixup", "manifold_mixup": "Manifold Mixup", "flowmixup": "Flow-Mixup"}
+_REGULARIZER_ORDER = list(_REGULARIZER_NAMES)
+REQUIRED_KEYS = ("status", "dataset", "regularizer", "noise", "seed")
+METRICS_COLUMNS = {"auc": "test_auc", "macro_f1": "test_macro_f1"}
+PER_CLASS_COLUMNS = ("class", "train_count", "train_single_count")
+PER_CLASS_METRIC = {"auc": "test_auc", "macro_f1": "test_f1"}
+
+
+def latex_escape(text: str) -> str:
+    return text.replace("&", r"\&").replace("%", r"\%").replace("_", r"\_").replace("#", r"\#")
+
+
+def builtin_key(dataset: str, mapping: dict) -> str | None:
+    """The key of ``mapping`` that covers ``dataset``: itself, else the longest ``k`` with ``dataset == k_<...>``."""
+    if dataset in mapping:
+        return dataset
+    keys = [k for k in mapping if dataset.startswith(f"{k}_")]
+    return max(keys, key=len) if keys else None
+
+
+def dataset_label(dataset: str, labels: dict | None = None) -> str:
+    """A dataset's name in tables: its config's ``dataset.label`` (``labels``), else the built-in name (with the
+    variant: ``ptbxl_all`` -> ``PTB-XL all``), else the name itself."""
+    if labels and isinstance(labels.get(dataset), str) and labels[dataset].strip():
+        return labels[dataset]
+    key = builtin_key(dataset, DATASET_NAMES)
+    if key is None:
+        return dataset
+    return DATASET_NAMES[key] + ("" if key == dataset else " " + dataset[len(key) + 1:])
+
+
+def default_primary_metric(dataset: str) -> str | None:
+    key = builtin_key(dataset, DEFAULT_PRIMARY_METRIC)
+    return None if key is None else DEFAULT_PRIMARY_METRIC[key]
+
+
+def is_missing(value: Any) -> bool:
+    try:
+        return value is None or bool(pd.isna(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def _as_alpha(value: Any) -> float | None:
+    return None if is_missing(value) or str(value).strip() == "" else round(float(value), 6)
+
+
+def _as_bool(value: Any) -> bool | None:
+    if is_missing(value) or isinstance(value, (bool, np.bool_)):
+        return None if is_missing(value) else bool(value)
+    text = str(value).strip().lower()
+    if text in {"", "none", "null", "nan"}:
+        return None
+    if text not in {"true", "1", "yes", "false", "0", "no"}:
+        raise ValueError(f"not a boolean: {value!r}")
+    return text in {"true", "1", "yes"}
+
+
+def noise_key(value: Any) -> float:
+    """The noise level as a key: a float rounded to 6 decimals (so 0.1 and 0.1000000001 agree)."""
+    return round(float(value), 6)
+
+
+def hashable(value: Any) -> Any:
+    if isinstance(value, (list, tuple, dict)):
+        return json.dumps(value, sort_keys=True, ensure_ascii=False)
+    return None if is_missing(value) else value
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One table row: a regularizer, the settings it shows, and any other setting that tells it from a like row.
+
+    ``params`` and ``extra`` are ``((key, value), ...)``; ``name`` (the config's ``regularizer.label``) only
+    changes the display.
+    """
+
+    regularizer: str
+    alpha: float | None = None
+    keep_original: bool | None = None
+    params: tuple = ()
+    extra: tuple = ()
+    name: str | None = field(default=None, compare=False)
+
+    @classmethod
+    def of(cls, regularizer: str, alpha: Any = None, keep_original: Any = None) -> "Setting":
+        """The built-in reading of an older summary: α except for ERM, Op for Flow-Mixup only."""
+        regularizer = str(regularizer)
+        return cls(regularizer, None if regularizer == "erm" else _as_alpha(alpha),
+                   _as_bool(keep_original) if regularizer == "flowmixup" else None)
+
+    def _label(self, latex: bool) -> str:
+        esc = latex_escape if latex else str
+        name = self.name or _REGULARIZER_NAMES.get(self.regularizer) or esc(self.regularizer)
+        a = self.alpha
+        parts = [] if a is None else [(r"$\alpha={}$" if latex else "α={}").format(
+            f"{a:.1f}" if a == int(a) else f"{a:g}")]
+        parts += [] if self.keep_original is None else [f"Op={self.keep_original}"]
+        parts += [esc(f"{k}={v}") for k, v in self.params]
+        label = f"{name} ({', '.join(parts)})" if parts else name
+        return label + (" [" + esc(", ".join(f"{k}={v}" for k, v in self.extra)) + "]" if self.extra else "")
+
+    label = property(lambda self: self._label(False))
+    latex_label = property(lambda self: self._label(True))
+
+    def sort_key(self) -> tuple:
+        order = _REGULARIZER_ORDER.index(self.regularizer) if self.regularizer in _REGULARIZER_ORDER else 99
+        return (order, self.regularizer, -1.0 if self.alpha is None else self.alpha,
+                -1 if self.keep_original is None else int(self.keep_original), str(self.params), str(self.extra))
+
+    def base(self) -> "Setting":
+        return dataclasses.replace(self, extra=())
+
+
+def setting_of(run: dict) -> Setting:
+    """A run's row: from ``config.regularizer.label`` / ``.shown`` when its config has them, else built in."""
+    shown = run.get("config.regularizer.shown")
+    if not isinstance(shown, (list, tuple)):
+        return Setting.of(run["regularizer"], run.get("alpha"), run.get("keep_original"))
+    values = {str(k): run.get(f"config.regularizer.{k}", run.get(str(k))) for k in shown}
+    label = run.get("config.regularizer.label")
+    return Setting(str(run["regularizer"]), _as_alpha(values.pop("alpha", None)),
+                   _as_bool(values.pop("keep_original", None)), tuple((k, hashable(v)) for k, v in values.items()),
+                   name=str(label) if isinstance(label, str) and label else None)
+
+
+def _json_problem(exc: json.JSONDecodeError, text: str) -> str:
+    return "empty file" if not text.strip() else f"invalid JSON at line {exc.lineno}, column {exc.colno} ({exc.msg})"
+
+
+def read_summary(path: str | os.PathLike) -> tuple[dict[str, Any] | None, str | None]:
+    """``(record, None)`` for a readable ``summary.json`` holding a JSON object, else ``(None, one-line problem)``."""
+    try:
+        text = Path(path).read_bytes().decode("utf-8")
+        record = json.loads(text)
+    except OSError as exc:
+        return None, f"cannot be read ({exc.strerror or exc})"
+    except UnicodeDecodeError:
+        return None, "not UTF-8 text"
+    except json.JSONDecodeError as exc:
+        return None, _json_problem(exc, text)
+    except ValueError as exc:  # e.g. a number too large for Python's int parser
+        return None, f"invalid JSON ({exc})"
+    return (record, None) if isinstance(record, dict) else (None, f"not a JSON object (a {type(record).__name__})")
+
+
+def primary_metric_of(record: dict[str, Any]) -> str | None:
+    """The run's ``primary_metric``, else its config's ``dataset.primary_metric``, else its dataset's default."""
+    config = record.get("config") if isinstance(record.get("config"), dict) else {}
+    for metric in (record.get("primary_metric"), record.get("config.dataset.primary_metric"),
+                   (config.get("dataset") or {}).get("primary_metric") if isinstance(config.get("dataset"), dict)
+                   else None):
+        if not is_missing(metric) and str(metric).strip():
+            return str(metric)
+    dataset = record.get("dataset")
+    return None if is_missing(dataset) else default_primary_metric(str(dataset))
+
+
+def summary_problem(record: dict[str, Any]) -> str | None:
+    """Why a parsed summary cannot go into the tables (one line), or None. ``primary_metric`` is optional."""
+    missing = [k for k in REQUIRED_KEYS if k not in record]
+    metric = primary_metric_of(record)
+    if record.get("status") == "ok" and metric in METRICS_COLUMNS:
+        missing += [k for k in (f"best_test_{metric}", f"last_test_{metric}") if k not in record]
+    problems = [f"missing key{'s' if len(missing) > 1 else ''} {', '.join(missing)}"] if missing else []
+    problems += [f"{k} must be a non-empty string, got {record[k]!r}" for k in ("status", "dataset", "regularizer")
+                 if k in record and (not isinstance(record[k], str) or not record[k].strip())]
+    try:
+        if "noise" in record and not math.isfinite(noise_key(record["noise"])):
+            raise ValueError
+    except (TypeError, ValueError):
+        problems.append(f"noise must be a number, got {record['noise']!r}")
+    try:
+        if isinstance(record.get("regularizer"), str):
+            Setting.of(record["regularizer"], record.get("alpha"), record.get("keep_original"))
+    except (TypeError, ValueError):
+        problems.append(f"alpha / keep_original unreadable: alpha={record.get('alpha')!r}, "
+                        f"keep_original={record.get('keep_original')!r}")
+    return "; ".join(problems) or None
+
+
+def read_csv_checked(path: str | os.PathLike, columns: Sequence[str] = ()) -> tuple[pd.DataFrame | None, str | None]:
+    """``(frame, None)`` when ``path`` reads as CSV with every one of ``columns``, else ``(None, one-line problem)``."""
+    if not Path(path).is_file():
+        return None, "missing"
+    try:
+        frame = pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        return None, "empty file"
+    except (OSError, ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
+        return None, f"not a readable CSV ({(str(exc).strip().splitlines() or [type(exc).__name__])[0]})"
+    absent = [c for c in columns if c not in frame.columns]
+    return (None, f"missing column{'s' if len(absent) > 1 else ''} {', '.join(absent)}") if absent else (frame, None)
+
+
+def run_file_columns(metric: str | None, which: str = "best") -> dict[str, tuple[str, ...]]:
+    """The columns the figures read from a run's ``metrics.csv`` and ``per_class.csv`` for ``metric``."""
+    if metric not in METRICS_COLUMNS:
+        return {"metrics.csv": ("epoch",), "per_class.csv": PER_CLASS_COLUMNS}
+    return {"metrics.csv": ("epoch", METRICS_COLUMNS[metric]),
+            "per_class.csv": PER_CLASS_COLUMNS + (f"{PER_CLASS_METRIC[metric]}_{which}",)}
+
+
+def _config_yaml(run_dir: Path) -> dict | None:
+    """An older run's resolved config (``<run>/config.yaml``), or None."""
+    import yaml
+
+    try:
+        config = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
+    except (OSError, ValueError, yaml.YAMLError):
+        return None
+    return config if isinstance(config, dict) else None
+
+
+def _scan(sweep_dir: Path):
+    for path in sorted(p for p in Path(sweep_dir).rglob("summary.json") if p.is_file()):
+        record, problem = read_summary(path)
+        yield path, record, problem if record is None else summary_problem(record)
+
+
+def _stamp(record: dict[str, Any], path: Path) -> dict[str, Any]:
+    record = dict(record, run_dir=str(path.parent))
+    record["summary_mtime"] = path.stat().st_mtime if path.exists() else 0.0
+    if not isinstance(record.get("config"), dict):
+        record["config"] = _config_yaml(path.parent)
+    return record
+
+
+def _runs_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
+    """One row per run; a config dict becomes dotted ``config.*`` columns (``pd.json_normalize``)."""
+    if not records:
+        return pd.DataFrame(columns=["status", "dataset", "regularizer", "alpha", "keep_original", "noise", "seed",
+                                     "run_dir", "summary_mtime"])
+    configs = pd.json_normalize([r.get("config") or {} for r in records]).add_prefix("config.")
+    top = pd.DataFrame.from_records([{k: v for k, v in r.items() if k != "config"} for r in records])
+    return pd.concat([top, configs.set_axis(top.index)], axis=1)
+
+
+def collect_runs(sweep_dir: str | os.PathLike) -> pd.DataFrame:
+    """One row per ``summary.json`` at any depth below ``sweep_dir`` (sorted by path), with ``run_dir`` and
+    ``summary_mtime``; an unusable summary gives ``status == "unreadable"`` and its problem in ``reason``."""
+    return _runs_frame([_stamp(record if problem is None else {"status": "unreadable", "reason": problem}, path)
+                        for path, record, problem in _scan(Path(sweep_dir))])
+
+
+@dataclass
+class SweepCheck:
+    """What :func:`check_sweep` found: the usable runs and every bad file, each with its one-line problem."""
+
+    runs: pd.DataFrame
+    problems: list[tuple[Path, str]]
+    bad_summaries: int
+    n_summaries: int
+    grid: list | None
+
+    @property
+    def lines(self) -> list[str]:
+        return [f"{path}: {problem}" for path, problem in self.problems]
+
+
+def check_sweep(sweep_dir: str | os.PathLike, run_files: bool = True, which: str = "best") -> SweepCheck:
+    """Read and check every ``summary.json`` below ``sweep_dir`` and ``grid.json``; with ``run_files`` also the
+    ``metrics.csv`` / ``per_class.csv`` of every ok run (an absent one is fine: the figures leave that run out)."""
+    good, problems, n = [], [], 0
+    for n, (path, record, problem) in enumerate(_scan(Path(sweep_dir)), 1):
+        if problem is not None:
+            problems.append((path, problem))
+            continue
+        good.append(_stamp(record, path))
+        for name, columns in run_file_columns(primary_metric_of(record), which).items() if (
+                run_files and record.get("status") == "ok") else ():
+            if (path.parent / name).exists() and (bad := read_csv_checked(path.parent / name, columns)[1]):
+                problems.append((path.parent / name, bad))
+    bad_summaries = sum(1 for p, _ in problems if p.name == "summary.json")
+    grid = None
+    try:
+        grid = load_grid(sweep_dir)
+    except ValueError as exc:
+        problems.append((Path(sweep_dir) / "grid.json", str(exc)))
+    return SweepCheck(_runs_frame(good), problems, bad_summaries, n, grid)
+
+
+def _packaged_csv(path: str | os.PathLike | None, name: str, columns: str, dtype: dict) -> pd.DataFrame:
+    """``path``, else the packaged ``name``, as a frame; ValueError when one of ``columns`` is missing."""
+    with (resources.files("flowmixup.report") / name if path is None else Path(path)).open("rb") as fh:
+        frame = pd.read_csv(fh, dtype=dtype)
+    if missing := set(columns.split()) - set(frame):
+        raise ValueError(f"{path or name}: missing columns {sorted(missing)}")
+    return frame
+
+
+def load_paper_tables(paper_csv: str | os.PathLike | None = None) -> pd.DataFrame:
+    """The paper's numbers (the packaged ``paper_tables.csv`` unless given), with ``setting`` and ``noise_key``."""
+    frame = _packaged_csv(paper_csv, "paper_tables.csv", "table dataset regularizer alpha keep_original noise metric "
+                          "value", {"keep_original": "string", "alpha": "string"})
+    frame["setting"] = [Setting.of(*x) for x in zip(frame["regularizer"], frame["alpha"], frame["keep_original"])]
+    frame["noise_key"] = frame["noise"].map(noise_key)
+    return frame
+
+
+def seed_key(seed: Any) -> Any:
+    if is_missing(seed):
+        return None
+    try:
+        return int(seed)
+    except (TypeError, ValueError):
+        return str(seed)
+
+
+def load_grid(sweep_dir: str | os.PathLike) -> list[tuple[str, Setting, float, Any]] | None:
+    """``<sweep_dir>/grid.json`` as ``(dataset, setting, noise, seed)``; None if absent; ValueError (one line)."""
+    path = Path(sweep_dir) / "grid.json"
+    if not path.is_file():
+        return None
+    try:
+        text = path.read_text(encoding="utf-8")
+        entries = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(_json_problem(exc, text)) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot be read ({exc})") from None
+    entries = entries["runs"] if isinstance(entries, dict) and "runs" in entries else entries
+    if not isinstance(entries, list):
+        raise ValueError("expected a JSON list of runs")
+    grid = []
+    for i, e in enumerate(entries):
+        try:
+            grid.append((str(e["dataset"]), Setting.of(e["regularizer"], e.get("alpha"), e.get("keep_original")),
+                         noise_key(e["noise"]), seed_key(e.get("seed"))))
+        except KeyError as exc:
+            raise ValueError(f"entry {i} lacks key {exc.args[0]}") from None
+        except (AttributeError, TypeError, ValueError):
+            raise ValueError(f"entry {i} is not a run ({e!r})") from None
+    return grid
+
+
+def load_published(published_csv: str | os.PathLike | None = None) -> dict:
+    """Other papers' numbers shown beside a cell (the packaged ``published_baselines.csv`` unless given):
+    ``(dataset, metric, regularizer, noise, quantity) -> (value as a fraction, source)``."""
+    frame = _packaged_csv(published_csv, "published_baselines.csv", "dataset metric regularizer noise quantity value "
+                          "source", dict.fromkeys(["dataset", "metric", "regularizer", "quantity"], str))
+    return {(r.dataset, r.metric, r.regularizer, noise_key(r.noise), r.quantity): (float(r.value), str(r.source))
+            for r in frame.itertuples(index=False)}
