@@ -89,3 +89,14 @@ def test_cinc2021_prepare_then_train(shared_data, tmp_path):
            "noise=0.2", *TINY))
     summary = only_summary(tmp_path)
     assert summary["dataset"] == "cinc2021" and summary["primary_metric"] == "macro_f1"
+    # the challenge metric reaches metrics.csv and summary.json through dataset.extra_metrics: the last epoch's value
+    # is the metric of the saved last-epoch test predictions (the metric itself is tested on a hand-computed case)
+    from flowmixup.data.cinc2021 import ChallengeScore
+
+    run_dir = next((tmp_path / "out").rglob("summary.json")).parent
+    header = (run_dir / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert "val_challenge_score" in header and "test_challenge_score" in header
+    pred = np.load(run_dir / "predictions_test_last.npz")
+    expected = ChallengeScore(weights, threshold=0.5)(pred["y_true"], pred["y_score"], list(pred["class_names"]))
+    assert summary["last_test_challenge_score"] == pytest.approx(expected, abs=1e-12)
+    assert summary["best_test_challenge_score"] >= summary["last_test_challenge_score"]
