@@ -75,9 +75,28 @@ def test_with_every_slot_taken_a_job_waits_for_the_first_to_free(tmp_path):
 
 APP = textwrap.dedent('''
     """A stand-in for train.py: records its device, and checks no other job holds that device meanwhile."""
-    import os, time
+    import os, signal
     from pathlib import Path
     import hydra
+
+    def timed_out(signum, frame):
+        raise TimeoutError
+
+    def meet(out, i, together):
+        """A rendezvous of jobs 0..together-1 through named pipes (opening one blocks until its other end opens):
+        job 0 meets each other job, then lets each go, so all of them are alive at once or none gets past it."""
+        if i == 0:
+            for k in range(1, together):
+                with open(out / f"meet_{k}", "rb") as fifo:
+                    fifo.read()
+            for k in range(1, together):
+                with open(out / f"go_{k}", "wb") as fifo:
+                    fifo.write(b"go")
+        else:
+            with open(out / f"meet_{i}", "wb") as fifo:
+                fifo.write(b"here")
+            with open(out / f"go_{i}", "rb") as fifo:
+                fifo.read()
 
     @hydra.main(config_path=".", config_name="cfg", version_base="1.3")
     def main(cfg):
@@ -89,14 +108,15 @@ APP = textwrap.dedent('''
             (out / f"overlap_{cfg.i}").write_text(dev)
             return
         (out / f"job_{cfg.i}").write_text(f"{dev} {os.getpid()}")
-        # barrier: the first `together` jobs wait for each other, which only ends if they run at the same time
-        if cfg.i < cfg.together:
-            deadline = time.monotonic() + 120
-            while len(list(out.glob("job_*"))) < cfg.together:
-                if time.monotonic() > deadline:
-                    (out / f"alone_{cfg.i}").write_text("never met the other jobs")
-                    break
-                time.sleep(0.05)
+        if cfg.i < cfg.together:  # only ends if the first `together` jobs run at the same time
+            signal.signal(signal.SIGALRM, timed_out)
+            signal.alarm(120)  # a launcher that runs them one by one fails the test instead of hanging it
+            try:
+                meet(out, cfg.i, cfg.together)
+            except TimeoutError:
+                (out / f"alone_{cfg.i}").write_text("never met the other jobs")
+            finally:
+                signal.alarm(0)
         os.close(fd)
         os.unlink(out / f"busy_{dev}")
 
@@ -109,6 +129,9 @@ APP = textwrap.dedent('''
 def test_a_multirun_keeps_every_gpu_busy_with_one_job_each(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
+    for k in (1, 2):  # the rendezvous of the first three jobs (see APP)
+        os.mkfifo(out / f"meet_{k}")
+        os.mkfifo(out / f"go_{k}")
     (tmp_path / "app.py").write_text(APP)
     (tmp_path / "cfg.yaml").write_text(textwrap.dedent(f'''
         defaults:
