@@ -20,7 +20,7 @@ HEADER = "I II V1 V2 V3 V4 V5 V6\n"
 
 
 def _cfg(name):
-    """The dataset's config as Hydra composes it (its own file over the shared _tianchi_base.yaml), unresolved."""
+    """The dataset's config as Hydra composes it (its own file over the shared conf/dataset_shared/tianchi.yaml), unresolved."""
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose("config", overrides=[f"dataset={name}"])
     return OmegaConf.to_container(cfg.dataset)
