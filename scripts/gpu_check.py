@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the bench's table printer, beside this script
 REGULARIZERS = {  # name in the tables -> overrides (the paper's rows, alpha as in Table I)
     "erm": ["regularizer=erm"],
     "mixup": ["regularizer=mixup", "regularizer.alpha=1.0"],
@@ -110,18 +111,6 @@ class Report:
         from flowmixup.io import write_json
 
         write_json(self.path, self.data)
-
-
-def table(rows: list[dict], cols: list[tuple[str, str, str]]) -> str:
-    head = " | ".join(title for _, title, _ in cols)
-    lines = [f"| {head} |", "|" + "|".join("---" for _ in cols) + "|"]
-    for r in rows:
-        cells = []
-        for key, _, fmt in cols:
-            v = r.get(key)
-            cells.append("—" if v is None else (format(v, fmt) if fmt else str(v)))
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
 
 
 # ------------------------------------------------------------------------------------------ 1. training steps
@@ -450,6 +439,7 @@ def main(argv=None) -> int:
 
 
 def print_tables(d: dict) -> None:
+    from bench import table
     dev = d["device"]
     print(f"\n## gpu_check: {dev.get('name')} ({dev['device']}, torch {dev['torch']}), wall {d.get('wall_s')} s")
     if d.get("steps"):
