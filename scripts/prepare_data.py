@@ -23,12 +23,10 @@ CONF_DIR = find_conf_dir(Path(__file__).resolve().parents[1])
 
 
 def has_prepare(name: str) -> bool:
-    """Whether conf/dataset/<name>.yaml, or a file of its group that its defaults list pulls in, has a prepare node."""
-    import yaml
+    """Whether dataset ``name``, as Hydra composes it (its defaults list included), has a prepare node."""
+    from hydra import compose
 
-    node = yaml.safe_load((CONF_DIR / "dataset" / f"{name}.yaml").read_text(encoding="utf-8")) or {}
-    bases = [d for d in node.get("defaults", []) if isinstance(d, str) and d != "_self_"]
-    return "prepare" in node or any(has_prepare(base) for base in bases)
+    return "prepare" in compose(config_name="config", overrides=[f"dataset={name}"]).dataset
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
