@@ -25,7 +25,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from scipy import stats
 
-from flowmixup.report.output import write_files
+from flowmixup.report.output import csv_text, write_files
 from flowmixup.report.inputs import (METRICS_COLUMNS, PER_CLASS_COLUMNS, PER_CLASS_METRIC, Setting, builtin_key,
                                      collect_runs, dataset_label, read_csv_checked, run_file_columns)
 from flowmixup.report.tables import DDOF, PAPER_SETTINGS, prepare_runs
@@ -545,10 +545,10 @@ def _fig6_files(runs: pd.DataFrame, out_dir: Path, **options: Any) -> dict[str, 
     files: dict[Path, Any] = {}
     for dataset, table, info in results:
         files.update(_render(_draw_fig6(table, info), out_dir / f"fig6_{dataset}"))
-        files[out_dir / f"fig6_{dataset}.csv"] = table.to_csv(index=False)
+        files[out_dir / f"fig6_{dataset}.csv"] = csv_text(table)
     infos = [info for _, _, info in results]
     if infos:
-        files[out_dir / "fig6_spearman.csv"] = pd.DataFrame(infos).to_csv(index=False)
+        files[out_dir / "fig6_spearman.csv"] = csv_text(pd.DataFrame(infos))
     return {"files": files, "spearman": pd.DataFrame(infos), "markdown": fig6_markdown(infos), "skipped": skipped,
             "notes": notes}
 
@@ -617,7 +617,7 @@ def _curve_files(runs: pd.DataFrame, out_dir: Path) -> dict[str, Any]:
         stem = out_dir / f"curves_{dataset}"
         files.update(_render(fig, stem))
         csv = curves.assign(setting=[s.label for s in curves["setting"]])
-        files[stem.with_suffix(".csv")] = csv.to_csv(index=False)
+        files[stem.with_suffix(".csv")] = csv_text(csv)
     return {"files": files, "skipped": skipped, "notes": notes}
 
 

@@ -4,6 +4,10 @@ The tables and figures are computed in memory; :func:`write_files` writes each o
 target (flushed and fsync'ed) and, only once every one of them is on disk, renames them over their targets. A
 failure while staging (a full disk, a permission error) removes the temporary files and leaves the old report as
 it was, so a report folder never holds half of a new report beside half of an old one.
+
+Every CSV of a report holds its floats at :data:`CSV_SIGNIFICANT_DIGITS` significant digits (:func:`csv_text`):
+enough for any comparison a reader makes, and free of the last digits (the 16th and 17th) that differ between
+processors computing the same sum in another order, so a report's CSVs read the same on every machine.
 """
 from __future__ import annotations
 
@@ -14,9 +18,15 @@ from typing import Mapping, Union
 
 from ..io import current_umask
 
-__all__ = ["Content", "write_files"]
+__all__ = ["CSV_SIGNIFICANT_DIGITS", "Content", "csv_text", "write_files"]
 
 Content = Union[str, bytes]
+CSV_SIGNIFICANT_DIGITS = 10
+
+
+def csv_text(frame) -> str:
+    """``frame`` (a pandas DataFrame) as CSV text, without the index, floats at CSV_SIGNIFICANT_DIGITS digits."""
+    return frame.to_csv(index=False, float_format=f"%.{CSV_SIGNIFICANT_DIGITS}g")
 
 
 def write_files(files: Mapping[Path, Content]) -> list[Path]:

@@ -39,6 +39,7 @@ from .inputs import (DATASET_NAMES, METRICS_COLUMNS, Setting, builtin_key, colle
                      default_primary_metric, hashable, is_missing, latex_escape, load_grid, load_paper_tables,
                      load_published, noise_key, primary_metric_of, read_csv_checked, seed_key, setting_of)
 from .inputs import check_sweep  # noqa: F401  (scripts/make_tables.py and the tests import it from here)
+from .output import csv_text
 
 DDOF = 1  # sample standard deviation over seeds
 MISSING = "—"
@@ -535,14 +536,14 @@ def make_report(sweep_dir: str | os.PathLike, out_dir: str | os.PathLike | None 
         markdown[table] = render(table, frames[table], counts["variance_epochs"], latex=False)
         shown = frames[table]["published"].notna().any()  # the columns of other papers' numbers, where there are any
         tidy[table] = frames[table][TIDY_COLUMNS + (["published", "published_source"] if shown else [])]
-        for ext, text in (("md", markdown[table]), ("csv", tidy[table].to_csv(index=False)),
+        for ext, text in (("md", markdown[table]), ("csv", csv_text(tidy[table])),
                           ("tex", render(table, frames[table], counts["variance_epochs"], latex=True))):
             files[out_dir / f"{stem}.{ext}"] = text
     report_md = _report_header(sweep_dir, counts, grid is not None) + "\n" + "\n".join(markdown.values())
     memo_md, memo = memorisation(used)
     if memo_md:
         report_md += "\n" + memo_md
-        files[out_dir / "memorisation.csv"] = memo.to_csv(index=False)
+        files[out_dir / "memorisation.csv"] = csv_text(memo)
     if fig6 is not False:
         from .figures import fig6_section  # figures imports this module
 
