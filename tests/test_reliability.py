@@ -17,7 +17,7 @@ from flowmixup.training.checks import ConfigError
 from project_config import PROJECT_ROOT, TINY
 
 # 280 training samples / 16 = 17 steps an epoch; interruptions are delivered by the run itself at a known step
-# (FLOWMIXUP_FAULT_AT, flowmixup.training.faults), never by a sleep that a loaded machine would turn into a race
+# (FLOWMIXUP_FAULT_AT, flowmixup.faults), never by a sleep that a loaded machine would turn into a race
 SLOW_TINY = [o for o in TINY if not o.startswith(("dataset.n_records", "trainer.epochs"))] + [
     "dataset.n_records=400", "trainer.epochs=3", "regularizer=flowmixup", "regularizer.keep_original=true",
     "noise=0.3"]
@@ -254,8 +254,12 @@ def test_a_failing_write_damages_nothing(tiny_config, tmp_path, monkeypatch):
         return real_replace(src, dst)
 
     monkeypatch.setattr(os, "replace", replace)
-    with pytest.raises(OSError, match="No space left on device"):
+    from flowmixup.io import WriteError
+
+    with pytest.raises(WriteError, match=r"metrics.csv: writing metrics.csv failed \(no space left on device; ") as err:
         run(tiny_config("regularizer=erm", "trainer.epochs=3"), out)
+    assert f"the checkpoint of epoch 2 is saved in {out / 'checkpoint.pt'}; free some space and run the same " \
+           "command again to resume from it" in str(err.value)
     assert [r["epoch"] for r in rows(out / "metrics.csv")] == ["1"]
     assert not list(out.glob(".*.tmp")) and not (out / "summary.json").exists()
     monkeypatch.setattr(os, "replace", real_replace)

@@ -256,7 +256,9 @@ def load(
             x, y = data["x"], data["y"]
     else:
         x, y = generate(n_records, sampling_rate, duration, seed)
-        with atomic_path(path, suffix=".npz") as tmp:
+        from .cache import DATA_DIR_HINT
+
+        with atomic_path(path, suffix=".npz", what="writing the generated dataset", todo=DATA_DIR_HINT) as tmp:
             with open(tmp, "wb") as fh:
                 np.savez(fh, x=x, y=y, params=json.dumps(params))
     return LabeledArrays(

@@ -7,6 +7,7 @@ state the run draws from, as tensors and lists). Saved as ``checkpoint.pt``, the
 """
 from __future__ import annotations
 
+import io
 import os
 import random
 from pathlib import Path
@@ -61,8 +62,16 @@ def save_rotating(ckpt: dict, run_dir: Path) -> None:
     one takes its name. A crash between the two renames leaves ``checkpoint.prev.pt`` alone, which
     :func:`latest_checkpoint` then takes back."""
     path = run_dir / CHECKPOINT
-    with atomic_path(path) as tmp:
-        torch.save(ckpt, tmp)
+    buf = io.BytesIO()
+    torch.save(ckpt, buf)  # in memory first: the size it needs on disk is known before the write
+    data = buf.getbuffer()
+    kept = (f"the last good checkpoint {path} is kept as it was" if path.is_file()
+            else "no checkpoint was written yet, so nothing of this run can be resumed")
+    with atomic_path(path, what="writing the checkpoint", needed=len(data), kept=kept,
+                     todo="free some space and run the same command again to resume from it"
+                     if path.is_file() else "free some space and run the same command again") as tmp:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
         if path.is_file():
             os.replace(path, run_dir / PREVIOUS)
 

@@ -7,9 +7,8 @@ from typing import Callable
 import numpy as np
 import torch
 from omegaconf import DictConfig
-from tqdm.auto import tqdm
-
-from . import faults
+from .. import faults
+from ..progress import progress
 from .build import Built, to_input
 from .records import RunState
 from .signals import SignalWatch, StopRequested
@@ -62,8 +61,8 @@ def train_epoch(b: Built, state: RunState, cfg: DictConfig, watch: SignalWatch, 
     epoch, loader = state.epoch + 1, b.loaders["train"]
     n_batches = state.step + len(loader)
     losses = _LossWatch(state, b.device, epoch)
-    bar = tqdm(loader, desc=f"epoch {epoch}/{cfg.trainer.epochs}", leave=False, initial=state.step, total=n_batches,
-               disable=not cfg.trainer.progress, dynamic_ncols=True)
+    bar = progress(loader, desc=f"epoch {epoch}/{cfg.trainer.epochs}", leave=False, initial=state.step,
+                   total=n_batches, unit="steps", enabled=cfg.trainer.progress, dynamic_ncols=True)
     speed, started = state.speed, time.perf_counter()
     asked = started
     for x, y in bar:

@@ -15,9 +15,9 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from ..io import write_json, write_text
+from ..io import on_write_failure, write_json, write_text
 from .build import Built, build
-from .checkpoint import (capture_rng, check_resumable, latest_checkpoint, load_checkpoint, remove_stale_temps,
+from .checkpoint import (CHECKPOINT, capture_rng, check_resumable, latest_checkpoint, load_checkpoint, remove_stale_temps,
                          restore_rng, save_rotating)
 from .checks import ConfigError, check_config, check_writable
 from .loggers import make_logger
@@ -52,10 +52,13 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> Summary:
                  len(b.names), cfg.backbone.name, b.reg, cfg.noise, 100 * b.labels.corrupted, b.device)
         status, reason = train(cfg, b, state, run_dir)
         summary = summarize(cfg, b.resolved, state, b.labels.corrupted, status, reason, started, list(b.extra_metrics))
-        if state.history:
-            write_final_files(run_dir, state, b.names, cfg.dataset.primary_metric,
-                              b.labels.clean[b.data.splits["train"]], b.labels.train)
-        write_json(run_dir / "summary.json", summary)
+        with on_write_failure(kept=f"the training itself is done and kept in {run_dir / CHECKPOINT}",
+                              todo="free some space and run the same command again: it resumes from that "
+                                   "checkpoint and writes the final files"):
+            if state.history:
+                write_final_files(run_dir, state, b.names, cfg.dataset.primary_metric,
+                                  b.labels.clean[b.data.splits["train"]], b.labels.train)
+            write_json(run_dir / "summary.json", summary)
         return summary
 
 
@@ -109,7 +112,9 @@ def train(cfg: DictConfig, b: Built, state: RunState, run_dir: Path) -> tuple[st
             while state.epoch < cfg.trainer.epochs:
                 row = run_epoch(cfg, b, state, watch, save)
                 save()
-                write_csv(run_dir / "metrics.csv", state.history, columns)
+                with on_write_failure(kept=f"the checkpoint of epoch {state.epoch} is saved in {run_dir / CHECKPOINT}",
+                                      todo="free some space and run the same command again to resume from it"):
+                    write_csv(run_dir / "metrics.csv", state.history, columns)
                 logger.log(row)
                 if watch.signum is not None and state.epoch < cfg.trainer.epochs:
                     raise StopRequested(watch.signum)
