@@ -6,6 +6,9 @@
 
 The cache goes to ``${paths.data_dir}/<dataset>/`` (``FLOWMIXUP_DATA_DIR``, default ``data/``); an interrupted run
 continues where it stopped, a complete cache is reused. Layouts and selection rules: docs/datasets.md.
+
+One builder per cache: a second prepare of the same cache (two SLURM jobs starting together) waits for the first and
+then finds the cache ready; ``--no-wait`` makes it stop at once instead (exit 1, one line naming the builder).
 """
 from __future__ import annotations
 
@@ -46,5 +49,10 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    if "--no-wait" in sys.argv:
+        from flowmixup.data import cache
+
+        sys.argv.remove("--no-wait")
+        cache.WAIT_FOR_BUILDER = False
     preflight(sys.argv[1:], CONF_DIR)
     main()

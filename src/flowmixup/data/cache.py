@@ -21,6 +21,18 @@ build (crash, Ctrl-C, a bad record in ``error`` mode) continues where it stopped
 config and the same fingerprint (a partial build of other data is started again). The partial file is renamed to
 the final name only once every row is done (or compacted into it, without the skipped rows, under
 ``on_bad_record="skip"``), and the manifest is written last, atomically.
+
+One builder per cache: a build holds the exclusive lock ``<name>.lock`` beside the cache (:class:`FileLock`,
+holding the builder's PID and host). A second build of the same cache waits for the first (one log line says
+whom it waits for) and then finds the cache ready, or with ``wait=False`` (``prepare_data.py --no-wait``) stops
+at once with one line; a loader that finds the cache missing while it is being built waits likewise. Nobody
+deletes or rewrites a partial file while its builder lives; a lock left by a dead builder is taken over (logged)
+and its partial file resumed. Readers of a complete cache take no lock at all (HDF5 opens it read-only, so any
+number of training jobs share one cache).
+
+A build checks its folder is writable and that the disk has room for the rows still to decode before it decodes
+anything; a full disk or an unwritable folder is one line (:class:`flowmixup.io.WriteError`) that says what is
+kept (the rows already decoded stay in the partial file, and the next call continues from them).
 """
 from __future__ import annotations
 
@@ -36,8 +48,11 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from flowmixup import faults
 from flowmixup.data.base import DataError
-from flowmixup.io import atomic_path, write_json
+from flowmixup.io import (FileLock, LockBusy, WriteError, atomic_path, free_bytes, holder_text, is_write_failure,
+                          require_writable_folder, size_text, write_error, write_json)
+from flowmixup.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +63,7 @@ FINGERPRINT_VERSION = 1  # bump when what fingerprint() hashes changes (every ca
 ON_BAD_RECORD = ("error", "skip")
 TODO, DONE, BAD = 0, 1, 2
 MISSING_SIZE = -1  # the size recorded for a record file that does not exist (or cannot be stat'ed)
+WAIT_FOR_BUILDER = True  # a second builder of a cache waits for the first (False: stops at once, one line)
 
 
 # ------------------------------------------------------------------------------------------- cache identity
@@ -142,6 +158,21 @@ def fingerprint(
 def manifest_path(cache_path: str | os.PathLike) -> Path:
     """``<dir>/<name>.json`` for ``<dir>/<name>.h5``."""
     return Path(cache_path).with_suffix(".json")
+
+
+def lock_path(cache_path: str | os.PathLike) -> Path:
+    """``<dir>/<name>.lock`` for ``<dir>/<name>.h5``: held by the one process building that cache."""
+    return Path(cache_path).with_suffix(".lock")
+
+
+DATA_DIR_HINT = "set FLOWMIXUP_DATA_DIR (or paths.data_dir=) to a folder you can write to, with room for the cache"
+
+
+def _say_waiting(cache_path: Path, why: str) -> Callable[[tuple[str, str]], None]:
+    def on_wait(holder: tuple[str, str]) -> None:
+        log.warning("%s is being built by %s: waiting for it to finish (%s)", cache_path, holder_text(holder), why)
+
+    return on_wait
 
 
 def partial_path(cache_path: str | os.PathLike) -> Path:
@@ -277,7 +308,12 @@ def _open_partial(path: Path, n: int, row_shape, dtype, row_data, config_json: s
         return None
     try:
         fh = h5py.File(path, "r+")
+    except BlockingIOError as err:  # HDF5's own file lock: a writer that does not take our lock (never ours)
+        raise DataError(f"{path}: held open by another process ({err.strerror or 'file locked'}); it is left as it "
+                        "is: wait for that process to end, then run the same command again") from None
     except OSError as err:
+        if is_write_failure(err):
+            raise
         log.warning("%s is unreadable (%s): starting the cache again", path, err)
         return None
     started_for = fh.attrs.get("fingerprint", "")
@@ -327,6 +363,7 @@ def build_cache(
     chunk_rows: int = 32,
     desc: str | None = None,
     overwrite: bool = False,
+    wait: bool | None = None,
 ) -> Path:
     """Build (or finish, or reuse) the cache ``cache_path`` holding ``reader(items[i])`` as row i.
 
@@ -341,11 +378,12 @@ def build_cache(
     on_bad_record: ``"error"`` stops at the first bad record with a DataError naming it (the rows done so far are
         kept for the next call); ``"skip"`` logs each bad record and the total, and leaves those rows out.
     num_workers: processes decoding in parallel (default: all usable cores; 0 or 1: decode in this process).
+    wait: when another process is building this cache, wait for it (True) or stop with a DataError (False);
+        None: :data:`WAIT_FOR_BUILDER` (``prepare_data.py --no-wait`` sets it to False).
     Returns the path of the complete cache; an existing complete cache for ``config`` (and ``fingerprint``) is
     reused as it is.
     """
-    import h5py
-    from tqdm.auto import tqdm
+    wait = WAIT_FOR_BUILDER if wait is None else bool(wait)
 
     if on_bad_record not in ON_BAD_RECORD:
         raise DataError(f"on_bad_record must be one of {ON_BAD_RECORD}, got {on_bad_record!r}")
@@ -363,42 +401,74 @@ def build_cache(
         if key in ("x", "status", "errors"):
             raise DataError(f"row_data key '{key}' is reserved by the cache layout")
     config = json.loads(_canonical(config))  # plain JSON types, as they will be read back
+    if not overwrite and _problem(cache_path, config, fingerprint) is None:  # a ready cache: no lock needed
+        log.info("cache %s is complete for this config and data: reusing it", cache_path)
+        return cache_path
+    require_writable_folder(cache_path.parent, "the cache folder", DATA_DIR_HINT)
+    lock = FileLock(lock_path(cache_path))
+    try:
+        lock.acquire(wait=wait, on_wait=_say_waiting(cache_path, "one builder per cache"))
+    except LockBusy as busy:
+        raise DataError(f"{cache_path} is being built by {holder_text(busy.holder)} (lock "
+                        f"{lock.path}); wait for it to finish, or run again without --no-wait to wait") from None
+    except OSError as err:
+        if not is_write_failure(err):
+            raise
+        raise write_error(lock.path, "creating the cache's lock file", err, kept="nothing was written",
+                          todo=DATA_DIR_HINT) from None
+    try:
+        if not overwrite:
+            found = _problem(cache_path, config, fingerprint)
+            if found is None:  # another builder finished it while this one waited
+                log.info("cache %s is complete for this config and data: reusing it", cache_path)
+                return cache_path
+            kind, problem = found
+            if kind == "data":
+                log.warning("%s: rebuilding it", problem)
+            elif kind != "missing":
+                log.info("%s: building the cache again", problem)
+        return _build_locked(cache_path, items, reader, row_shape, dtype, row_data, config, names, source,
+                             fingerprint, on_bad_record, num_workers, chunk_rows, desc, overwrite)
+    finally:
+        lock.release()
+
+
+def _build_locked(cache_path: Path, items, reader, row_shape, dtype, row_data, config, names, source, fingerprint,
+                  on_bad_record, num_workers, chunk_rows, desc, overwrite) -> Path:
+    """The build itself, under the cache's lock (see :func:`build_cache`)."""
+    import h5py
+
+    n = len(items)
     config_json = _canonical(config)
-
     fp_hex = fingerprint.sha256 if fingerprint is not None else ""
-
-    if not overwrite:
-        found = _problem(cache_path, config, fingerprint)
-        if found is None:
-            log.info("cache %s is complete for this config and data: reusing it", cache_path)
-            return cache_path
-        kind, problem = found
-        if kind == "data":
-            log.warning("%s: rebuilding it", problem)
-        elif kind != "missing":
-            log.info("%s: building the cache again", problem)
     # From here on the old final cache (if any) must not look complete: its manifest goes first.
     manifest_path(cache_path).unlink(missing_ok=True)
     part = partial_path(cache_path)
     if overwrite:
         part.unlink(missing_ok=True)
 
-    fh = _open_partial(part, n, row_shape, dtype, row_data, config_json, fp_hex)
-    if fh is None:
-        fh = _create_partial(part, n, row_shape, dtype, row_data, config_json, fp_hex)
+    row_bytes = int(np.prod(row_shape)) * dtype.itemsize
+    fh, stored = None, [0]  # stored: rows whose data and status are in the partial file
     try:
+        fh = _open_partial(part, n, row_shape, dtype, row_data, config_json, fp_hex)
+        if fh is None:
+            _check_room(part, n * row_bytes + sum(np.asarray(v).nbytes for v in row_data.values()), n, 0)
+            fh = _create_partial(part, n, row_shape, dtype, row_data, config_json, fp_hex)
         status = fh["status"][...]
         status[status == BAD] = TODO  # bad rows are tried again: the file may have been fixed since
         fh["status"][...] = status
         todo = np.flatnonzero(status == TODO)
+        stored[0] = n - len(todo)
         if len(todo) < n:
             log.info("resuming %s: %d of %d rows already done", part, n - len(todo), n)
+            _check_room(part, _unwritten_bytes(part, n * row_bytes), n, n - len(todo))
         chunks = [todo[i : i + chunk_rows] for i in range(0, len(todo), chunk_rows)]
         workers = default_num_workers() if num_workers is None else int(num_workers)
-        bar = tqdm(total=n, initial=n - len(todo), desc=desc or cache_path.name, unit="rec", mininterval=1.0)
+        bar = progress(total=n, initial=n - len(todo), desc=desc or cache_path.name, unit="rec")
         skipped: list[str] = []
 
         def store(done_rows, errors) -> None:
+            faults.before_write(part)
             if done_rows:
                 rows = np.array([r for r, _ in done_rows])
                 block = np.stack([np.asarray(a, dtype=dtype).reshape(row_shape) for _, a in done_rows])
@@ -411,6 +481,7 @@ def build_cache(
                         fh["x"][r] = a
                     for r in rows:
                         fh["status"][r] = DONE
+                stored[0] += len(rows)
             for r, msg in sorted(errors.items()):
                 if on_bad_record == "error":
                     fh.flush()
@@ -420,6 +491,7 @@ def build_cache(
                 fh["errors"][r] = msg
                 fh["status"][r] = BAD
             bar.update(len(done_rows) + len(errors))
+            faults.pause("cache-row-block")
 
         last_flush = time.monotonic()
         if workers <= 1 or len(chunks) <= 1:
@@ -471,9 +543,21 @@ def build_cache(
             fh.close()
             fh = None
             part.unlink(missing_ok=True)
+    except OSError as err:
+        if not is_write_failure(err):
+            raise
+        done = stored[0]
+        raise write_error(part, "writing the cache", err, needed=(n - done) * row_bytes,
+                          kept=(f"the {done} of {n} rows decoded so far are kept in {part}" if done
+                                else "no row was decoded yet"),
+                          todo=f"free some space (or {DATA_DIR_HINT}) and run the same command again to "
+                               "continue from them") from None
     finally:
         if fh is not None:
-            fh.close()
+            try:
+                fh.close()
+            except OSError:  # a full disk can make even the close fail; the error above says what to do
+                pass
 
     write_json(
         manifest_path(cache_path),
@@ -498,6 +582,24 @@ def build_cache(
     )
     log.info("cache %s complete: %d rows", cache_path, len(good))
     return cache_path
+
+
+def _unwritten_bytes(part: Path, data_bytes: int) -> int:
+    """How much the partial file still has to grow to hold every row (HDF5 allocates ``x`` at its first write)."""
+    try:
+        return max(0, data_bytes - os.stat(part).st_blocks * 512)
+    except (OSError, AttributeError):
+        return data_bytes
+
+
+def _check_room(part: Path, needed: int, n: int, done: int) -> None:
+    """Stop before decoding anything when the disk cannot hold the rows still to write."""
+    free = free_bytes(part.parent)
+    if free is not None and free < needed:
+        kept = f"the {done} of {n} rows decoded so far are kept in {part}" if done else "nothing was written"
+        raise WriteError(part, "building the cache", f"not enough space: {size_text(needed)} needed, "
+                         f"{size_text(free)} free", kept, f"free some space (or {DATA_DIR_HINT}) and run the "
+                         "same command again")
 
 
 def _fsync(path: Path) -> None:
@@ -533,6 +635,9 @@ def open_cache(
     command). Without a fingerprint (no raw data at hand) a complete cache for ``config`` is accepted as it is.
     Under ``on_bad_record="error"`` a cache built with skipped ``what`` (records, images) is refused too."""
     found = _problem(cache_path, config, fingerprint)
+    if found is not None and FileLock(lock_path(cache_path)).wait_until_free(
+            _say_waiting(Path(cache_path), "this run starts once the cache is ready")):
+        found = _problem(cache_path, config, fingerprint)
     if found is not None:
         kind, problem = found
         if kind == "data":
