@@ -152,11 +152,11 @@ def main(argv: list[str] | None = None) -> int:
         runs.append({"dir": Path(run_dir), "n": n_used, **run})
     labels = _labels(runs, labels_given)
 
-    from tqdm.auto import tqdm
+    from flowmixup.progress import progress
 
     rows: list[dict] = []
     r2: dict[str, list[float]] = {label: [] for label in labels}
-    bar = tqdm(total=len(runs) * len(points), desc="hidden states", unit="state", disable=args.no_progress)
+    bar = progress(total=len(runs) * len(points), desc="hidden states", unit="state", enabled=not args.no_progress)
     with threadpool_limits(limits=args.num_threads):
         for label, run in zip(labels, runs):
             loader = split_loader(run["data"], args.split, batch_size=args.batch_size, max_samples=args.max_samples,

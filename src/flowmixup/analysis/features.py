@@ -129,9 +129,9 @@ def collect_features(model: nn.Module, loader: Iterable, points: Sequence[str], 
         taken = 0
         batches = loader
         if progress:
-            from tqdm.auto import tqdm
+            from ..progress import progress as show_progress
 
-            batches = tqdm(loader, desc="batches", unit="batch", leave=False)
+            batches = show_progress(loader, desc="batches", unit="batch", leave=False)
         with torch.no_grad():
             for batch in batches:
                 x = batch[0] if isinstance(batch, (tuple, list)) else batch

@@ -97,9 +97,9 @@ def r2_table(features_by_point: Mapping[str, np.ndarray], k: int = 10, seed: int
     Returns rows ``{"point", "k", "n", "v", "r2"}``."""
     items = list(features_by_point.items())
     if progress:
-        from tqdm.auto import tqdm
+        from ..progress import progress as show_progress
 
-        items = tqdm(items, desc="R² per hidden state", unit="state")
+        items = show_progress(items, desc="R² per hidden state", unit="state")
     rows = []
     for point, z in items:
         z = _as_2d(z)
