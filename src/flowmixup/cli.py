@@ -148,11 +148,41 @@ def job_overrides(args: list[str]) -> tuple[list[list[str]], bool]:
     return [job for batch in batches for job in batch], True
 
 
+def check_syntax(args: list[str]) -> None:
+    """Exit 2 with one line for an override that Hydra's grammar cannot read (a value holding a space before ``(``,
+    a quote, ``#``, ``=``, brackets, non-ASCII letters...), showing the same override quoted so that it can."""
+    import shlex
+
+    from hydra.errors import OverrideParseException
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    for arg in args:
+        if arg.startswith("-") or "=" not in arg:
+            continue
+        try:
+            parser.parse_overrides([arg])
+        except OverrideParseException as err:
+            key, _, value = arg.partition("=")
+            if value[:1] in "'\"" and value[-1:] == value[:1]:
+                fail(f"{arg}: Hydra cannot read this override ({str(err).splitlines()[0]}); see "
+                     "https://hydra.cc/docs/advanced/override_grammar/basic/", 2)
+            quoted = f'{key}="' + value.replace('"', '\\"') + '"'
+            try:
+                readable = parser.parse_overrides([quoted])[0].value() == value
+            except OverrideParseException:
+                readable = False
+            way = (f"quote it for Hydra inside the shell's quotes: {shlex.quote(quoted)}" if readable
+                   else "see https://hydra.cc/docs/advanced/override_grammar/basic/ for the characters it accepts")
+            fail(f"{arg}: Hydra cannot read this value ({str(err).splitlines()[0]}); {way}", 2)
+
+
 def preflight(args: list[str], conf_dir: Path = CONF_DIR, config_name: str = "config", run: bool = True) -> None:
     """Check the command before Hydra starts: exit 2 on an unknown option or key, exit 1 on an impossible value
     (of any cell of a multirun) or an unwritable run directory, each as one line."""
     if any(a.split("=", 1)[0] in _INFO_FLAGS for a in args) or not conf_dir.is_dir():
         return
+    check_syntax(args)
     check_overrides([a for a in args if not a.startswith("-")], conf_dir)
     from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
@@ -194,12 +224,13 @@ def preflight(args: list[str], conf_dir: Path = CONF_DIR, config_name: str = "co
 def user_errors() -> tuple[type[BaseException], ...]:
     """The exceptions a user's input causes, reported as one line (anything else keeps its traceback)."""
     from .data.base import DataError
+    from .io import WriteError
     from .regularizers.base import RegularizerError
     from .training.checks import ConfigError
     from .training.checkpoint import CheckpointError
     from .training.rundir import RunDirBusy
 
-    return (ConfigError, DataError, RegularizerError, CheckpointError, RunDirBusy)
+    return (ConfigError, DataError, RegularizerError, CheckpointError, RunDirBusy, WriteError)
 
 
 def guarded(fn):
