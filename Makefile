@@ -22,6 +22,15 @@ train: install  ## train Flow-Mixup on the embedded synthetic ECG data (about 2 
 test: install  ## run the whole test suite (slow tests included)
 	$(PYTHON) -m pytest -q
 
+lint: install  ## check formatting (ruff format), lint rules (ruff check) and the layer contracts (lint-imports)
+	$(PYTHON) -m ruff format --check src scripts tests train.py
+	$(PYTHON) -m ruff check src scripts tests train.py
+	lint-imports
+
+format: install  ## reformat the code in place (ruff format, then ruff check --fix)
+	$(PYTHON) -m ruff format src scripts tests train.py
+	$(PYTHON) -m ruff check --fix src scripts tests train.py
+
 test-fast: install  ## run the tests, skipping the slow end-to-end ones
 	$(PYTHON) -m pytest -q -m "not slow"
 
@@ -32,7 +41,7 @@ clean:  ## remove caches of Python and pytest (never data/ or outputs/)
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 	rm -rf .pytest_cache $(STAMP)
 
-.PHONY: help install train test test-fast data clean
+.PHONY: help install train test test-fast lint format data clean
 
 reproduce-tables: install  ## run the paper's grid (PROFILE=mini|paper, SEEDS=0,1,2, ARGS=...) and write Tables I-III + figures
 	$(PYTHON) scripts/reproduce_tables.py --profile $(PROFILE) --seeds $(SEEDS) $(ARGS)
