@@ -8,7 +8,7 @@ of every residual block and the model output: :func:`default_points`.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -103,48 +103,20 @@ def collect_features(model: nn.Module, loader: Iterable, points: Sequence[str], 
         device = next((p.device for p in model.parameters()), torch.device("cpu"))
     device = torch.device(device)
     prepare = prepare or _default_prepare
-    chunks: dict[str, list[np.ndarray]] = {p: [] for p in points}
-    seen: dict[str, int] = {}
-
-    def hook_for(name: str):
-        def hook(module, args, output):
-            if seen.get(name, 0):
-                raise AnalysisError(f"hidden state '{name}' is computed twice in one forward pass; name a submodule "
-                                    "the model calls once")
-            if not torch.is_tensor(output):
-                raise AnalysisError(f"hidden state '{name}' is a {type(output).__name__}, not a tensor; name another "
-                                    "submodule")
-            seen[name] = 1
-            chunks[name].append(output.detach().flatten(1).to("cpu", torch.float32, copy=True).numpy())
-
-        return hook
-
+    recorder = _HiddenStates(points)
     handles = []
     was_training = model.training
     model.eval()
+    taken = 0
     try:
         for p in points:
             target = model if p == OUTPUT else model.get_submodule(p)
-            handles.append(target.register_forward_hook(hook_for(p)))
-        taken = 0
-        batches = loader
-        if progress:
-            from ..progress import progress as show_progress
-
-            batches = show_progress(loader, desc="batches", unit="batch", leave=False)
+            handles.append(target.register_forward_hook(recorder.hook_for(p)))
         with torch.no_grad():
-            for batch in batches:
-                x = batch[0] if isinstance(batch, (tuple, list)) else batch
-                if max_samples is not None:
-                    if taken >= max_samples:
-                        break
-                    x = x[: max_samples - taken]
-                seen.clear()
+            for x in _input_batches(loader, max_samples, progress):
+                recorder.seen.clear()
                 model(prepare(x, device))
-                missing = [p for p in points if not seen.get(p)]
-                if missing:
-                    raise AnalysisError(f"hidden states {missing} were never reached in the forward pass of "
-                                        f"{type(model).__name__}")
+                recorder.check_reached(type(model).__name__)
                 taken += x.shape[0]
     finally:
         for h in handles:
@@ -152,7 +124,51 @@ def collect_features(model: nn.Module, loader: Iterable, points: Sequence[str], 
         model.train(was_training)
     if not taken:
         raise AnalysisError("the loader yielded no samples")
-    return {p: np.concatenate(chunks[p], axis=0) for p in points}
+    return {p: np.concatenate(recorder.chunks[p], axis=0) for p in points}
+
+
+class _HiddenStates:
+    """The forward hooks of :func:`collect_features`: each named output, flattened, once per forward pass."""
+
+    def __init__(self, points: Sequence[str]):
+        self.points = list(points)
+        self.chunks: dict[str, list[np.ndarray]] = {p: [] for p in points}
+        self.seen: dict[str, int] = {}
+
+    def hook_for(self, name: str):
+        def hook(module, args, output):
+            if self.seen.get(name, 0):
+                raise AnalysisError(f"hidden state '{name}' is computed twice in one forward pass; name a submodule "
+                                    "the model calls once")
+            if not torch.is_tensor(output):
+                raise AnalysisError(f"hidden state '{name}' is a {type(output).__name__}, not a tensor; name another "
+                                    "submodule")
+            self.seen[name] = 1
+            self.chunks[name].append(output.detach().flatten(1).to("cpu", torch.float32, copy=True).numpy())
+
+        return hook
+
+    def check_reached(self, model_name: str) -> None:
+        missing = [p for p in self.points if not self.seen.get(p)]
+        if missing:
+            raise AnalysisError(f"hidden states {missing} were never reached in the forward pass of {model_name}")
+
+
+def _input_batches(loader: Iterable, max_samples: int | None, progress: bool) -> Iterator[torch.Tensor]:
+    """The input of each batch (the first item of a tuple/list batch), cut so that at most ``max_samples`` come."""
+    if progress:
+        from ..progress import progress as show_progress
+
+        loader = show_progress(loader, desc="batches", unit="batch", leave=False)
+    taken = 0
+    for batch in loader:
+        x = batch[0] if isinstance(batch, (tuple, list)) else batch
+        if max_samples is not None:
+            if taken >= max_samples:
+                return
+            x = x[: max_samples - taken]
+        taken += x.shape[0]
+        yield x
 
 
 # ----------------------------------------------------------------------------------------------------------------
