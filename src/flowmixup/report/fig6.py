@@ -21,8 +21,8 @@ import pandas as pd
 from scipy import stats
 
 from .output import markdown_table
-from .runs import PER_CLASS_COLUMNS, PER_CLASS_METRIC, PreparedRuns, Setting, builtin_key, dataset_label, \
-    read_csv_checked, run_file_columns
+from .runs import (PER_CLASS_COLUMNS, PER_CLASS_METRIC, PreparedRuns, Setting, builtin_key, dataset_label,
+                   read_csv_checked, run_file_columns)
 
 MIXUP = Setting("mixup", 3.0)
 FLOW = Setting("flowmixup", 3.0, False)

@@ -53,11 +53,16 @@ class Markup:
     dagger: str
     escape: Callable[[str], str]
     paper_note: str  # around "(paper x)" / "(published x†)"
+    footnote: str  # around the note under a tabular ("\n": a blank line after it)
+    row_label: str  # the Setting property that names a row
+
+    def label(self, setting: Setting) -> str:
+        return getattr(setting, self.row_label)
 
 
-MARKDOWN = Markup("**{}**", "<u>{}</u>", "±", "−", MISSING, DAGGER, str, " {}")
+MARKDOWN = Markup("**{}**", "<u>{}</u>", "±", "−", MISSING, DAGGER, str, " {}", "{}\n", "label")
 LATEX = Markup(r"\textbf{{{}}}", r"\underline{{{}}}", r"$\pm$", "$-$", "--", r"$^\dagger$", latex_escape,
-               r" {{\scriptsize{}}}")
+               r" {{\scriptsize{}}}", r"\par\smallskip{{\scriptsize {}}}", "latex_label")
 
 
 # ---- Rows -> cells (the tidy tables) -------------------------------------------------------------------------------
@@ -258,8 +263,7 @@ def _published_note(frame: pd.DataFrame, markup: Markup) -> list[str]:
         return []
     text = markup.escape("A published number of ANOTHER paper's model, not a run of this sweep, shown for reference "
                          "beside the cell it compares with: " + "; ".join(sources) + ".")
-    return [r"\par\smallskip{\scriptsize " + markup.dagger + " " + text + "}"] if markup is LATEX \
-        else [f"{markup.dagger} {text}", ""]
+    return markup.footnote.format(f"{markup.dagger} {text}").split("\n")
 
 
 def _caption(table: str, variance_epochs: dict, markup: Markup) -> str:
@@ -315,7 +319,7 @@ def _body(layout: str, blocks: list[pd.DataFrame], markup: Markup) -> tuple[list
             block["_setting"], block["dataset"], block["noise"], block["quantity"], block.to_dict("records"))}
         for i, setting in enumerate(dict.fromkeys(block["_setting"])):
             lead = [markup.escape(block["_label"].iloc[0]) if i == 0 else ""] if layout == "II" else []
-            lead.append(setting.latex_label if markup is LATEX else setting.label)
+            lead.append(markup.label(setting))
             body.append(lead + [texts[(setting, *c)] for c in columns])
     return list(dict.fromkeys(zip(blocks[0]["dataset"], blocks[0]["noise"], blocks[0]["quantity"]))), body
 
