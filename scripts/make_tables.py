@@ -22,7 +22,7 @@ def _plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("sweep_dir", type=Path, help="folder holding the runs (summary.json at any depth)")
     parser.add_argument("--paper-csv", type=Path, default=None, help="the paper's numbers (default: packaged copy)")
@@ -41,74 +41,76 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-bad", action="store_true",
                         help="leave out bad summary.json / metrics.csv / per_class.csv / grid.json (each is named) "
                              "and build the report from the rest; without it, any bad file stops with nothing written")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def _usage_problem(args: argparse.Namespace) -> str | None:
+    """Why nothing can be done with these arguments (one line), or None."""
+    from flowmixup.report.fig6 import Fig6Options
+    from flowmixup.report.paper import load_paper_tables
 
     if not args.sweep_dir.is_dir():
-        print(f"error: sweep folder not found: {args.sweep_dir}", file=sys.stderr)
-        return 2
+        return f"sweep folder not found: {args.sweep_dir}"
     if next(args.sweep_dir.rglob("summary.json"), None) is None:
-        print(f"error: no runs found under {args.sweep_dir} (no summary.json at any depth; no run has ended yet?)",
-              file=sys.stderr)
-        return 2
+        return f"no runs found under {args.sweep_dir} (no summary.json at any depth; no run has ended yet?)"
     if args.paper_csv is not None and not args.paper_csv.is_file():
-        print(f"error: paper CSV not found: {args.paper_csv}", file=sys.stderr)
-        return 2
-
-    from flowmixup.report.figures import make_figures
-    from flowmixup.report.output import write_files
-    from flowmixup.report.tables import check_sweep, load_paper_tables, make_report
-
+        return f"paper CSV not found: {args.paper_csv}"
     try:
         load_paper_tables(args.paper_csv)
     except (OSError, ValueError) as exc:
-        print(f"error: paper CSV unusable: {str(exc).strip().splitlines()[0]}", file=sys.stderr)
-        return 2
+        return f"paper CSV unusable: {str(exc).strip().splitlines()[0]}"
+    try:
+        args.fig6 = Fig6Options(target_noise=args.fig6_noise, r=args.fig6_r, normalization=args.fig6_normalization,
+                                eps=args.fig6_eps, count=args.fig6_count)
+    except ValueError as exc:
+        return f"Fig. 6 options: {exc}"
+    return None
 
-    # 1. read and check everything before anything is computed or written
+
+def _checked(args: argparse.Namespace):
+    """check_sweep's result, each bad file named on stderr; None when the report must not be built."""
+    from flowmixup.report.runs import check_sweep
+
     check = check_sweep(args.sweep_dir, run_files=not args.no_figures)
     for line in check.lines:
         print(line, file=sys.stderr)
-    if check.problems:
-        parts = [f"{check.bad_summaries} of {check.n_summaries} summary.json"] if check.bad_summaries else []
-        others = len(check.problems) - check.bad_summaries
-        if others:
-            parts.append(_plural(others, "other file"))
-        what = " and ".join(parts)
-        if not args.skip_bad:
-            verb = "is" if len(check.problems) == 1 else "are"
-            print(f"error: {what} {verb} bad; nothing written (pass --skip-bad to build the report from the rest)",
-                  file=sys.stderr)
-            return 1
-        print(f"warning: left out {what}; the report is built from the {len(check.runs)} valid summary.json",
+    if not check.problems:
+        return check
+    parts = [f"{check.bad_summaries} of {check.n_summaries} summary.json"] if check.bad_summaries else []
+    if others := len(check.problems) - check.bad_summaries:
+        parts.append(_plural(others, "other file"))
+    what = " and ".join(parts)
+    if not args.skip_bad:
+        verb = "is" if len(check.problems) == 1 else "are"
+        print(f"error: {what} {verb} bad; nothing written (pass --skip-bad to build the report from the rest)",
               file=sys.stderr)
-        if check.runs.empty:
-            print("error: no valid summary.json left; nothing written", file=sys.stderr)
-            return 1
+        return None
+    print(f"warning: left out {what}; the report is built from the {len(check.runs)} valid summary.json",
+          file=sys.stderr)
+    if check.runs.empty:
+        print("error: no valid summary.json left; nothing written", file=sys.stderr)
+        return None
+    return check
 
-    # 2. compute the tables and the figures in memory
-    fig6 = {"target_noise": args.fig6_noise, "r": args.fig6_r, "normalization": args.fig6_normalization,
-            "eps": args.fig6_eps, "count": args.fig6_count}
-    report = make_report(args.sweep_dir, out_dir=args.out_dir, paper_csv=args.paper_csv, best_from=args.best_from,
-                         runs=check.runs, grid=check.grid, left_out=check.problems, write=False,
-                         fig6=fig6 if not args.no_figures else False)
-    files = dict(report["files"])
-    notes: list[str] = []
-    if not args.no_figures:
-        fig_dir = (args.out_dir / "figures") if args.out_dir is not None else None
-        figures = make_figures(args.sweep_dir, fig_dir, target_noise=args.fig6_noise, r=args.fig6_r,
-                               normalization=args.fig6_normalization, eps=args.fig6_eps, count=args.fig6_count,
-                               runs=check.runs,
-                               write=False)
-        files.update(figures["files"])
-        notes += figures["notes"]
-        for kind, skipped in figures["skipped"].items():
-            for dataset, reason in skipped.items():
-                notes.append(f"{kind} skipped for {dataset}: {reason}")
 
-    # 3. write everything at once
-    written = write_files(files)
-    print(report["report_md"])
-    for note in notes:
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if problem := _usage_problem(args):
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
+    from flowmixup.report.pipeline import ReportOptions, build_report, write_report
+
+    # 1. read and check everything before anything is computed or written
+    check = _checked(args)
+    if check is None:
+        return 1
+    # 2. compute the tables and the figures in memory, 3. write everything at once
+    options = ReportOptions(paper_csv=args.paper_csv, best_from=args.best_from, figures=not args.no_figures,
+                            fig6=args.fig6)
+    report = build_report(args.sweep_dir, options, check=check)
+    written = write_report(report, args.out_dir)
+    print(report.report_md)
+    for note in report.notes:
         print(f"note: {note}")
     print("Written:")
     for path in written:

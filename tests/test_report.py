@@ -1,8 +1,10 @@
 """Tables I-III, Fig. 6 and the curves, built from hand-made run folders whose answers are known."""
 from __future__ import annotations
 
+import ast
 import io
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,8 +14,11 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from flowmixup.report import figures as figs
-from flowmixup.report.tables import Setting, collect_runs, load_paper_tables, make_report
+from flowmixup.report import fig6, figures
+from flowmixup.report.fig6 import Fig6Options
+from flowmixup.report.paper import load_paper_tables
+from flowmixup.report.pipeline import Report, ReportOptions, build_report, write_report
+from flowmixup.report.runs import Setting, check_sweep, collect_runs, prepare_runs
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = PROJECT_ROOT / "scripts" / "make_tables.py"
@@ -54,8 +59,27 @@ def write_run(root: Path, dataset: str, regularizer: str, alpha=None, keep_origi
     return run
 
 
-def cell(report: dict, table: str, dataset: str, setting: Setting, noise: float, quantity: str) -> pd.Series:
-    tidy = report["tidy"][table]
+def make_report(sweep: Path, figures: bool = False, **fig6_options) -> Report:
+    """The report of ``sweep``, written into ``<sweep>/report``; with ``figures`` also Fig. 6 (its section of
+    report.md and its figures, ``fig6_options`` as :class:`Fig6Options`) and the curves."""
+    report = build_report(sweep, ReportOptions(figures=figures, fig6=Fig6Options(**fig6_options)))
+    write_report(report)
+    return report
+
+
+def ok_runs(sweep: Path) -> pd.DataFrame:
+    """The ok runs below ``sweep``, prepared as the report reads them."""
+    return prepare_runs(collect_runs(sweep)).ok
+
+
+def md_rows(markdown: str) -> list[list[str]]:
+    """The rows of every Markdown table in ``markdown`` (header rows too, not the separator rows), cells stripped."""
+    return [[c.strip() for c in re.split(r"(?<!\\)\|", line)[1:-1]] for line in markdown.splitlines()
+            if line.startswith("|") and not set(line) <= set("|:- ")]
+
+
+def cell(report: Report, table: str, dataset: str, setting: Setting, noise: float, quantity: str) -> pd.Series:
+    tidy = report.tidy[table]
     rows = tidy[(tidy["dataset"] == dataset) & (tidy["regularizer"] == setting.regularizer)
                 & (tidy["setting"] == setting.label) & np.isclose(tidy["noise"], noise)
                 & (tidy["quantity"] == quantity)]
@@ -85,15 +109,15 @@ def test_mean_and_sample_std_over_seeds(tmp_path):
     assert d["mean"] == pytest.approx(np.mean(np.subtract(best, last)) * 100)
     assert d["std"] == pytest.approx(np.std(np.subtract(best, last) * 100, ddof=1))
     expected = f"{np.mean(best) * 100:.1f} ± {np.std(np.array(best) * 100, ddof=1):.1f}"
-    assert expected in report["markdown"]["I"]
-    assert "ddof = 1" in report["markdown"]["I"] and "ddof = 1" in report["markdown"]["II"]
+    assert expected in report.markdown["I"]
+    assert "ddof = 1" in report.markdown["I"] and "ddof = 1" in report.markdown["II"]
     # the files exist, and the tidy CSV on disk is what the dict says
     out = tmp_path / "report"
     for stem in ("table1", "table2", "table3"):
         for ext in ("md", "csv", "tex"):
             assert (out / f"{stem}.{ext}").is_file()
     on_disk = pd.read_csv(out / "table1.csv")
-    assert on_disk["mean"].dropna().tolist() == pytest.approx(report["tidy"]["I"]["mean"].dropna().tolist())
+    assert on_disk["mean"].dropna().tolist() == pytest.approx(report.tidy["I"]["mean"].dropna().tolist())
     assert r"\pm" in (out / "table1.tex").read_text()
     # a single seed shows the mean only
     write_run(tmp_path, "chestxray14", "erm", noise=0.1, seed=0, best=0.7512)
@@ -118,22 +142,22 @@ def test_best_and_second_best_marks(tmp_path):
     assert all(pd.isna(marks[s]) or marks[s] == "" for s in (MIX3, MANI, ERM))
     assert cell(report, "II", "ecg12", ERM, 0.1, "best")["mark"] == "best"
     assert cell(report, "II", "ecg12", MANI, 0.1, "best")["mark"] == "second"
-    md = report["markdown"]["II"]
+    md = report.markdown["II"]
     assert "**0.7000** (paper 0.6994)" in md
     assert "<u>0.6500</u> (paper 0.6846)" in md and "<u>0.6500</u> (paper 0.6773)" in md
     tex = (tmp_path / "report" / "table2.tex").read_text()
     assert r"\textbf{0.7000}" in tex and r"\underline{0.6500}" in tex
     # Table III: the lower variance is bold, nothing underlined
     assert cell(report, "III", "ecg12", FLOW_F, 0.0, "variance")["mark"] == "best"
-    assert "<u>" not in report["markdown"]["III"].split("\n", 4)[-1]
-    assert "**0.0300** (paper 0.0310)" in report["markdown"]["III"]
+    assert "<u>" not in report.markdown["III"].split("\n", 4)[-1]
+    assert "**0.0300** (paper 0.0310)" in report.markdown["III"]
 
 
 def test_diff_columns_not_marked(tmp_path):
     write_run(tmp_path, "chestxray14", "erm", noise=0.0, best=0.80, last=0.60)
     write_run(tmp_path, "chestxray14", "mixup", 1.0, noise=0.0, best=0.79, last=0.78)
     report = make_report(tmp_path)
-    tidy = report["tidy"]["I"]
+    tidy = report.tidy["I"]
     assert set(tidy.loc[tidy["quantity"] == "diff", "mark"].fillna("")) == {""}
     assert cell(report, "I", "chestxray14", ERM, 0.0, "best")["mark"] == "best"
     assert cell(report, "I", "chestxray14", MIX1, 0.0, "last")["mark"] == "best"
@@ -145,15 +169,15 @@ def test_missing_cells_from_grid(tmp_path):
     (tmp_path / "grid.json").write_text(json.dumps(grid))
     write_run(tmp_path, "ecg12", "erm", noise=0.0, seed=0, best=0.6)  # 1 of the 8 expected runs
     report = make_report(tmp_path)
-    assert report["counts"]["missing"] == 7
-    assert "**7 missing**" in report["report_md"]
+    assert report.counts["missing"] == 7
+    assert "**7 missing**" in report.report_md
     erm0 = cell(report, "II", "ecg12", ERM, 0.0, "best")
     assert erm0["status"] == "ok" and erm0["n_missing"] == 1 and "[1/2]" in erm0["text"]
     for s, n in ((ERM, 0.1), (MIX1, 0.0), (MIX1, 0.1)):
         c = cell(report, "II", "ecg12", s, n, "best")
         assert c["status"] == "missing" and np.isnan(c["mean"]) and c["text"].startswith("—")
     # the 10% column exists although no run has that noise: it comes from grid.json
-    assert "| 10% |" in report["markdown"]["II"]
+    assert "10%" in md_rows(report.markdown["II"])[0]
     # paper rows never run are listed as missing too
     assert cell(report, "II", "ecg12", FLOW_T, 0.1, "best")["text"] == "— (paper 0.6784)"
 
@@ -170,10 +194,10 @@ def test_failed_cells_shown_and_excluded(tmp_path):
     partial = cell(report, "II", "ecg55", ERM, 0.4, "best")
     assert partial["mean"] == pytest.approx(0.51) and partial["n_seeds"] == 2 and partial["n_failed"] == 1
     assert partial["text"] == "**0.5100 ± 0.0141** [2/3] (paper 0.4501)"
-    counts = report["counts"]
+    counts = report.counts
     assert (counts["ok"], counts["failed"]) == (2, 3)
-    assert "**2 ok**, **3 failed**" in report["report_md"] and "loss became NaN" in report["report_md"]
-    assert "missing: n/a (no grid.json" in report["report_md"]
+    assert "**2 ok**, **3 failed**" in report.report_md and "loss became NaN" in report.report_md
+    assert "missing: n/a (no grid.json" in report.report_md
 
 
 def test_paper_values_beside_the_right_cells(tmp_path):
@@ -205,7 +229,7 @@ def test_paper_values_beside_the_right_cells(tmp_path):
     v = cell(report, "III", "chestxray14", MANI, 0.3, "variance")
     assert v["paper"] == printed("III", "chestxray14", "manifold_mixup", 3.0, None, 0.3, "variance") == 0.1208
     # no paper numbers for the synthetic dataset
-    synth = report["tidy"]["II"][report["tidy"]["II"]["dataset"] == "synth_ecg"]
+    synth = report.tidy["II"][report.tidy["II"]["dataset"] == "synth_ecg"]
     assert synth["paper"].isna().all() and not synth["text"].str.contains("paper").any()
 
 
@@ -224,7 +248,7 @@ def test_table3_variance_follows_primary_metric(tmp_path):
     assert cell(report, "III", "chestxray14", FLOW_F, 0.1, "variance")["mean"] == pytest.approx(0.011)
     assert cell(report, "III", "ecg12", FLOW_F, 0.1, "variance")["mean"] == pytest.approx(0.022)
     # Manifold Mixup and Flow-Mixup come first even when Manifold Mixup never ran
-    rows = [line.split("|")[1].strip() for line in report["markdown"]["III"].splitlines() if line.startswith("| ")]
+    rows = [line.split("|")[1].strip() for line in report.markdown["III"].splitlines() if line.startswith("| ")]
     assert rows[1:3] == [MANI.label, FLOW_F.label]
 
 
@@ -240,28 +264,28 @@ def test_collect_runs_any_depth_and_unreadable(tmp_path):
     assert len(runs) == 3 and set(runs["status"]) == {"ok", "unreadable"}
     assert str(tmp_path / "a/b/c/d/run1") in set(runs["run_dir"])
     report = make_report(tmp_path)
-    assert report["counts"]["ok"] == 2 and report["counts"]["unreadable"] == 1
-    assert "1 unfinished" in report["report_md"] and "1 unreadable" in report["report_md"]
+    assert report.counts["ok"] == 2 and report.counts["unreadable"] == 1
+    assert "1 unfinished" in report.report_md and "1 unreadable" in report.report_md
 
 
 def test_performance_ratio_guards_zero_denominator():
-    ratio = figs.performance_ratio([0.5, 0.7, 0.9], [0.9, 0.5, 0.7], r=1.0, normalization="per_method")
+    ratio = fig6.performance_ratio([0.5, 0.7, 0.9], [0.9, 0.5, 0.7], r=1.0, normalization="per_method")
     # per-method min-max: mixup -> [0, .5, 1], flow -> [1, 0, .5]; the class where flow is 0 gives NaN
     assert ratio[0] == pytest.approx(0.0) and np.isnan(ratio[1]) and ratio[2] == pytest.approx(2.0)
-    assert figs.performance_ratio([0.5, 0.7, 0.9], [0.9, 0.5, 0.7], r=2.0, normalization="per_method",
+    assert fig6.performance_ratio([0.5, 0.7, 0.9], [0.9, 0.5, 0.7], r=2.0, normalization="per_method",
                                   eps=0.5)[1] == pytest.approx(4.0)
-    assert np.isnan(figs.independent_ratio([1, 2], [0, 4])[0])
+    assert np.isnan(fig6.independent_ratio([1, 2], [0, 4])[0])
     # the default (joint min-max onto [0.5, 1]) never divides by zero: lo = 0.5 -> 0.5, hi = 0.9 -> 1
-    assert figs.DEFAULT_NORMALIZATION == "joint" and figs.JOINT_FLOOR == 0.5
-    joint = figs.performance_ratio([0.5, 0.7, 0.9], [0.9, 0.5, 0.7], r=1.0)
+    assert fig6.DEFAULT_NORMALIZATION == "joint" and fig6.JOINT_FLOOR == 0.5
+    joint = fig6.performance_ratio([0.5, 0.7, 0.9], [0.9, 0.5, 0.7], r=1.0)
     to = lambda v: 0.5 + 0.5 * (v - 0.5) / 0.4  # noqa: E731
     np.testing.assert_allclose(joint, [to(0.5) / to(0.9), to(0.7) / to(0.5), to(0.9) / to(0.7)])
-    assert np.isfinite(figs.performance_ratio([0.0, 0.3], [0.0, 0.0], r=10.0)).all()  # even all-zero F1s
+    assert np.isfinite(fig6.performance_ratio([0.0, 0.3], [0.0, 0.0], r=10.0)).all()  # even all-zero F1s
     # "none": raw ratios; a zero F1 for Flow-Mixup is the one undefined case
-    none = figs.performance_ratio([0.2, 0.4], [0.4, 0.0], r=1.0, normalization="none")
+    none = fig6.performance_ratio([0.2, 0.4], [0.4, 0.0], r=1.0, normalization="none")
     assert none[0] == pytest.approx(0.5) and np.isnan(none[1])
     with pytest.raises(ValueError, match="normalization"):
-        figs.performance_ratio([0.5], [0.5], r=1.0, normalization="zscore")
+        fig6.performance_ratio([0.5], [0.5], r=1.0, normalization="zscore")
 
 
 def test_figures_written_and_spearman_matches_scipy(tmp_path):
@@ -283,7 +307,7 @@ def test_figures_written_and_spearman_matches_scipy(tmp_path):
             write_run(tmp_path, "ecg12", s.regularizer, s.alpha, s.keep_original, 0.4, seed,
                       per_class=pc.assign(test_f1_best=rng.uniform(0.2, 0.9, size=8)))
     write_run(tmp_path, "ecg12", "erm", noise=0.1, seed=0)  # has curves, not in Fig. 6
-    out = figs.make_figures(tmp_path, normalization="per_method")
+    out = make_report(tmp_path, figures=True, normalization="per_method")
     fig_dir = tmp_path / "report" / "figures"
     for name in ("fig6_ecg12.png", "fig6_ecg12.pdf", "fig6_ecg12.csv", "fig6_spearman.csv",
                  "curves_ecg12.png", "curves_ecg12.pdf", "curves_ecg12.csv"):
@@ -312,17 +336,17 @@ def test_figures_written_and_spearman_matches_scipy(tmp_path):
     np.testing.assert_allclose(per_class["performance_ratio"], ratio, equal_nan=True)
     # no clean labels in these runs (no predictions_test_*.npz, no noise-0 run): the as-trained counts, said so
     assert row["independent_source"] == "train_as_trained"
-    assert any("corrupted training labels" in note for note in out["notes"])
+    assert any("corrupted training labels" in note for note in out.notes)
     np.testing.assert_allclose(per_class["independent_ratio"], indep)
-    assert out["spearman"]["spearman_rho"].iloc[0] == pytest.approx(expected)
+    assert out.fig6.spearman["spearman_rho"].iloc[0] == pytest.approx(expected)
 
     # r = 10 changes the ratios but not the rank correlation
-    table, info = figs.fig6_data(collect_runs(tmp_path), "ecg12", r=10.0, normalization="per_method")
+    table, info = fig6.fig6_data(ok_runs(tmp_path), "ecg12", Fig6Options(r=10.0, normalization="per_method"))
     np.testing.assert_allclose(table["performance_ratio"], ratio ** 10, equal_nan=True)
     assert info["spearman_rho"] == pytest.approx(expected)
 
     # the default (joint onto [0.5, 1]) keeps all 8 classes
-    table, info = figs.fig6_data(collect_runs(tmp_path), "ecg12")
+    table, info = fig6.fig6_data(ok_runs(tmp_path), "ecg12")
     lo, hi = min(mix.min(), flow.min()), max(mix.max(), flow.max())
     joint = lambda v: 0.5 + 0.5 * (v - lo) / (hi - lo)  # noqa: E731
     np.testing.assert_allclose(table["performance_ratio"], joint(mix) / joint(flow))
@@ -433,17 +457,15 @@ def test_cli_figures_survive_missing_optional_files(tmp_path):
     notes = [line for line in res.stdout.splitlines() if line.startswith("note: ")]
     assert f"note: Fig. 6 (ecg12) leaves out {no_per_class}: per_class.csv (missing)" in notes
     assert f"note: curves (ecg12) leave out {no_metrics}: metrics.csv (missing)" in notes
-    figures = tmp_path / "report" / "figures"
+    fig_dir = tmp_path / "report" / "figures"
     for name in ("fig6_ecg12.png", "fig6_ecg12.csv", "curves_ecg12.png", "curves_chestxray14.png"):
-        assert (figures / name).is_file(), name
-    assert pd.read_csv(figures / "fig6_spearman.csv")["n_seeds_flow"].tolist() == [2]
+        assert (fig_dir / name).is_file(), name
+    assert pd.read_csv(fig_dir / "fig6_spearman.csv")["n_seeds_flow"].tolist() == [2]
     # chestxray14 fell back to its default metric (AUC): it is in Table I
     assert "### ChestX-ray14" in (tmp_path / "report" / "table1.md").read_text()
 
 
 def test_bad_run_files_are_problems_absent_ones_are_not(tmp_path):
-    from flowmixup.report.tables import check_sweep
-
     good = write_run(tmp_path, "ecg12", "mixup", 3.0, noise=0.1)
     (good / "per_class.csv").unlink()  # absent: optional
     broken = write_run(tmp_path, "ecg12", "erm", noise=0.1)
@@ -469,7 +491,7 @@ def test_cli_writes_nothing_when_a_figure_fails(tmp_path, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("drawing failed")
 
-    monkeypatch.setattr(figs, "_draw_fig6", broken)
+    monkeypatch.setattr(figures, "_draw_fig6", broken)
     module = runpy.run_path(str(SCRIPT), run_name="make_tables")
     with pytest.raises(RuntimeError, match="drawing failed"):
         module["main"]([str(tmp_path)])
@@ -542,9 +564,9 @@ def test_fig6_default_keeps_every_class_and_leaves_out_the_normal_class(tmp_path
     normal = ECG12.index("正常ECG")
     mix[normal], flow[normal] = 0.01, 0.99  # the normal class must not take part in the normalisation either
     ecg12_sweep(tmp_path, ecg12_labels(300, 1), mix, flow)
-    out = figs.make_figures(tmp_path)
+    out = make_report(tmp_path, figures=True)
     per_class = pd.read_csv(tmp_path / "report" / "figures" / "fig6_ecg12.csv")
-    info = out["spearman"].iloc[0]
+    info = out.fig6.spearman.iloc[0]
     abnormal = [c for c in ECG12 if c != "正常ECG"]
     # ECG-12: the 11 abnormalities, without the normal class, as the paper's Fig. 6(b)
     assert per_class["class"].tolist() == abnormal and info["normal_classes_left_out"] == "正常ECG"
@@ -561,10 +583,10 @@ def test_fig6_default_keeps_every_class_and_leaves_out_the_normal_class(tmp_path
     assert ratio_pm[worst_mix] == 0.0 and np.isnan(ratio_pm[worst_flow])
     assert info["n_dropped_per_method"] == 1 and info["dropped_per_method"] == worst_flow
     assert info["n_classes_per_method_ignore_rhythm"] == 10
-    report_md = make_report(tmp_path)["report_md"]
+    report_md = out.report_md
     assert "正常ECG (normal ECG), as in the paper's Fig. 6(b)" in report_md
-    per_method_row = next(line for line in report_md.splitlines() if line.startswith("| per_method |"))
-    assert per_method_row.rstrip().endswith(f"| 1: {worst_flow} ({figs._GLOSS[worst_flow]}) |")
+    per_method_row = next(row for row in md_rows(report_md) if row[0] == "per_method")
+    assert per_method_row[-1] == f"1: {worst_flow} ({fig6.GLOSS[worst_flow]})"
 
 
 def test_fig6_independent_ratio_from_clean_test_labels(tmp_path):
@@ -575,7 +597,7 @@ def test_fig6_independent_ratio_from_clean_test_labels(tmp_path):
     clean_train = pd.DataFrame({"class": ECG12, "train_count": np.arange(20, 32), "train_single_count": np.arange(12),
                                 "test_count": 9, "test_auc_best": 0.5, "test_f1_best": 0.5})
     write_run(tmp_path, "ecg12", "erm", noise=0.0, per_class=clean_train)
-    table, info = figs.fig6_data(collect_runs(tmp_path), "ecg12")
+    table, info = fig6.fig6_data(ok_runs(tmp_path), "ecg12")
     m, literal, ignoring = explicit_counts(y.tolist(), ECG12, ECG12_RHYTHM_NORMAL)
     assert info["independent_source"] == "test_clean" and "clean test labels" in info["independent_source_text"]
     t = table.set_index("class")
@@ -601,7 +623,7 @@ def test_fig6_independent_ratio_from_the_clean_training_labels_runs_write(tmp_pa
     rng = np.random.default_rng(9)
     for run in ecg12_sweep(tmp_path, y_test, rng.uniform(0.2, 0.9, 12), rng.uniform(0.2, 0.9, 12)):
         np.savez_compressed(run / "labels_train_clean.npz", y=y_train, class_names=np.array(ECG12))
-    table, info = figs.fig6_data(collect_runs(tmp_path), "ecg12")
+    table, info = fig6.fig6_data(ok_runs(tmp_path), "ecg12")
     assert info["independent_source"] == "train_clean"
     assert info["independent_source_text"] == "clean training labels (labels_train_clean.npz)"
     m, literal, ignoring = explicit_counts(y_train.tolist(), ECG12, ECG12_RHYTHM_NORMAL)
@@ -617,7 +639,8 @@ def test_fig6_spearman_of_every_normalisation_in_report_md(tmp_path):
     rng = np.random.default_rng(9)
     mix, flow = rng.uniform(0.1, 0.9, 12), rng.uniform(0.1, 0.9, 12)
     ecg12_sweep(tmp_path, y, mix, flow)
-    report_md = make_report(tmp_path)["report_md"]
+    report = make_report(tmp_path, figures=True)
+    report_md = report.report_md
     assert (tmp_path / "report" / "report.md").read_text() == report_md
 
     keep = [j for j, c in enumerate(ECG12) if c != "正常ECG"]
@@ -632,23 +655,21 @@ def test_fig6_spearman_of_every_normalisation_in_report_md(tmp_path):
     pa, pb = per(a), per(b)
     ratios = {"none": a / b, "joint": joint(a) / joint(b),
               "per_method": np.where(pb > 0, pa / np.where(pb > 0, pb, 1), np.nan)}
-    rows = {"none": "| none |", "joint": "| **joint** (default) |", "per_method": "| per_method |"}
-    lines = report_md.splitlines()
+    rows = {"none": "none", "joint": "**joint** (default)", "per_method": "per_method"}
     for norm, ratio in ratios.items():
-        cells = next(line for line in lines if line.startswith(rows[norm])).split("|")
-        for column, count in ((2, "literal"), (3, "ignore")):
+        cells = next(row for row in md_rows(report_md) if row[0] == rows[norm])
+        for column, count in ((1, "literal"), (2, "ignore")):
             ok = np.isfinite(ratio) & np.isfinite(indep[count])
             expected = stats.spearmanr(ratio[ok], indep[count][ok]).statistic
             assert np.isfinite(expected)
             assert cells[column].strip() == f"{expected:.3f} (n = {ok.sum()})", (norm, count, cells)
     assert "## Fig. 6" in report_md and "ρ ≈ 0.3" in report_md
     # the figure's annotation prints the same table
-    figs_out = figs.make_figures(tmp_path, write=False)
-    assert figs_out["fig6_markdown"] in report_md
-    table, info = figs.fig6_data(collect_runs(tmp_path), "ecg12")
-    note = figs._figure_note(info)
-    for norm in figs.NORMALIZATIONS:
-        for count in figs.COUNTS:
+    assert report.fig6.markdown in report_md  # the section of report.md is the Fig. 6 the figures draw
+    table, info = fig6.fig6_data(ok_runs(tmp_path), "ecg12")
+    note = fig6.figure_note(info)
+    for norm in fig6.NORMALIZATIONS:
+        for count in fig6.COUNTS:
             assert f"{info[f'spearman_rho_{norm}_{count}']:.3f}" in note
 
 
@@ -661,19 +682,19 @@ def test_fig6_literal_vs_ignoring_rhythm_counts():
                   [0, 1, 0, 0, 1],   # sinus tachycardia + low voltage: low voltage alone when ignoring rhythm
                   [0, 0, 1, 0, 0],   # AF alone
                   [1, 0, 0, 1, 1]])  # two abnormalities: none alone
-    ignored = figs.IGNORED_CLASSES["synth_ecg"]
+    ignored = fig6.IGNORED_CLASSES["synth_ecg"]
     assert set(ignored) == {"sinus_rhythm", "sinus_tachycardia", "sinus_bradycardia"}
-    counts = figs.alone_counts(y, names, ignored)
+    counts = fig6.alone_counts(y, names, ignored)
     assert counts["count"].tolist() == [3, 1, 2, 3, 2]
     assert counts["single_literal"].tolist() == [1, 0, 1, 0, 0]
     assert counts["single_ignore_rhythm"].tolist() == [1, 0, 1, 1, 1]
     # with nothing to ignore (ChestX-ray14) the two counts agree
-    plain = figs.alone_counts(y, names, figs.IGNORED_CLASSES["chestxray14"])
+    plain = fig6.alone_counts(y, names, fig6.IGNORED_CLASSES["chestxray14"])
     assert plain["single_ignore_rhythm"].tolist() == plain["single_literal"].tolist()
     # the per-dataset definition covers every dataset, and names only classes that exist there
     for dataset in ("synth_ecg", "ecg12", "ecg55", "chestxray14", "nih1000"):
-        assert dataset in figs.IGNORED_CLASSES and dataset in figs.NORMAL_CLASSES
-        assert set(figs.NORMAL_CLASSES[dataset]) <= set(figs.IGNORED_CLASSES[dataset])
+        assert dataset in fig6.IGNORED_CLASSES and dataset in fig6.NORMAL_CLASSES
+        assert set(fig6.NORMAL_CLASSES[dataset]) <= set(fig6.IGNORED_CLASSES[dataset])
     from flowmixup.data.synth_ecg import CLASSES as SYNTH
 
     assert set(ignored) <= set(SYNTH)
@@ -681,8 +702,8 @@ def test_fig6_literal_vs_ignoring_rhythm_counts():
 
     for dataset in ("ecg12", "ecg55"):
         conf = yaml.safe_load((PROJECT_ROOT / "conf" / "dataset" / f"{dataset}.yaml").read_text())
-        assert set(figs.IGNORED_CLASSES[dataset]) <= set(conf["classes"]), dataset
-    assert set(figs.IGNORED_CLASSES["ecg12"]) == ECG12_RHYTHM_NORMAL
+        assert set(fig6.IGNORED_CLASSES[dataset]) <= set(conf["classes"]), dataset
+    assert set(fig6.IGNORED_CLASSES["ecg12"]) == ECG12_RHYTHM_NORMAL
 
 
 def test_fig6_literal_count_from_synth_ecg_runs(tmp_path):
@@ -697,7 +718,7 @@ def test_fig6_literal_count_from_synth_ecg_runs(tmp_path):
                            "test_auc_best": 0.5, "test_f1_best": rng.uniform(0.3, 0.9, len(SYNTH))})
         write_predictions(write_run(tmp_path, "synth_ecg", s.regularizer, s.alpha, s.keep_original, 0.1,
                                     per_class=pc), y, SYNTH)
-    table, info = figs.fig6_data(collect_runs(tmp_path), "synth_ecg")
+    table, info = fig6.fig6_data(ok_runs(tmp_path), "synth_ecg")
     assert len(table) == 15 and info["count"] == "ignore_rhythm"
     rhythm = {"sinus_rhythm", "sinus_tachycardia", "sinus_bradycardia", "atrial_fibrillation"}
     literal = table.set_index("class")["independent_ratio_literal"]
@@ -705,7 +726,7 @@ def test_fig6_literal_count_from_synth_ecg_runs(tmp_path):
     assert (table.set_index("class")["independent_ratio"].drop(list(rhythm)) > 0).all()
     assert info["n_classes_joint_literal"] == info["n_classes_joint_ignore_rhythm"] == 15
     assert np.isfinite(info["spearman_rho_joint_ignore_rhythm"])
-    report_md = make_report(tmp_path)["report_md"]
+    report_md = make_report(tmp_path, figures=True).report_md
     assert "### Synthetic ECG" in report_md
     assert "sinus_rhythm, sinus_tachycardia, sinus_bradycardia" in report_md  # the classes ignored, named
 
@@ -718,13 +739,13 @@ def test_memorisation_section_best_epoch_and_gap_per_noise(tmp_path):
     write_run(tmp_path, "synth_ecg", "erm", noise=0.0, seed=0, curve=[0.2, 0.4, 0.5, 0.6, 0.65, 0.7])
     write_run(tmp_path, "synth_ecg", "flowmixup", 3.0, False, noise=0.4, curve=[0.2, 0.4, 0.5, 0.55, 0.56, 0.56])
     report = make_report(tmp_path)
-    md = report["report_md"]
+    md = report.report_md
     assert "## Memorisation: best vs last epoch" in md and "### synth_ecg (test macro_f1)" in md
     section = md[md.index("## Memorisation"):]
-    erm = next(line for line in section.splitlines() if line.startswith("| ERM |"))
+    erm = next(row for row in md_rows(section) if row[0] == "ERM")
     # noise 0: best = last at epoch 6; noise 0.4: best (0.5 + 0.6) / 2 at epochs 3 and 4 -> 3.5, last 0.35
-    assert erm == "| ERM | 0.7000 (6/6) | 0.7000 | 0.0000 | 0.5500 (4/6) | 0.3500 | 0.2000 |"
-    memo = pd.read_csv(io.StringIO(report["files"][tmp_path / "report" / "memorisation.csv"]))
+    assert erm == ["ERM", "0.7000 (6/6)", "0.7000", "0.0000", "0.5500 (4/6)", "0.3500", "0.2000"]
+    memo = pd.read_csv(io.StringIO(report.files["memorisation.csv"]))
     row = memo[(memo["setting"] == "ERM") & (memo["noise"] == 0.4)].iloc[0]
     assert row["best_epoch"] == 3.5 and row["seeds"] == 2 and row["diff"] == pytest.approx(0.2)
     flow = memo[memo["setting"].str.startswith("Flow-Mixup")].iloc[0]
@@ -742,8 +763,14 @@ def with_summary(run: Path, **changes) -> Path:
 
 
 def table_rows(markdown: str) -> list[str]:
-    return [line.split("|")[2 if line.startswith("| ECG") or line.startswith("|  |") else 1].strip()
-            for line in markdown.splitlines() if line.startswith("| ") and "Regularization" not in line]
+    """The row labels of every table in ``markdown`` (the Regularization column, whichever it is)."""
+    labels, at = [], 0
+    for row in md_rows(markdown):
+        if "Regularization" in row:
+            at = row.index("Regularization")
+        else:
+            labels.append(row[at])
+    return labels
 
 
 def test_runs_differing_in_backbone_or_lr_are_separate_rows(tmp_path):
@@ -754,14 +781,14 @@ def test_runs_differing_in_backbone_or_lr_are_separate_rows(tmp_path):
                      backbone="resnet34_1d")
     write_run(tmp_path, "ecg12", "erm", noise=0.1, best=0.5, subdir="c")
     report = make_report(tmp_path)
-    assert report["counts"]["ok"] == 3 and report["counts"]["duplicates"] == 0
-    tidy = report["tidy"]["II"]
+    assert report.counts["ok"] == 3 and report.counts["duplicates"] == 0
+    tidy = report.tidy["II"]
     flow = tidy[tidy["regularizer"] == "flowmixup"].set_index("setting")
     assert flow.loc["Flow-Mixup (α=3.0, Op=False) [backbone=tiny]", "mean"] == pytest.approx(0.60)
     assert flow.loc["Flow-Mixup (α=3.0, Op=False) [backbone=resnet34_1d]", "mean"] == pytest.approx(0.70)
-    assert "| ERM | **0.5000**" not in report["markdown"]["II"]  # ERM keeps its plain label
-    assert "ERM" in table_rows(report["markdown"]["II"])
-    assert f"{a}" not in report["report_md"] and f"{b}" not in report["report_md"]  # nothing left out or duplicated
+    erm = next(row for row in md_rows(report.markdown["II"]) if row[1] == "ERM")  # ERM keeps its plain label
+    assert erm[2] == "0.5000 (paper 0.6531)"
+    assert f"{a}" not in report.report_md and f"{b}" not in report.report_md  # nothing left out or duplicated
 
     # the same with a full config in the summary: only trainer.lr differs (num_workers and paths never split)
     root = tmp_path / "cfg"
@@ -770,7 +797,7 @@ def test_runs_differing_in_backbone_or_lr_are_separate_rows(tmp_path):
         with_summary(run, config={"trainer": {"lr": lr, "num_workers": workers, "device": "cpu"},
                                   "paths": {"output_dir": str(run)}, "seed": seed,
                                   "regularizer": {"name": "mixup", "label": "Mixup", "shown": ["alpha"], "alpha": 3.0}})
-    tidy = make_report(root)["tidy"]["II"]
+    tidy = make_report(root).tidy["II"]
     mixup = tidy[tidy["regularizer"] == "mixup"].set_index("setting")
     assert mixup.loc["Mixup (α=3.0) [trainer.lr=0.001]", "n_seeds"] == 2  # x and z: seeds 0 and 1
     assert mixup.loc["Mixup (α=3.0) [trainer.lr=0.01]", "n_seeds"] == 1
@@ -785,9 +812,9 @@ def test_true_duplicates_are_listed_with_the_run_used(tmp_path):
     os.utime(old / "summary.json", (1_000_000, 1_000_000))
     os.utime(new / "summary.json", (2_000_000, 2_000_000))
     report = make_report(tmp_path)
-    assert report["counts"]["duplicates"] == 1 and report["counts"]["ok"] == 1
+    assert report.counts["duplicates"] == 1 and report.counts["ok"] == 1
     assert cell(report, "II", "ecg55", ERM, 0.4, "best")["mean"] == pytest.approx(0.50)  # the newest
-    assert f"- `{old}`: duplicate of `{new}` (used)" in report["report_md"]
+    assert f"- `{old}`: duplicate of `{new}` (used)" in report.report_md
 
 
 def test_display_names_and_metric_from_the_config(tmp_path):
@@ -812,16 +839,14 @@ def test_display_names_and_metric_from_the_config(tmp_path):
     del summary["primary_metric"]
     (unknown / "summary.json").write_text(json.dumps(summary))
     report = make_report(tmp_path)
-    rows = table_rows(report["markdown"]["II"])
+    rows = table_rows(report.markdown["II"])
     assert rows[-1] == "CutMix (beta=0.5)" and rows[:6] == [s.label for s in (ERM, MIX1, MIX3, MANI, FLOW_F, FLOW_T)]
-    assert "**0.6100**" in report["markdown"]["II"]
-    assert "### mydata" in report["markdown"]["I"]  # auc, from the config
-    assert "datasets left out (primary metric unknown or not auc/macro_f1): weird" in report["report_md"]
+    assert "**0.6100**" in report.markdown["II"]
+    assert "### mydata" in report.markdown["I"]  # auc, from the config
+    assert "datasets left out (primary metric unknown or not auc/macro_f1): weird" in report.report_md
 
 
 def test_bad_summaries_are_one_line_each(tmp_path):
-    from flowmixup.report.tables import check_sweep
-
     write_run(tmp_path, "ecg12", "erm", noise=0.1)
     bad = tmp_path / "bad"
     bad.mkdir()
@@ -832,3 +857,127 @@ def test_bad_summaries_are_one_line_each(tmp_path):
     assert check.lines == [f"{bad / 'summary.json'}: invalid JSON at line 1, column 18 (Expecting property name "
                            "enclosed in double quotes)", f"{tmp_path / 'empty' / 'summary.json'}: empty file"]
     assert len(check.runs) == 1 and check.bad_summaries == 2
+
+
+# --------------------------------------------------------------------------------------------------------------
+# One pipeline: everything computed once, written at once, the same files from both command lines; no import circle
+# --------------------------------------------------------------------------------------------------------------
+def test_a_report_prepares_the_runs_once_and_computes_fig6_once(tmp_path, monkeypatch):
+    for dataset in ("ecg12", "chestxray14"):
+        for s in (MIX3, FLOW_F):
+            for seed in (0, 1):
+                write_run(tmp_path, dataset, s.regularizer, s.alpha, s.keep_original, 0.1, seed, best=0.6 + 0.01 * seed)
+    calls = {"prepare_runs": 0, "fig6_data": 0}
+
+    def counted(name, function):
+        def wrapper(*args, **kwargs):
+            calls[name] += 1
+            return function(*args, **kwargs)
+        return wrapper
+
+    for module in [m for name, m in sys.modules.items() if name.startswith("flowmixup.report.")]:
+        for name in calls:
+            if callable(getattr(module, name, None)):
+                monkeypatch.setattr(module, name, counted(name, getattr(module, name)))
+    report = build_report(tmp_path)
+    assert calls == {"prepare_runs": 1, "fig6_data": 2}  # once per report; Fig. 6 once per dataset
+    assert report.fig6.markdown in report.report_md and "figures/fig6_ecg12.png" in report.files
+    assert not (tmp_path / "report").exists()  # building writes nothing
+    written = write_report(report)
+    assert sorted(p.relative_to(tmp_path / "report").as_posix() for p in written) == sorted(report.files)
+
+
+def test_both_command_lines_write_the_same_files(tmp_path):
+    """scripts/make_tables.py and the sweep (reproduce_tables.py: build_report(sweep) then write_report into
+    <sweep>/report) write the same files from one build_report."""
+    import runpy
+
+    sweep = tmp_path / "sweep"
+    for s in (MIX3, FLOW_F, ERM):
+        for seed in (0, 1):
+            write_run(sweep, "ecg12", s.regularizer, s.alpha, s.keep_original, 0.1, seed, best=0.6 + 0.02 * seed)
+    module = runpy.run_path(str(SCRIPT), run_name="make_tables")
+    assert module["main"]([str(sweep), "--out-dir", str(tmp_path / "cli")]) == 0
+    write_report(build_report(sweep), tmp_path / "sweep_report")
+    cli = {p.relative_to(tmp_path / "cli").as_posix(): p for p in (tmp_path / "cli").rglob("*") if p.is_file()}
+    own = {p.relative_to(tmp_path / "sweep_report").as_posix(): p for p in (tmp_path / "sweep_report").rglob("*")
+           if p.is_file()}
+    assert sorted(cli) == sorted(own) and "figures/fig6_ecg12.png" in cli
+    for name in cli:
+        if not name.endswith((".png", ".pdf")):  # a PDF holds the time it was made
+            assert cli[name].read_bytes() == own[name].read_bytes(), name
+
+
+def test_latex_through_styler_booktabs_and_multicolumn_headers(tmp_path):
+    for dataset in ("ecg12", "ecg55"):  # the same noise levels: one tabular in Table II, as in the paper
+        for s, best in ((ERM, 0.5), (FLOW_F, 0.6)):
+            for noise in (0.0, 0.4):
+                write_run(tmp_path, dataset, s.regularizer, s.alpha, s.keep_original, noise, best=best)
+    write_run(tmp_path, "chestxray14", "erm", noise=0.1, best=0.7)
+    report = make_report(tmp_path)
+    t1, t2, t3 = (report.tables[k].latex for k in ("I", "II", "III"))
+    assert t1.count(r"\begin{tabular}{lccc}") == 1 and r"ChestX-ray14 & \multicolumn{3}{c}{10\%} \\" in t1
+    assert r"Regularization & Best & Last & Diff. \\" in t1
+    assert t2.count(r"\begin{tabular}") == 1 and r"Dataset & Regularization & 0\% & 40\% \\" in t2
+    assert r"ECG-12 & ERM & \underline{0.5000} {\scriptsize(paper 0.6617)}" in t2 and "\nECG-55 & ERM & " in t2
+    assert "\n & Mixup ($\\alpha=1.0$) & -- {\\scriptsize(paper 0.6773)}" in t2  # the dataset on its first row only
+    assert r" & Flow-Mixup ($\alpha=3.0$, Op=False) & \textbf{0.6000} {\scriptsize(paper 0.6994)}" in t2
+    assert r" & \multicolumn{2}{c}{ECG-12} & \multicolumn{2}{c}{ECG-55} \\" in t3
+    for tex in (t1, t2, t3):
+        assert tex.count(r"\toprule") == tex.count(r"\midrule") == tex.count(r"\bottomrule") == tex.count(
+            r"\begin{tabular}")
+        assert tex.startswith("% generated by flowmixup.report.tables") and tex.endswith("\\end{table*}\n")
+    # Markdown: Table II's shared table names each dataset on its first row
+    rows = md_rows(report.markdown["II"])
+    assert rows[0] == ["Dataset", "Regularization", "0%", "40%"]
+    assert [r[0] for r in rows[1:]] == ["ECG-12", "", "", "", "", "", "ECG-55", "", "", "", "", ""]
+
+
+def _imports(path: Path, module: str, modules: set[str]) -> set[str]:
+    """The modules of ``modules`` that ``path`` (module ``module``) imports, at module level or in a function."""
+    package = module if path.name == "__init__.py" else module.rsplit(".", 1)[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parent = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                base = f"{parent}.{base}" if base else parent
+            found |= {base} | {f"{base}.{alias.name}" for alias in node.names}
+    return {m for m in found if m in modules and m != module}
+
+
+def test_no_import_circle_in_src():
+    root = PROJECT_ROOT / "src"
+    paths = {".".join(p.relative_to(root).with_suffix("").parts).removesuffix(".__init__"): p
+             for p in (root / "flowmixup").rglob("*.py")}
+    graph = {module: _imports(path, module, set(paths)) for module, path in paths.items()}
+    assert "flowmixup.report.tables" in graph["flowmixup.report.pipeline"]  # the graph sees relative imports
+
+    def circle_from(module: str, trail: list[str]) -> list[str] | None:
+        if module in trail:
+            return trail[trail.index(module):] + [module]
+        for imported in sorted(graph[module]):
+            if imported not in done and (circle := circle_from(imported, trail + [module])):
+                return circle
+        done.add(module)
+        return None
+
+    done: set[str] = set()
+    for module in sorted(graph):
+        circle = circle_from(module, [])
+        assert circle is None, " -> ".join(circle)
+
+
+def test_report_modules_have_short_functions_and_lines():
+    """No function of the report's modules is longer than 60 lines, no line longer than 120 characters."""
+    folder = PROJECT_ROOT / "src" / "flowmixup" / "report"
+    for path in sorted(set(folder.glob("*.py")) - {folder / "reproduce.py", folder / "planner.py"}):
+        text = path.read_text(encoding="utf-8")
+        long = [(node.name, node.end_lineno - node.lineno + 1) for node in ast.walk(ast.parse(text))
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 60]
+        assert not long, (path.name, long)
+        wide = [i for i, line in enumerate(text.splitlines(), 1) if len(line) > 120]
+        assert not wide, (path.name, wide)

@@ -9,9 +9,20 @@ another order) computes differently, are not a failure; any real change of a val
 shown in a table) or of the text is one (``test_a_real_change_still_fails`` shows both sides).
 
 The CSVs hold their floats at 10 significant digits (``flowmixup.report.output.CSV_SIGNIFICANT_DIGITS``); the
-expected CSVs were rewritten once for that (commit "report CSVs at 10 significant digits"), the Markdown and LaTeX
-files are the ones of the report before the pandas rewrite (commit "Golden report fixture"), with the sweep's path
-replaced by ``<SWEEP>``.
+expected CSVs were rewritten once for that (commit "report CSVs at 10 significant digits"). The files hold the
+sweep's path as ``<SWEEP>``.
+
+The Markdown files were re-recorded once when the tables moved to pandas (commit "Golden report files re-recorded
+for the tables rendered through pandas"): ``DataFrame.to_markdown`` (tabulate's pipe format) pads every cell of a
+column to the column's width and writes the separator row as dashes of that width with colons for the alignment
+(``|:-----|:-----:|``, the row labels left, the numbers centred as before), where the hand renderer wrote
+``| a | b |`` and ``|---|:-:|``. That is all that changed in the bytes: every line outside a table, every cell's
+text (numbers, ±, the bold / underline marks, ``[k/n]``, ``(paper x)``, ``—`` / ``failed``) and every table's rows,
+columns and order are the same, which a parse of the old and new files cell by cell confirmed. It is fine because
+Markdown ignores the padding (the rendered tables are identical) and the padded tables also read as tables as plain
+text. The LaTeX (``Styler.to_latex``, booktabs, the noise levels or datasets as multicolumn headers) and the CSVs are
+unchanged byte for byte on this fixture (a span of one column is now written without ``\\multicolumn{1}{c}``, and
+datasets sharing a Table II tabular are no longer separated by a ``\\midrule``: neither occurs here).
 """
 from __future__ import annotations
 

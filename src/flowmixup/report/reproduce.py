@@ -581,7 +581,7 @@ def run_profile(profile: str, seeds: list[int], sweep: Path, launcher: str | Non
     their jobs share the GPU slots of the sweep folder, so every GPU stays busy even when a block has fewer runs
     than there are GPUs.
     """
-    from . import figures, tables
+    from flowmixup.report.pipeline import build_report, write_report
 
     started = time.time()
     root_dir = Path(project_root) if project_root is not None else find_project_root()
@@ -612,10 +612,10 @@ def run_profile(profile: str, seeds: list[int], sweep: Path, launcher: str | Non
         else:
             todo.append((i, b))
     _run_blocks(todo, len(blocks), total, sweep, root_dir, launcher, hydra_args, max(1, int(blocks_at_once)))
-    tables.make_report(sweep)
-    figs = figures.make_figures(sweep)
-    print((sweep / "report" / "report.md").read_text(), flush=True)
-    print(f"[reproduce] report: {sweep / 'report'} ({len(figs.get('paths', []))} figure files); "
+    report = build_report(sweep)
+    write_report(report, sweep / "report")
+    print(report.report_md, flush=True)
+    print(f"[reproduce] report: {sweep / 'report'} ({len(report.figure_files)} figure files); "
           f"wall time {time.time() - started:.0f}s", flush=True)
     write_json(sweep / "report" / "wall_time.json", {"wall_time_s": round(time.time() - started, 1)})
 

@@ -1,16 +1,30 @@
-"""Reading and checking a sweep's run folders, and what a run is: its dataset, its table row (:class:`Setting`),
-its primary metric. Every reader returns or raises a one-line problem naming what is wrong, never a traceback.
+"""A sweep's run folders read into one DataFrame, and what a run is: its dataset, its table row (:class:`Setting`),
+its noise, seed and primary metric.
+
+``summary.json`` files (at any depth below the sweep) -> :func:`collect_runs` (or :func:`check_sweep`, which also
+checks every run file and ``grid.json``): one row per run, every summary key and every value of the run's config as
+a dotted column (``config.trainer.lr``; the summary's ``config`` key, else ``<run>/config.yaml``) ->
+:func:`prepare_runs`: each run's table row, noise, seed and primary metric; runs that differ in a setting other than
+the seed get their own rows; true duplicates are set aside.
+
+**No run is dropped silently.** A run's row is its regularizer and the settings its config shows
+(``regularizer.label`` / ``regularizer.shown``; older summaries: the built-in names and α / Op). When runs of one
+dataset, row and noise level differ in any other result-affecting setting (every config value except
+:data:`EXECUTION_ONLY`), each setting value gets its own row, labelled e.g. ``Flow-Mixup (α=3.0, Op=False)
+[backbone=resnet34_1d]``. Runs alike in everything including the seed are duplicates: the newest ok one is used
+and all are listed in ``report.md``. Every reader returns or raises a one-line problem naming what is wrong, never
+a traceback.
 """
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import json
 import math
 import os
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 import pandas as pd
@@ -27,6 +41,16 @@ REQUIRED_KEYS = ("status", "dataset", "regularizer", "noise", "seed")
 METRICS_COLUMNS = {"auc": "test_auc", "macro_f1": "test_macro_f1"}
 PER_CLASS_COLUMNS = ("class", "train_count", "train_single_count")
 PER_CLASS_METRIC = {"auc": "test_auc", "macro_f1": "test_f1"}
+DDOF = 1  # the standard deviation over seeds is the sample one, everywhere in the report
+
+# Settings that change how or where a run executes, never its result: they never split a table row. Patterns on
+# the config's dotted keys (fnmatch). Everything else in a run's config is result-affecting.
+EXECUTION_ONLY = ("seed", "paths.*", "trainer.device", "trainer.num_workers", "trainer.num_threads",
+                  "trainer.progress", "trainer.resume", "trainer.skip_finished", "trainer.compile*", "logger.*",
+                  "logger", "hydra.*", "dataset.root", "dataset.prepare_workers", "*cache_dir", "*.cache_dir",
+                  "run_dir", "output_dir", "dataset.label", "dataset.report_metrics")
+# Summary keys that are settings, for older summaries without any config (the others are results).
+SUMMARY_SETTINGS = ("backbone", "mix_points", "corruption_kind", "epochs_planned")
 
 
 def latex_escape(text: str) -> str:
@@ -303,24 +327,6 @@ def check_sweep(sweep_dir: str | os.PathLike, run_files: bool = True, which: str
     return SweepCheck(_runs_frame(good), problems, bad_summaries, n, grid)
 
 
-def _packaged_csv(path: str | os.PathLike | None, name: str, columns: str, dtype: dict) -> pd.DataFrame:
-    """``path``, else the packaged ``name``, as a frame; ValueError when one of ``columns`` is missing."""
-    with (resources.files("flowmixup.report") / name if path is None else Path(path)).open("rb") as fh:
-        frame = pd.read_csv(fh, dtype=dtype)
-    if missing := set(columns.split()) - set(frame):
-        raise ValueError(f"{path or name}: missing columns {sorted(missing)}")
-    return frame
-
-
-def load_paper_tables(paper_csv: str | os.PathLike | None = None) -> pd.DataFrame:
-    """The paper's numbers (the packaged ``paper_tables.csv`` unless given), with ``setting`` and ``noise_key``."""
-    frame = _packaged_csv(paper_csv, "paper_tables.csv", "table dataset regularizer alpha keep_original noise metric "
-                          "value", {"keep_original": "string", "alpha": "string"})
-    frame["setting"] = [Setting.of(*x) for x in zip(frame["regularizer"], frame["alpha"], frame["keep_original"])]
-    frame["noise_key"] = frame["noise"].map(noise_key)
-    return frame
-
-
 def seed_key(seed: Any) -> Any:
     if is_missing(seed):
         return None
@@ -357,10 +363,75 @@ def load_grid(sweep_dir: str | os.PathLike) -> list[tuple[str, Setting, float, A
     return grid
 
 
-def load_published(published_csv: str | os.PathLike | None = None) -> dict:
-    """Other papers' numbers shown beside a cell (the packaged ``published_baselines.csv`` unless given):
-    ``(dataset, metric, regularizer, noise, quantity) -> (value as a fraction, source)``."""
-    frame = _packaged_csv(published_csv, "published_baselines.csv", "dataset metric regularizer noise quantity value "
-                          "source", dict.fromkeys(["dataset", "metric", "regularizer", "quantity"], str))
-    return {(r.dataset, r.metric, r.regularizer, noise_key(r.noise), r.quantity): (float(r.value), str(r.source))
-            for r in frame.itertuples(index=False)}
+# ---- Runs -> rows, duplicates --------------------------------------------------------------------------------------
+class PreparedRuns(NamedTuple):
+    """What :func:`prepare_runs` makes of :func:`collect_runs`' frame."""
+
+    used: pd.DataFrame  # the usable runs, one per dataset, row, noise and seed, with _setting, _noise, _seed, _metric
+    duplicates: pd.DataFrame  # the duplicate runs set aside, with _kept: the run_dir used instead
+    unreadable: list[tuple[str, str]]  # (summary path, problem) of the rows that cannot be used, sorted
+
+    @property
+    def ok(self) -> pd.DataFrame:
+        """The used runs that ended ok."""
+        return self.used[self.used["status"] == "ok"] if len(self.used) else self.used
+
+
+def _row_keys(runs: pd.DataFrame) -> tuple[list[dict], list[tuple[str, str]]]:
+    """Per usable run its index and ``_setting`` / ``_noise`` / ``_seed`` / ``_metric``; the problems of the others."""
+    unreadable, keep = [], []
+    for i, r in runs.iterrows():
+        where = str(Path(str(r.get("run_dir", "?"))) / "summary.json")
+        if r.get("status") == "unreadable" or is_missing(r.get("dataset")) or is_missing(r.get("regularizer")):
+            reason = r.get("reason") if r.get("status") == "unreadable" else None
+            unreadable.append((where, "missing dataset or regularizer" if is_missing(reason) else str(reason)))
+            continue
+        try:
+            keep.append({"index": i, "_setting": setting_of(r.to_dict()), "_noise": noise_key(r["noise"]),
+                         "_seed": seed_key(r.get("seed")), "_metric": primary_metric_of(r.to_dict())})
+        except (KeyError, TypeError, ValueError) as exc:
+            unreadable.append((where, f"unusable values ({type(exc).__name__}: {exc})"))
+    return keep, sorted(unreadable)
+
+
+def _split_rows(used: pd.DataFrame) -> pd.DataFrame:
+    """``_setting`` with ``extra``: the result-affecting settings (the summary's setting keys, every config value
+    not :data:`EXECUTION_ONLY`) that differ between runs of one dataset, row and noise level."""
+    columns = [c for c in used.columns if c in SUMMARY_SETTINGS or c.startswith("config.") and not any(
+        fnmatch.fnmatchcase(c[len("config."):], p) for p in EXECUTION_ONLY + ("noise", "dataset.name"))]
+    values = used[columns].map(hashable)
+    varies = values.groupby([used["dataset"], used["_setting"], used["_noise"]], sort=False).nunique(dropna=False).gt(1)
+    if not varies.any(axis=None):
+        return used
+    varying = varies.groupby(level=[0, 1], sort=False).any()
+    extras = []
+    for (dataset, setting), row in zip(zip(used["dataset"], used["_setting"]), values.itertuples(index=False)):
+        flags = varying.loc[(dataset, setting)]
+        extra = tuple((c.removeprefix("config."), v) for c, v, f in zip(columns, row, flags) if f)
+        extras.append(dataclasses.replace(setting, extra=extra))
+    return used.assign(_setting=extras)
+
+
+def _set_aside_duplicates(used: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One run per dataset, row, noise and seed (an ok run over a failed one, then the newest) and the others."""
+    ranked = used.assign(_ok=used["status"].eq("ok"), _mtime=used.get("summary_mtime", 0.0)).sort_values(
+        ["_ok", "_mtime"], kind="stable")
+    key = ["dataset", "_setting", "_noise", "_seed"]
+    dup = ranked.duplicated(key, keep="last")
+    kept = ranked[~dup].set_index(key)["run_dir"]
+    duplicates = ranked[dup].assign(_kept=[kept.loc[tuple(k)] for k in ranked.loc[dup, key].itertuples(index=False)])
+    return used.loc[ranked.index[~dup]].sort_index(), duplicates
+
+
+def prepare_runs(runs: pd.DataFrame) -> PreparedRuns:
+    """The runs of :func:`collect_runs` as table rows: each run's ``_setting`` (split on every result-affecting
+    setting that differs), ``_noise``, ``_seed`` and ``_metric``, duplicates set aside, unusable rows named."""
+    keep, unreadable = _row_keys(runs)
+    if not keep:
+        empty = runs.iloc[0:0].assign(_setting=None, _noise=None, _seed=None, _metric=None, dataset="")
+        return PreparedRuns(empty, empty.assign(_kept=None), unreadable)
+    used = runs.loc[[k["index"] for k in keep]].assign(
+        **{c: [k[c] for k in keep] for c in ("_setting", "_noise", "_seed", "_metric")},
+        dataset=lambda f: f["dataset"].astype(str))
+    used, duplicates = _set_aside_duplicates(_split_rows(used))
+    return PreparedRuns(used, duplicates, unreadable)
