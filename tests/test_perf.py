@@ -77,7 +77,9 @@ def test_round_robin_interleaves_and_a_failing_probe_leaves_the_rotation():
                 raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB\nmore detail")
             return 0.1 * self.n, None
 
-    timings = perf.time_round_robin({"a": Fake("a"), "b": Fake("b", fail_at=2), "c": Fake("c")}, rounds=3)
+    probes = {"a": Fake("a"), "b": Fake("b", fail_at=2), "c": Fake("c")}
+    timings = perf.time_round_robin(probes, rounds=3)
+    assert list(probes) == ["a", "c"]  # the failed one is let go, so that its memory is freed
     assert calls == ["a", "b", "c", "a", "b", "c", "a", "c"]
     assert timings["a"].seconds == pytest.approx([0.1, 0.2, 0.3]) and timings["a"].median == pytest.approx(0.2)
     assert timings["b"].median is None

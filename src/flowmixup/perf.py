@@ -304,20 +304,21 @@ class Timing:
 
 def time_round_robin(probes: dict[str, Probe], rounds: int) -> dict[str, Timing]:
     """``rounds`` rounds of one step of each probe in turn, so that drift of the machine (clock, caches, other load)
-    hits all of them alike. A probe whose step raises (e.g. out of memory) leaves the rotation with its error."""
-    timings, live = {key: Timing() for key in probes}, dict(probes)
+    hits all of them alike. A probe whose step raises (e.g. out of memory) leaves the rotation with its error, and
+    ``probes``, so that its memory is freed for the others."""
+    timings = {key: Timing() for key in probes}
     for _ in range(rounds):
-        for key, probe in list(live.items()):
+        for key in list(probes):
             try:
-                seconds, peak = probe.timed_step()
+                seconds, peak = probes[key].timed_step()
             except Exception as err:  # noqa: BLE001 - a variant that does not fit is a result
                 timings[key].error = one_line(err)
-                del live[key]
-                release(probe.device)
+            else:
+                timings[key].seconds.append(seconds)
+                if peak is not None:
+                    timings[key].peak_bytes = max(peak, timings[key].peak_bytes or 0)
                 continue
-            timings[key].seconds.append(seconds)
-            if peak is not None:
-                timings[key].peak_bytes = max(peak, timings[key].peak_bytes or 0)
+            release(probes.pop(key).device)  # outside the except clause: its traceback no longer holds the probe
     return timings
 
 
@@ -366,7 +367,8 @@ def measure(
             rows[v.key].update(info)
         except Exception as err:  # noqa: BLE001 - e.g. out of memory, or a failed compilation
             rows[v.key].update(ok=False, error=one_line(err))
-            release(device)
+        if v.key not in probes:
+            release(device)  # outside the except clause, whose traceback holds the half-built probe
         log(
             f"  {backbone.label[:34]:34s} {v.key:28s} "
             + (f"built, warm-up {rows[v.key]['warmup_s']} s" if v.key in probes else rows[v.key]["error"])
