@@ -3,12 +3,15 @@
 Four sections, each written to ``outputs/gpu_check/gpu_check.json`` as soon as it ends (a cut-short check keeps
 what it measured) and printed as a table:
 
-1. ``steps``: per backbone at the paper's settings (DenseNet-121 behind its two stride-2 stem convolutions on
-   1024-px images; 1-D ResNet-34 on 8 x 5,000 ECGs; batch 32) and per regularizer (ERM, Mixup, Manifold Mixup,
-   Flow-Mixup Op=False/True): the median training-step time in fp32 and bf16 autocast (and with
-   ``trainer.compile`` for ERM and Flow-Mixup), peak GPU memory (``torch.cuda.max_memory_allocated``), samples/s.
-   The step is the trainer's own (:func:`flowmixup.training.loop.train_step`).
-2. ``loader``: a short real training (``train.py``, the paper's ChestX-ray14 experiment, bf16) on a generated
+1. ``steps``: per backbone at the paper's settings (its experiments: DenseNet-121 behind its two stride-2 stem
+   convolutions on 1024-px images; 1-D ResNet-34 on 8 x 5,000 ECGs; batch 32) and per regularizer of the paper's
+   rows (``flowmixup.perf.paper_rows``: ERM, Mixup, Manifold Mixup, Flow-Mixup Op=False/True): the median
+   training-step time in fp32 and bf16 autocast (and with ``trainer.compile`` for ERM and Flow-Mixup), the peak GPU
+   memory a run of that configuration alone holds (its weights, gradients, Adam state and batch, plus the step's
+   ``torch.cuda.max_memory_allocated`` above them), samples/s. Models are built and stepped by the trainer's own
+   functions (:mod:`flowmixup.training.build`, :func:`flowmixup.training.loop.train_step`); the configurations of
+   a backbone are timed round-robin, one step of each in turn (:func:`flowmixup.perf.measure`).
+2. ``loader``: a short real training (``train.py``, the paper's ChestX-ray14 experiment) on a generated
    ChestX-ray14 root in NIH's layout (synthetic 1024-px PNGs, NIH's table and split lists) prepared into the HDF5
    cache by ``prepare_data.py``, with ``trainer.num_workers`` > 0: the fraction of training time spent waiting
    for the next batch (``data_wait_fraction`` in the run's summary), so you see whether the loader keeps up.
@@ -19,6 +22,7 @@ what it measured) and printed as a table:
     python scripts/gpu_check.py                       # on a GPU: about 6-8 minutes
     python scripts/gpu_check.py --device cpu --quick  # the same code paths at toy sizes (the test suite runs it)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,7 +30,6 @@ import json
 import os
 import platform
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -34,62 +37,28 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
+
+from flowmixup import perf
+from flowmixup.io import write_json
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # the bench's table printer, beside this script
-REGULARIZERS = {  # name in the tables -> overrides (the paper's rows, alpha as in Table I)
-    "erm": ["regularizer=erm"],
-    "mixup": ["regularizer=mixup", "regularizer.alpha=1.0"],
-    "manifold_mixup": ["regularizer=manifold_mixup", "regularizer.alpha=3.0"],
-    "flowmixup_op_false": ["regularizer=flowmixup", "regularizer.alpha=3.0", "regularizer.keep_original=false"],
-    "flowmixup_op_true": ["regularizer=flowmixup", "regularizer.alpha=3.0", "regularizer.keep_original=true"],
-}
-COMPILED = ("erm", "flowmixup_op_false")
-
-
-def backbones(quick: bool) -> list[dict]:
-    """The paper's two settings; ``quick`` shrinks them to toy sizes that run in seconds on a CPU."""
-    if quick:
-        return [
-            {"name": "densenet121_stem (toy: densenet_small, 1x64x64)", "overrides": [
-                "experiment=paper_chestxray14", "backbone=densenet_small", "backbone.stem_convs=1"],
-             "input": (1, 64, 64), "classes": 14},
-            {"name": "resnet34_1d (toy: 8x500, width 8)", "overrides": [
-                "experiment=paper_ecg12", "backbone.width=8", "backbone.blocks=[2,1,1,1]"],
-             "input": (8, 500), "classes": 12},
-        ]
-    return [
-        {"name": "densenet121 + 2 stem convs, 1x1024x1024", "overrides": ["experiment=paper_chestxray14"],
-         "input": (1, 1024, 1024), "classes": 14},
-        {"name": "resnet34_1d, 8x5000", "overrides": ["experiment=paper_ecg12"], "input": (8, 5000), "classes": 12},
-    ]
 
 
 # ------------------------------------------------------------------------------------------------------ helpers
-def compose(overrides: list[str]):
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return hydra_compose(config_name="config", overrides=overrides)
-
-
-def sync(device) -> None:
-    import torch
-
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def device_info(device) -> dict:
-    import torch
-
     info = {"device": str(device), "torch": torch.__version__, "python": platform.python_version()}
     if device.type == "cuda":
         p = torch.cuda.get_device_properties(device)
-        info.update(name=p.name, memory_gib=round(p.total_memory / 2**30, 1), capability=f"{p.major}.{p.minor}",
-                    multiprocessors=p.multi_processor_count, cuda=torch.version.cuda,
-                    cudnn=torch.backends.cudnn.version(), bf16=torch.cuda.is_bf16_supported())
+        info.update(
+            name=p.name,
+            memory_gib=round(p.total_memory / 2**30, 1),
+            capability=f"{p.major}.{p.minor}",
+            multiprocessors=p.multi_processor_count,
+            cuda=torch.version.cuda,
+            cudnn=torch.backends.cudnn.version(),
+            bf16=torch.cuda.is_bf16_supported(),
+        )
     else:
         info.update(name=platform.processor() or platform.machine(), cpus=os.cpu_count())
     return info
@@ -108,110 +77,69 @@ class Report:
         self.write()
 
     def write(self) -> None:
-        from flowmixup.io import write_json
-
         write_json(self.path, self.data)
 
 
 # ------------------------------------------------------------------------------------------ 1. training steps
-class Probe:
-    """A model, regularizer, loss and optimiser built from a composed config by the trainer's own build functions."""
-
-    def __init__(self, cfg, input_shape: tuple, classes: int, device, batch: int):
-        import torch
-
-        from flowmixup.training import build
-
-        self.device, self.cfg = device, cfg
-        model = build.build_model(cfg, in_channels=input_shape[0], num_classes=classes).to(device)
-        self.channels_last = bool(cfg.trainer.channels_last) and len(input_shape) == 3
-        if self.channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        mix_points = build.resolve_mix_points(cfg, model)
-        self.reg = build.build_regularizer(cfg, model, mix_points, torch.Generator().manual_seed(0))
-        if cfg.trainer.compile:
-            for unit in build.compile_units(model, mix_points):
-                model.get_submodule(unit).compile(backend=cfg.trainer.compile_backend)
-        labels = (np.random.default_rng(0).random((256, classes)) < 0.2).astype(np.float32)
-        self.criterion = build.build_loss(cfg, labels).to(device)
-        self.optimizer = build.build_optimizer(cfg, model)
-        self.model = model.train()
-        self.bf16 = cfg.trainer.precision == "bf16"
-        x = torch.randn(batch, *input_shape)
-        self.x = build.to_input(x, device, self.channels_last)
-        self.y = torch.from_numpy(labels[:batch]).to(device)
-
-    def step(self) -> None:
-        from flowmixup.training.loop import train_step
-
-        train_step(self.reg, self.criterion, self.optimizer, self.x, self.y, self.bf16)
+STEP_FIELDS = (
+    "backbone",
+    "backbone_name",
+    "input",
+    "row",
+    "regularizer",
+    "precision",
+    "compile",
+    "batch",
+    "warmup_s",
+    "timed_steps",
+    "step_ms",
+    "samples_per_s",
+    "ok",
+    "peak_mem_gib",
+    "error",
+)
 
 
-def time_steps(spec: dict, reg_name: str, precision: str, compiled: bool, device, batch: int, steps: int,
-               warmup: int, compile_backend: str = "inductor") -> dict:
-    """Median time of the trainer's own training step for one backbone x regularizer x precision."""
-    import torch
-
-    row = {"backbone": spec["name"], "backbone_name": None, "input": list(spec["input"]), "regularizer": reg_name,
-           "precision": precision, "compile": compiled, "batch": batch}
-    overrides = [*spec["overrides"], *REGULARIZERS[reg_name], f"trainer.precision={precision}",
-                 f"trainer.compile={str(compiled).lower()}", f"trainer.compile_backend={compile_backend}",
-                 f"trainer.batch_size={batch}"]
-    probe = None
-    try:
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
-            torch.cuda.reset_peak_memory_stats(device)
-        cfg = compose(overrides)
-        row["backbone_name"] = str(cfg.backbone.name)
-        probe = Probe(cfg, spec["input"], spec["classes"], device, batch)
-        t0 = time.perf_counter()
-        for _ in range(warmup):
-            probe.step()
-        sync(device)
-        row["warmup_s"] = round(time.perf_counter() - t0, 2)
-        times = []
-        for _ in range(steps):
-            t0 = time.perf_counter()
-            probe.step()
-            sync(device)
-            times.append(time.perf_counter() - t0)
-        step = statistics.median(times)
-        row.update(step_ms=1000 * step, samples_per_s=batch / step, ok=True)
-        if device.type == "cuda":
-            row["peak_mem_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
-    except Exception as err:  # a size that does not fit is a result, not a crash of the whole check
-        row.update(ok=False, error=f"{type(err).__name__}: {str(err).splitlines()[0][:300] if str(err) else ''}")
-    finally:
-        del probe
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
-    return row
+def with_vs_erm(measured: list[dict]) -> list[dict]:
+    """perf.measure's rows of one backbone as gpu_check.json's: ``step_ms``, and ``vs_erm`` against ERM's row at the
+    same precision and compile."""
+    rows = []
+    for r in measured:
+        r = {**r, "step_ms": 1000 * r["step_s"] if r["ok"] else None}
+        rows.append({k: r[k] for k in STEP_FIELDS if r.get(k) is not None or k in ("backbone_name", "ok")})
+    base = {(r["precision"], r["compile"]): r["step_ms"] for r in rows if r["ok"] and r["regularizer"] == "erm"}
+    for r in rows:
+        if r["ok"] and (r["precision"], r["compile"]) in base:
+            r["vs_erm"] = r["step_ms"] / base[(r["precision"], r["compile"])]
+    return rows
 
 
 def section_steps(args, device, report: Report) -> list[dict]:
+    """Per paper backbone: every row x precision (and trainer.compile), built and stepped by the trainer's own
+    functions, timed round-robin (flowmixup.perf.measure)."""
     rows = []
     precisions = ["fp32", "bf16"] if device.type == "cuda" or args.quick else ["fp32"]
-    for spec in backbones(args.quick):
-        for reg_name in REGULARIZERS:
-            for precision in precisions:
-                compile_here = (args.compile and precision == precisions[-1] and reg_name in COMPILED
-                                and (args.compile_all or spec["input"][0] != 1))  # DenseNet: minutes to compile
-                variants = [False] + ([True] if compile_here else [])
-                for compiled in variants:
-                    row = time_steps(spec, reg_name, precision, compiled, device, args.batch, args.steps,
-                                     args.warmup + (2 if compiled else 0), args.compile_backend)
-                    rows.append(row)
-                    print(f"  {row['backbone'][:28]:28s} {reg_name:20s} {precision:4s} compile={compiled!s:5s} "
-                          + (f"{row['step_ms']:8.1f} ms" if row["ok"] else row["error"]), flush=True)
-                    report.set("steps", rows)
-    base = {(r["backbone"], r["precision"], r["compile"]): r["step_ms"] for r in rows
-            if r["ok"] and r["regularizer"] == "erm"}
-    for r in rows:
-        b = base.get((r["backbone"], r["precision"], r["compile"]))
-        if r["ok"] and b:
-            r["vs_erm"] = r["step_ms"] / b
-    report.set("steps", rows)
+    for backbone in perf.backbones("paper", args.quick):
+        todo = perf.variants(precisions, args.compile and (backbone.compile or args.compile_all))
+        measured = with_vs_erm(
+            perf.measure(
+                backbone,
+                todo,
+                device=device,
+                batch=args.batch,
+                rounds=args.steps,
+                warmup=args.warmup,
+                backend=args.compile_backend,
+            )
+        )
+        for r in measured:
+            print(
+                f"  {r['backbone'][:28]:28s} {r['regularizer']:20s} {r['precision']:4s} compile={r['compile']!s:5s} "
+                + (f"{r['step_ms']:8.1f} ms" if r["ok"] else r["error"]),
+                flush=True,
+            )
+        rows += measured
+        report.set("steps", rows)
     return rows
 
 
@@ -255,8 +183,10 @@ def write_nih_root(root: Path, n: int, size: int, workers: int) -> None:
     (root / "images").mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     names = [f"{1 + i // 4:08d}_{i % 4:03d}.png" for i in range(n)]
-    rows = ["Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position,"
-            "OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y]"]
+    rows = [
+        "Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position,"
+        "OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y]"
+    ]
     for i, name in enumerate(names):
         found = [c for c in CLASSES if rng.random() < 0.08]
         rows.append(f"{name},{'|'.join(found) or 'No Finding'},{i % 4},{1 + i // 4},50,M,PA,{size},{size},0.14,0.14")
@@ -269,68 +199,130 @@ def write_nih_root(root: Path, n: int, size: int, workers: int) -> None:
             (root / "images" / names[i]).write_bytes(data)
 
 
-def section_loader(args, device, work: Path, env: dict, report: Report) -> dict:
-    """A short real ChestX-ray14 training at the paper's settings, with DataLoader workers: is the GPU fed?"""
+def prepare_nih(args, work: Path, env: dict) -> tuple[list[str], dict]:
+    """A generated ChestX-ray14 root prepared into its HDF5 cache: (the data overrides, what it took)."""
     n, size = (120, 64) if args.quick else (args.xray_images, 1024)
-    root, log = work / "nih", work / "loader.log"
+    root = work / "nih"
     t0 = time.perf_counter()
     write_nih_root(root, n, size, workers=max(1, os.cpu_count() or 1))
     generated = time.perf_counter() - t0
     data = [f"paths.data_dir={work / 'data'}", f"dataset.root={root}", f"dataset.resolution={size}"]
-    prep = subprocess.run([sys.executable, str(ROOT / "scripts" / "prepare_data.py"), "dataset=chestxray14", *data,
-                           "dataset.prepare_workers=" + str(max(1, (os.cpu_count() or 2) - 1))],
-                          cwd=ROOT, env=env, capture_output=True, text=True)
+    workers = "dataset.prepare_workers=" + str(max(1, (os.cpu_count() or 2) - 1))
+    prepare = [sys.executable, str(ROOT / "scripts" / "prepare_data.py"), "dataset=chestxray14", *data, workers]
+    prep = subprocess.run(prepare, cwd=ROOT, env=env, capture_output=True, text=True)
     if prep.returncode != 0:
         raise RuntimeError(f"prepare_data.py failed: {prep.stderr.strip().splitlines()[-1:]}")
-    prepared = time.perf_counter() - t0 - generated
-    run_dir = work / "loader_run"
-    small = ["backbone=densenet_small", "backbone.stem_convs=1"] if args.quick else []
+    took = {"generate_s": round(generated, 1), "prepare_s": round(time.perf_counter() - t0 - generated, 1)}
+    return data, {"images": n, "resolution": size, **took}
+
+
+def section_loader(args, device, work: Path, env: dict, report: Report) -> dict:
+    """A short real ChestX-ray14 training at the paper's settings (the steps section's X-ray model), with DataLoader
+    workers: is the GPU fed?"""
+    data, made = prepare_nih(args, work, env)
+    run_dir, log = work / "loader_run", work / "loader.log"
+    xray = next(b for b in perf.backbones("paper", args.quick) if "experiment=paper_chestxray14" in b.overrides)
     workers = 2 if args.quick else args.num_workers
-    proc = train(["experiment=paper_chestxray14", *data, *small, f"trainer.device={device}",
-                  f"trainer.precision={args.loader_precision}", f"trainer.epochs={args.epochs}",
-                  f"trainer.num_workers={workers}", "trainer.progress=false", f"hydra.run.dir={run_dir}",
-                  *([f"trainer.num_threads={args.threads}"] if args.threads else [])], env, log)
+    run = [
+        *xray.overrides,
+        *data,
+        f"trainer.device={device}",
+        f"trainer.precision={args.loader_precision}",
+        f"trainer.epochs={args.epochs}",
+        f"trainer.num_workers={workers}",
+        "trainer.progress=false",
+        f"hydra.run.dir={run_dir}",
+        *([f"trainer.num_threads={args.threads}"] if args.threads else []),
+    ]
+    proc = train(run, env, log)
     if proc.returncode != 0:
         raise RuntimeError(f"train.py failed (exit {proc.returncode}); log: {log}")
-    speed = summary_of(run_dir)["speed"]
-    out = {"images": n, "resolution": size, "num_workers": workers, "epochs": args.epochs,
-           "precision": args.loader_precision,
-           "train_steps": speed["train_steps"], "data_wait_fraction": speed["data_wait_fraction"],
-           "train_samples_per_s": speed["train_samples_per_s"], "generate_s": round(generated, 1),
-           "prepare_s": round(prepared, 1), "wall_s": summary_of(run_dir)["wall_time_s"]}
+    summary = summary_of(run_dir)
+    speed = summary["speed"]
+    out = {
+        "images": made["images"],
+        "resolution": made["resolution"],
+        "num_workers": workers,
+        "epochs": args.epochs,
+        "precision": args.loader_precision,
+        "train_steps": speed["train_steps"],
+        "data_wait_fraction": speed["data_wait_fraction"],
+        "train_samples_per_s": speed["train_samples_per_s"],
+        "generate_s": made["generate_s"],
+        "prepare_s": made["prepare_s"],
+        "wall_s": summary["wall_time_s"],
+    }
     report.set("loader", out)
     return out
 
 
 def ecg_args(args, work: Path, device) -> list[str]:
     """The ECG runs of sections 3 and 4: synthetic 8-lead records at the paper's 8 x 5,000 (toy under --quick)."""
-    size = ["dataset.n_records=240", "dataset.sampling_rate=50", "dataset.duration=10", "backbone.width=8",
-            "backbone.blocks=[2,1,1,1]"] if args.quick else [
-        f"dataset.n_records={args.ecg_records}", "dataset.sampling_rate=500", "dataset.duration=10"]
-    return ["dataset=synth_ecg", "backbone=resnet34_1d", "loss=bce", *size, f"paths.data_dir={work / 'data'}",
-            f"trainer.device={device}", f"trainer.epochs={args.epochs}", "trainer.progress=false",
-            "trainer.batch_size=32", *([f"trainer.num_threads={args.threads}"] if args.threads else [])]
+    size = (
+        [
+            "dataset.n_records=240",
+            "dataset.sampling_rate=50",
+            "dataset.duration=10",
+            "backbone.width=8",
+            "backbone.blocks=[2,1,1,1]",
+        ]
+        if args.quick
+        else [f"dataset.n_records={args.ecg_records}", "dataset.sampling_rate=500", "dataset.duration=10"]
+    )
+    return [
+        "dataset=synth_ecg",
+        "backbone=resnet34_1d",
+        "loss=bce",
+        *size,
+        f"paths.data_dir={work / 'data'}",
+        f"trainer.device={device}",
+        f"trainer.epochs={args.epochs}",
+        "trainer.progress=false",
+        "trainer.batch_size=32",
+        *([f"trainer.num_threads={args.threads}"] if args.threads else []),
+    ]
 
 
 def section_shared(args, device, work: Path, env: dict, report: Report) -> list[dict]:
     """1, 2, 4 ECG runs at once on one GPU through the joblib launcher: summed samples/s vs one run alone."""
     rows, log = [], work / "shared.log"
-    base = ecg_args(args, work, device) + [f"trainer.epochs={args.shared_epochs}"] + (
-        ["trainer.precision=bf16"] if device.type == "cuda" else [])
+    base = (
+        ecg_args(args, work, device)
+        + [f"trainer.epochs={args.shared_epochs}"]
+        + (["trainer.precision=bf16"] if device.type == "cuda" else [])
+    )
     for k in args.shared:
         sweep = work / f"shared_{k}"
         t0 = time.perf_counter()
-        proc = train(["-m", "hydra/launcher=joblib", f"hydra.launcher.n_jobs={k}", f"hydra.sweep.dir={sweep}",
-                      "seed=" + ",".join(str(s) for s in range(k)), *base], env, log)
+        proc = train(
+            [
+                "-m",
+                "hydra/launcher=joblib",
+                f"hydra.launcher.n_jobs={k}",
+                f"hydra.sweep.dir={sweep}",
+                "seed=" + ",".join(str(s) for s in range(k)),
+                *base,
+            ],
+            env,
+            log,
+        )
         wall = time.perf_counter() - t0
         if proc.returncode != 0:
             raise RuntimeError(f"{k} runs at once failed (exit {proc.returncode}); log: {log}")
-        per_run = [summary_of(d)["speed"]["train_samples_per_s"]
-                   for d in sorted(p.parent for p in sweep.glob("*/summary.json"))]
+        per_run = [
+            summary_of(d)["speed"]["train_samples_per_s"]
+            for d in sorted(p.parent for p in sweep.glob("*/summary.json"))
+        ]
         if len(per_run) != k:
             raise RuntimeError(f"{k} runs at once: {len(per_run)} summaries in {sweep}; log: {log}")
-        rows.append({"runs_at_once": k, "per_run_samples_per_s": per_run, "aggregate_samples_per_s": sum(per_run),
-                     "wall_s": round(wall, 1)})
+        rows.append(
+            {
+                "runs_at_once": k,
+                "per_run_samples_per_s": per_run,
+                "aggregate_samples_per_s": sum(per_run),
+                "wall_s": round(wall, 1),
+            }
+        )
         rows[-1]["vs_one_run"] = rows[-1]["aggregate_samples_per_s"] / rows[0]["aggregate_samples_per_s"]
         report.set("shared_gpu", rows)
     return rows
@@ -349,8 +341,12 @@ def section_deterministic(args, device, work: Path, env: dict, report: Report) -
         frames.append(pd.read_csv(work / f"det_{name}" / "metrics.csv"))
     cols = [c for c in frames[0].columns if not c.endswith("_s") and c != "lr"]
     same = frames[0][cols].equals(frames[1][cols])
-    out = {"identical": bool(same), "compared_columns": cols,
-           "a": frames[0][cols].iloc[-1].to_dict(), "b": frames[1][cols].iloc[-1].to_dict()}
+    out = {
+        "identical": bool(same),
+        "compared_columns": cols,
+        "a": frames[0][cols].iloc[-1].to_dict(),
+        "b": frames[1][cols].iloc[-1].to_dict(),
+    }
     report.set("deterministic", out)
     return out
 
@@ -361,22 +357,35 @@ def parse(argv):
     p.add_argument("--device", default="cuda", help="cuda, cuda:N or cpu (default cuda)")
     p.add_argument("--quick", action="store_true", help="toy sizes: the code paths in seconds, e.g. on a CPU")
     p.add_argument("--out", default=str(ROOT / "outputs" / "gpu_check" / "gpu_check.json"))
-    p.add_argument("--sections", default="steps,loader,shared,deterministic",
-                   help="comma-separated subset of steps,loader,shared,deterministic")
+    p.add_argument(
+        "--sections",
+        default="steps,loader,shared,deterministic",
+        help="comma-separated subset of steps,loader,shared,deterministic",
+    )
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--steps", type=int, default=None, help="timed steps per configuration (default 10; 3 quick)")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--no-compile", dest="compile", action="store_false", help="skip the trainer.compile rows")
-    p.add_argument("--compile-all", action="store_true",
-                   help="also compile DenseNet-121 (minutes of compilation; by default only the ECG backbone)")
-    p.add_argument("--compile-backend", default=None,
-                   help="torch.compile backend (default inductor; eager under --quick: the code path, not the codegen)")
+    p.add_argument(
+        "--compile-all",
+        action="store_true",
+        help="also compile DenseNet-121 (minutes of compilation; by default only the ECG backbone)",
+    )
+    p.add_argument(
+        "--compile-backend",
+        default=None,
+        help="torch.compile backend (default inductor; eager under --quick: the code path, not the codegen)",
+    )
     p.add_argument("--epochs", type=int, default=None, help="epochs of the short runs (default 2; 1 quick)")
     p.add_argument("--loader-precision", default="fp32", help="trainer.precision of the loader check (default fp32)")
     p.add_argument("--xray-images", type=int, default=3000, help="generated 1024-px images for the loader check")
     p.add_argument("--ecg-records", type=int, default=3000, help="generated 8x5000 records for sections 3 and 4")
-    p.add_argument("--shared-epochs", type=int, default=None,
-                   help="epochs of each run sharing the GPU (default 4, long enough for the runs to overlap; 1 quick)")
+    p.add_argument(
+        "--shared-epochs",
+        type=int,
+        default=None,
+        help="epochs of each run sharing the GPU (default 4, long enough for the runs to overlap; 1 quick)",
+    )
     p.add_argument("--num-workers", type=int, default=8, help="trainer.num_workers of the loader check")
     p.add_argument("--shared", default="1,2,4", help="runs at once to compare (default 1,2,4; 1,2 quick)")
     p.add_argument("--threads", type=int, default=None, help="trainer.num_threads of every run (default: PyTorch's)")
@@ -396,28 +405,34 @@ def parse(argv):
 
 def main(argv=None) -> int:
     args = parse(argv)
-    sys.path.insert(0, str(ROOT / "src"))
-    import torch
-
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
-        print(f"error: --device {args.device}: no CUDA device is visible; allowed: cpu (with --quick for toy sizes)",
-              file=sys.stderr)
+        print(
+            f"error: --device {args.device}: no CUDA device is visible; allowed: cpu (with --quick for toy sizes)",
+            file=sys.stderr,
+        )
         return 2
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    perf.setup(device)  # the trainer's settings: cuDNN autotuning and TF32 on CUDA
     started = time.perf_counter()
-    report = Report(Path(args.out), {"device": device_info(device), "quick": args.quick, "batch": args.batch,
-                                     "sections": args.sections})
+    report = Report(
+        Path(args.out),
+        {
+            "device": device_info(device),
+            "quick": args.quick,
+            "batch": args.batch,
+            "sections": args.sections,
+            "rows": perf.row_names(),
+        },
+    )
     work = Path(tempfile.mkdtemp(prefix="gpu_check_"))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]),
-           "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     print(f"gpu_check on {report.data['device'].get('name')} ({device}); writing {args.out}", flush=True)
-    sections = {"steps": lambda: section_steps(args, device, report),
-                "loader": lambda: section_loader(args, device, work, env, report),
-                "shared": lambda: section_shared(args, device, work, env, report),
-                "deterministic": lambda: section_deterministic(args, device, work, env, report)}
+    sections = {
+        "steps": lambda: section_steps(args, device, report),
+        "loader": lambda: section_loader(args, device, work, env, report),
+        "shared": lambda: section_shared(args, device, work, env, report),
+        "deterministic": lambda: section_deterministic(args, device, work, env, report),
+    }
     failed = []
     for name in args.sections:
         t0 = time.perf_counter()
@@ -439,27 +454,54 @@ def main(argv=None) -> int:
 
 
 def print_tables(d: dict) -> None:
-    from bench import table
     dev = d["device"]
     print(f"\n## gpu_check: {dev.get('name')} ({dev['device']}, torch {dev['torch']}), wall {d.get('wall_s')} s")
     if d.get("steps"):
         print("\n### Training step, batch", d["batch"])
-        print(table(d["steps"], [("backbone", "backbone", ""), ("regularizer", "regularizer", ""),
-                                 ("precision", "precision", ""), ("compile", "compile", ""),
-                                 ("step_ms", "step ms", ".1f"), ("vs_erm", "vs ERM", ".2f"),
-                                 ("samples_per_s", "samples/s", ".0f"), ("peak_mem_gib", "peak GiB", ".2f"),
-                                 ("error", "error", "")]))
+        print(
+            perf.table(
+                d["steps"],
+                [
+                    ("backbone", "backbone", ""),
+                    ("regularizer", "regularizer", ""),
+                    ("precision", "precision", ""),
+                    ("compile", "compile", ""),
+                    ("step_ms", "step ms", ".1f"),
+                    ("vs_erm", "vs ERM", ".2f"),
+                    ("samples_per_s", "samples/s", ".0f"),
+                    ("peak_mem_gib", "peak GiB", ".2f"),
+                    ("error", "error", ""),
+                ],
+            )
+        )
     if d.get("loader"):
         print("\n### Loader during a real ChestX-ray14 training")
-        print(table([d["loader"]], [("images", "images", ""), ("resolution", "px", ""),
-                                    ("num_workers", "workers", ""), ("train_steps", "steps", ""),
-                                    ("data_wait_fraction", "waiting for data", ".1%"),
-                                    ("train_samples_per_s", "samples/s", ".0f")]))
+        print(
+            perf.table(
+                [d["loader"]],
+                [
+                    ("images", "images", ""),
+                    ("resolution", "px", ""),
+                    ("num_workers", "workers", ""),
+                    ("train_steps", "steps", ""),
+                    ("data_wait_fraction", "waiting for data", ".1%"),
+                    ("train_samples_per_s", "samples/s", ".0f"),
+                ],
+            )
+        )
     if d.get("shared_gpu"):
         print("\n### Several ECG runs on one GPU (joblib launcher)")
-        print(table(d["shared_gpu"], [("runs_at_once", "runs at once", ""),
-                                      ("aggregate_samples_per_s", "total samples/s", ".0f"),
-                                      ("vs_one_run", "vs one run", ".2f"), ("wall_s", "wall s", ".0f")]))
+        print(
+            perf.table(
+                d["shared_gpu"],
+                [
+                    ("runs_at_once", "runs at once", ""),
+                    ("aggregate_samples_per_s", "total samples/s", ".0f"),
+                    ("vs_one_run", "vs one run", ".2f"),
+                    ("wall_s", "wall s", ".0f"),
+                ],
+            )
+        )
     if d.get("deterministic"):
         print(f"\n### trainer.deterministic=true: identical metrics in two runs: {d['deterministic']['identical']}")
     for key in [k for k in d if k.endswith("_error")]:

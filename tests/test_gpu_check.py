@@ -1,4 +1,5 @@
 """scripts/gpu_check.py: the GPU readiness check's code paths, at toy sizes on CPU, so the script cannot rot."""
+
 from __future__ import annotations
 
 import json
@@ -7,21 +8,34 @@ import sys
 
 import pytest
 
+from flowmixup import perf
 from project_config import PROJECT_ROOT
 
 
 @pytest.mark.slow
 def test_gpu_check_quick_on_cpu_writes_every_section(tmp_path):
     out = tmp_path / "gpu_check.json"
-    proc = subprocess.run([sys.executable, "scripts/gpu_check.py", "--device", "cpu", "--quick", "--threads", "1",
-                           "--out", str(out)], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [sys.executable, "scripts/gpu_check.py", "--device", "cpu", "--quick", "--threads", "1", "--out", str(out)],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     d = json.loads(out.read_text())
     assert d["device"]["device"] == "cpu" and d["quick"] is True
     steps = d["steps"]
-    # every backbone x regularizer x precision, plus the compiled rows, each measured
-    assert {r["regularizer"] for r in steps} == {"erm", "mixup", "manifold_mixup", "flowmixup_op_false",
-                                                 "flowmixup_op_true"}
+    # every backbone x regularizer of the paper's rows x precision, plus the compiled rows, each measured
+    regs = perf.regularizers()
+    assert d["rows"] == perf.row_names() and set(d["rows"]) == set(perf.paper_rows())
+    assert (
+        [r["regularizer"] for r in steps if r["precision"] == "fp32" and "densenet" in r["backbone_name"]]
+        == list(regs)
+        == ["erm", "mixup", "manifold_mixup", "flowmixup_op_false", "flowmixup_op_true"]
+    )
+    assert all(r["row"] == regs[r["regularizer"]].row for r in steps)
+    assert {r["backbone_name"] for r in steps} == {"densenet_small", "resnet34_1d"}  # from conf/backbone/*.yaml
     assert {r["precision"] for r in steps} == {"fp32", "bf16"}
     assert any(r["compile"] for r in steps)
     assert all(r["ok"] for r in steps), [r.get("error") for r in steps if not r["ok"]]
@@ -49,8 +63,13 @@ def test_gpu_check_without_cuda_says_so_in_one_line(tmp_path):
 
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
-    proc = subprocess.run([sys.executable, "scripts/gpu_check.py", "--out", str(tmp_path / "g.json")],
-                          cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "scripts/gpu_check.py", "--out", str(tmp_path / "g.json")],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("error: --device cuda: no CUDA device is visible")
     assert len(proc.stderr.strip().splitlines()) == 1
