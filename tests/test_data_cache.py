@@ -45,7 +45,7 @@ def _interrupted_reader(item):
 
 
 def _build(path, items, reader=_reader, **kw):
-    kw.setdefault("num_workers", 0)
+    kw.setdefault("prepare_workers", 0)
     return build_cache(
         path,
         items=items,
@@ -78,8 +78,8 @@ def test_build_writes_rows_row_data_and_manifest(tmp_path):
 
 
 def test_parallel_build_equals_in_process_build(tmp_path):
-    a = _build(tmp_path / "a.h5", list(range(50)), num_workers=0)
-    b = _build(tmp_path / "b.h5", list(range(50)), num_workers=2, chunk_rows=4)
+    a = _build(tmp_path / "a.h5", list(range(50)), prepare_workers=0)
+    b = _build(tmp_path / "b.h5", list(range(50)), prepare_workers=2, chunk_rows=4)
     for u, v in zip(_x(a), _x(b)):
         assert np.array_equal(np.asarray(u), np.asarray(v))
 
@@ -119,7 +119,7 @@ def test_partial_build_for_another_config_is_started_again(tmp_path):
         _build(path, list(range(20)), reader=_interrupted_reader, chunk_rows=4)
     CALLS.clear()
     build_cache(path, items=list(range(20)), reader=_recording_reader, row_shape=(2, 3), dtype=np.float32,
-                row_data={"y": np.zeros(20)}, config={"dataset": "toy", "resolution": 4}, num_workers=0)
+                row_data={"y": np.zeros(20)}, config={"dataset": "toy", "resolution": 4}, prepare_workers=0)
     assert CALLS == list(range(20))
 
 

@@ -289,7 +289,7 @@ def prepare(
         source={"root": str(root.resolve()), "table": table.name, "images_in_table": int(len(meta))},
         fingerprint=fp,
         on_bad_record=on_bad_record,
-        num_workers=num_workers,
+        prepare_workers=num_workers,
         desc=path.name,
         overwrite=overwrite,
     )

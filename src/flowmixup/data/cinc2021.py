@@ -498,7 +498,7 @@ def prepare(
         source={"root": str(root.resolve()), "selection": sel.counts},
         fingerprint=fp,
         on_bad_record=on_bad_record,
-        num_workers=prepare_workers,
+        prepare_workers=prepare_workers,
         desc=path.name,
         overwrite=overwrite,
     )

@@ -304,7 +304,7 @@ def prepare(
                 "statement_table": _statement_table(scp)},
         fingerprint=fp,
         on_bad_record=on_bad_record,
-        num_workers=prepare_workers,
+        prepare_workers=prepare_workers,
         desc=path.name,
         overwrite=overwrite,
     )

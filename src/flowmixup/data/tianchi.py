@@ -342,7 +342,7 @@ def prepare(
         source={"root": str(Path(root).resolve()), "sources": _check_sources(sources), "selection": sel.counts},
         fingerprint=fp,
         on_bad_record=on_bad_record,
-        num_workers=num_workers,
+        prepare_workers=num_workers,
         desc=path.name,
         overwrite=overwrite,
     )
