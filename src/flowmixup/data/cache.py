@@ -1,4 +1,11 @@
-"""The shared HDF5 cache builder: decode raw records once, in parallel, into one resumable HDF5 file.
+"""The shared HDF5 cache: decode raw records once, in parallel, into one resumable HDF5 file, and the one contract
+every cached dataset follows (:class:`CachedSource`).
+
+A dataset module is a reader of its raw files plus a small :class:`CachedSource` subclass saying what differs: its
+cache file and config, what identifies its raw data (:meth:`CachedSource.fingerprint`), the rows to decode
+(:meth:`CachedSource.contents`) and how rows are read back and split (:meth:`CachedSource.arrays`). The sequence
+root -> fingerprint -> the ready cache, or the prepare command -> open is :meth:`CachedSource.open`, the same for
+all; :func:`prepare` builds the cache a ``dataset.loader`` config node reads, with that node's settings.
 
 Layout of a finished cache ``<dir>/<name>.h5`` (the name encodes the config that matters, e.g.
 ``chestxray14_256.h5``):
@@ -37,20 +44,22 @@ kept (the rows already decoded stay in the partial file, and the next call conti
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import logging
 import os
 import time
+from abc import ABC, abstractmethod
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from contextlib import closing, contextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, ClassVar, Iterator, Mapping, Sequence
 
 import numpy as np
 
 from flowmixup import faults
-from flowmixup.data.base import DataError
+from flowmixup.data.base import DataError, LabeledArrays, plain
 from flowmixup.io import (FileLock, LockBusy, WriteError, atomic_path, free_bytes, holder_text, is_write_failure,
                           require_writable_folder, size_text, write_error, write_json)
 from flowmixup.progress import progress
@@ -802,3 +811,178 @@ def read_row_data(cache_path: str | os.PathLike, keys: Sequence[str]) -> dict[st
             out[key] = arr
     return out
 
+
+# ------------------------------------------------------------------------------------------- the contract
+@dataclass
+class CacheContents:
+    """What a cache is built from (the arguments of :func:`build_cache` that a dataset supplies): row i is
+    ``reader(items[i])``, of ``row_shape`` and ``dtype``; ``row_data`` the per-row arrays beside it; ``config`` and
+    ``fingerprint`` its identity; ``item_names`` name the rows in messages; ``source`` is written to the manifest."""
+
+    items: Sequence[Any]
+    reader: Callable[[Any], np.ndarray]
+    row_shape: Sequence[int]
+    dtype: Any
+    row_data: Mapping[str, np.ndarray]
+    config: Mapping[str, Any]
+    fingerprint: Fingerprint | None
+    item_names: Sequence[str] | None = None
+    source: Any = None
+
+
+NO_ROOT = (None, "", "???")  # dataset.root values meaning "no raw data here: use the cache as it is"
+
+
+@dataclass
+class CachedSource(ABC):
+    """A dataset read from its prepared cache: root -> fingerprint -> the ready cache, or the prepare command -> open.
+
+    Each dataset is a dataclass subclass whose fields are its settings (after ``root`` and ``cache_dir``; the three
+    keyword-only settings below are common to all), with:
+
+    - ``NAME``: the ``dataset=`` option that prepares it (the command in messages; or :attr:`dataset_option`),
+      ``WHAT``: what a row is, in messages;
+    - :meth:`cache_path`, :meth:`cache_config`: the cache file and the config that identifies it;
+    - :meth:`fingerprint`: the identity of the raw data under ``root`` (reads labels and lists, decodes nothing);
+      or :meth:`identify` where the config itself comes from the raw data;
+    - :meth:`contents`: the rows to decode (prepare); :meth:`arrays`: the rows read back and the splits (load);
+    - :meth:`prepare_overrides`: what the prepare command needs beyond ``dataset=`` and ``dataset.root=``.
+
+    :meth:`open` and :meth:`build` are the contract; :meth:`load` and :meth:`prepare` (``cls(...).open()`` and
+    ``cls(...).build()``) are what a dataset module exports and its ``conf/dataset`` file names as ``_target_``.
+    """
+
+    NAME: ClassVar[str] = ""
+    WHAT: ClassVar[str] = "records"
+
+    root: Any
+    cache_dir: str | os.PathLike
+    _: KW_ONLY
+    prepare_if_missing: bool = False
+    on_bad_record: str = "error"
+    prepare_workers: int | None = None
+
+    def __post_init__(self) -> None:
+        check_on_bad_record(self.on_bad_record)
+
+    # ---- what a dataset supplies
+    @abstractmethod
+    def cache_path(self) -> Path:
+        """The cache file (``<cache_dir>/<name>.h5``, the name encoding the config)."""
+
+    @abstractmethod
+    def cache_config(self) -> dict[str, Any]:
+        """The config that identifies the cache, as far as it is known without reading the raw data."""
+
+    def fingerprint(self) -> Fingerprint:
+        """The :func:`fingerprint` of the raw data under ``root`` (needed unless :meth:`identify` is given)."""
+        raise NotImplementedError(f"{type(self).__name__} defines neither fingerprint() nor identify()")
+
+    def identify(self) -> tuple[dict[str, Any], Fingerprint]:
+        """``(config, fingerprint)`` of the raw data under ``root``; a DataError when it cannot be read."""
+        return self.cache_config(), self.fingerprint()
+
+    @abstractmethod
+    def contents(self) -> CacheContents:
+        """What the cache is built from: the raw data under ``root`` read, checked and described row by row."""
+
+    @abstractmethod
+    def arrays(self, path: Path, manifest: dict) -> LabeledArrays:
+        """The dataset read from the complete cache ``path`` (with its ``manifest``): rows, labels, splits, info."""
+
+    def prepare_overrides(self) -> list[str]:
+        """The overrides the prepare command needs beyond ``dataset=`` and ``dataset.root=``."""
+        return []
+
+    # ---- the contract
+    @property
+    def dataset_option(self) -> str:
+        """The ``dataset=`` option that prepares this cache: :data:`NAME` unless a dataset says otherwise."""
+        return self.NAME
+
+    @property
+    def has_root(self) -> bool:
+        return self.root not in NO_ROOT
+
+    def prepare_command(self) -> str:
+        """The command that builds this cache (its root, or ``<root>`` where none is given)."""
+        root = self.root if self.has_root else "<root>"
+        return " ".join(["python scripts/prepare_data.py", f"dataset={self.dataset_option}", f"dataset.root={root}",
+                         *self.prepare_overrides()])
+
+    def open(self) -> LabeledArrays:
+        """The dataset from its complete cache. With a ``root``, the cache must hold the data found there (wherever
+        it was mounted when the cache was built): a cache of other data is a one-line DataError giving the command
+        that rebuilds it. Without one (``dataset.root=null``), a complete cache is used as it is. A missing cache is
+        built when ``prepare_if_missing``, else a DataError that gives the command; a cache being built is waited
+        for; under ``on_bad_record="error"`` a cache that skipped records is refused."""
+        path = self.cache_path()
+        config, fp = self._identity(path)
+        if self.prepare_if_missing and not cache_is_valid(path, config, fp):
+            if not self.has_root:
+                raise DataError(f"no complete cache at {path} and no dataset.root to build it from")
+            self.build()
+        manifest = open_cache(path, config, build_hint=self.prepare_command(), fingerprint=fp,
+                              on_bad_record=self.on_bad_record, what=self.WHAT)
+        return self.arrays(path, manifest)
+
+    def _identity(self, path: Path) -> tuple[dict[str, Any], Fingerprint | None]:
+        """``(config, fingerprint)`` a cache at ``path`` must match: the fingerprint is None without raw data."""
+        config = self.cache_config()
+        if not self.has_root:
+            return config, None
+        if not Path(self.root).is_dir():
+            if cache_is_valid(path, config):
+                raise DataError(root_missing_message(self.root, path))
+            return config, None
+        try:
+            return self.identify()
+        except DataError as err:
+            if not cache_is_valid(path, config):
+                raise
+            raise unverifiable_error(err, path) from err
+
+    def build(self, overwrite: bool = False) -> Path:
+        """Build (or finish, or reuse) the cache from the raw data under ``root`` (see :func:`build_cache`)."""
+        path = self.cache_path()
+        contents = self.contents()
+        return build_cache(path, **vars(contents), on_bad_record=self.on_bad_record,
+                           prepare_workers=self.prepare_workers, desc=path.name, overwrite=overwrite)
+
+    @classmethod
+    def load(cls, *args: Any, **settings: Any) -> LabeledArrays:
+        """``cls(*args, **settings).open()``: a dataset module's ``load``, the target of its ``dataset.loader``."""
+        return cls(*args, **settings).open()
+
+    @classmethod
+    def prepare(cls, *args: Any, overwrite: bool = False, **settings: Any) -> Path:
+        """``cls(*args, **settings).build(overwrite)``: a dataset module's ``prepare``."""
+        return cls(*args, **settings).build(overwrite=overwrite)
+
+
+def prepare(loader: Mapping[str, Any], overwrite: bool = False) -> Path:
+    """Build the cache that the ``dataset.loader`` node ``loader`` reads, with that node's settings: what
+    ``dataset.prepare`` instantiates (``scripts/prepare_data.py``). Its ``_target_`` is a :class:`CachedSource`'s
+    ``load`` (a dataset module's ``load``)."""
+    node = plain(loader)
+    settings = {k: v for k, v in node.items() if not (k.startswith("_") and k.endswith("_"))}
+    target = node.get("_target_")
+    source = getattr(_locate(target), "__self__", None)
+    if not (isinstance(source, type) and issubclass(source, CachedSource)):
+        raise DataError(f"dataset.loader._target_: {target} does not read a prepared cache, so there is nothing to "
+                        "prepare; allowed: the load of a cached dataset, e.g. flowmixup.data.chestxray14.load")
+    return source.prepare(overwrite=overwrite, **settings)
+
+
+def _locate(target: Any) -> Any:
+    """The object a dotted ``_target_`` names (``module.function`` or ``module.Class.method``), or None."""
+    parts = str(target).split(".")
+    for cut in range(len(parts) - 1, 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:cut]))
+        except ImportError:
+            continue
+        for name in parts[cut:]:
+            obj = getattr(obj, name, None)
+        return obj
+    return None
