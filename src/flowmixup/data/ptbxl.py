@@ -127,7 +127,8 @@ def read_metadata(root: str | os.PathLike) -> pd.DataFrame:
         except (ValueError, SyntaxError):
             value = None
         if not isinstance(value, dict):
-            raise DataError(f"{path}, line {lines[i]}: scp_codes {text[:60]!r} is not a dict of statement -> likelihood")
+            raise DataError(f"{path}, line {lines[i]}: scp_codes {text[:60]!r} is not a dict of statement -> "
+                            "likelihood")
         codes.append({str(k): v for k, v in value.items()})
     out["scp_codes"] = codes
     out["filename_lr"] = raw["filename_lr"].str.strip().to_numpy()

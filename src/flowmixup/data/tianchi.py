@@ -189,13 +189,7 @@ def select_records(
     """Apply a selection (see the module docstring) to the label files under ``root``; reads no record."""
     root = Path(root)
     sources = _check_sources(sources)
-    classes = [str(c) for c in plain(classes)]
-    if len(set(classes)) != len(classes) or not classes:
-        raise DataError(f"classes must be a non-empty list of distinct names, got {classes}")
-    if other_labels not in OTHER_LABELS:
-        raise DataError(f"other_labels must be one of {OTHER_LABELS}, got {other_labels!r}")
-    if duplicates not in DUPLICATES:
-        raise DataError(f"duplicates must be one of {DUPLICATES}, got {duplicates!r}")
+    classes = _check_rules(classes, other_labels, duplicates)
     index = {c: i for i, c in enumerate(classes)}
     ids, paths, ys = [], [], []
     seen: dict[Path, tuple[Path, int]] = {}
@@ -217,18 +211,8 @@ def select_records(
                 counts["dropped_duplicates"] += 1
                 continue
             seen[record_path] = (label_file, row.line)
-            outside = [lab for lab in row.labels if lab not in index]
-            if outside:
-                if other_labels == "error":
-                    raise DataError(
-                        f"{label_file}, line {row.line}: label(s) {outside} of record {row.file} are not in the "
-                        f"{len(classes)} classes of this dataset (other_labels: error)"
-                    )
-                if other_labels == "drop_record":
-                    counts["dropped_other_labels"] += 1
-                    continue
-            inside = [index[lab] for lab in row.labels if lab in index]
-            if not inside:  # drop_label left nothing
+            inside = _class_indices(row, index, label_file, other_labels)
+            if not inside:  # drop_record, or drop_label left nothing
                 counts["dropped_other_labels"] += 1
                 continue
             y = np.zeros(len(classes), dtype=np.uint8)
@@ -242,6 +226,32 @@ def select_records(
     counts["records"] = len(ids)
     counts["per_class"] = {c: int(n) for c, n in zip(classes, y.sum(axis=0))}
     return Selection(ids, paths, y, classes, counts)
+
+
+def _check_rules(classes: Sequence[str], other_labels: str, duplicates: str) -> list[str]:
+    """The class names as strings, once the classes and the two selection rules are checked."""
+    classes = [str(c) for c in plain(classes)]
+    if len(set(classes)) != len(classes) or not classes:
+        raise DataError(f"classes must be a non-empty list of distinct names, got {classes}")
+    if other_labels not in OTHER_LABELS:
+        raise DataError(f"other_labels must be one of {OTHER_LABELS}, got {other_labels!r}")
+    if duplicates not in DUPLICATES:
+        raise DataError(f"duplicates must be one of {DUPLICATES}, got {duplicates!r}")
+    return classes
+
+
+def _class_indices(row: LabelRow, index: Mapping[str, int], label_file: Path, other_labels: str) -> list[int]:
+    """The class indices of ``row``'s labels under the ``other_labels`` rule; none when the record is left out."""
+    outside = [lab for lab in row.labels if lab not in index]
+    if outside:
+        if other_labels == "error":
+            raise DataError(
+                f"{label_file}, line {row.line}: label(s) {outside} of record {row.file} are not in the "
+                f"{len(index)} classes of this dataset (other_labels: error)"
+            )
+        if other_labels == "drop_record":
+            return []
+    return [index[lab] for lab in row.labels if lab in index]
 
 
 # ------------------------------------------------------------------------------------------------ the cache
