@@ -40,7 +40,8 @@ def main(cfg: DictConfig) -> None:
         fail(f"dataset: {cfg.dataset.name} has no prepare step (it is generated on first use); allowed: "
              f"{', '.join(with_prepare)}", 2)
     if cfg.dataset.get("root") in (None, ""):
-        fail(f"dataset.root: is not set; allowed: the folder of the raw {cfg.dataset.name} data (dataset.root=/path)", 2)
+        fail(f"dataset.root: is not set; allowed: the folder of the raw {cfg.dataset.name} data "
+             "(dataset.root=/path)", 2)
     from flowmixup.training.build import instantiate  # lets the reader's own one-line DataError through
 
     path = instantiate(cfg.dataset.prepare)

@@ -1,16 +1,22 @@
-"""The shared HDF5 cache builder: parallel, resumable, never a half-written cache that looks complete."""
+"""The shared HDF5 cache builder (parallel, resumable, never a half-written cache that looks complete) and the
+contract every cached dataset follows (CachedSource), on a toy dataset written as a reader plus a small class."""
 from __future__ import annotations
 
 import json
 import logging
 import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
 
 import h5py
 import numpy as np
 import pytest
 
-from flowmixup.data.base import DataError
+from flowmixup.data.base import DataError, LabeledArrays, LazyH5Array, random_split_indices
 from flowmixup.data.cache import (
+    CacheContents,
+    CachedSource,
     Fingerprint,
     build_cache,
     cache_is_valid,
@@ -19,7 +25,9 @@ from flowmixup.data.cache import (
     manifest_path,
     open_cache,
     partial_path,
+    prepare,
     read_manifest,
+    read_row_data,
 )
 
 CONFIG = {"dataset": "toy", "resolution": 3}
@@ -45,7 +53,7 @@ def _interrupted_reader(item):
 
 
 def _build(path, items, reader=_reader, **kw):
-    kw.setdefault("num_workers", 0)
+    kw.setdefault("prepare_workers", 0)
     return build_cache(
         path,
         items=items,
@@ -78,8 +86,8 @@ def test_build_writes_rows_row_data_and_manifest(tmp_path):
 
 
 def test_parallel_build_equals_in_process_build(tmp_path):
-    a = _build(tmp_path / "a.h5", list(range(50)), num_workers=0)
-    b = _build(tmp_path / "b.h5", list(range(50)), num_workers=2, chunk_rows=4)
+    a = _build(tmp_path / "a.h5", list(range(50)), prepare_workers=0)
+    b = _build(tmp_path / "b.h5", list(range(50)), prepare_workers=2, chunk_rows=4)
     for u, v in zip(_x(a), _x(b)):
         assert np.array_equal(np.asarray(u), np.asarray(v))
 
@@ -119,7 +127,7 @@ def test_partial_build_for_another_config_is_started_again(tmp_path):
         _build(path, list(range(20)), reader=_interrupted_reader, chunk_rows=4)
     CALLS.clear()
     build_cache(path, items=list(range(20)), reader=_recording_reader, row_shape=(2, 3), dtype=np.float32,
-                row_data={"y": np.zeros(20)}, config={"dataset": "toy", "resolution": 4}, num_workers=0)
+                row_data={"y": np.zeros(20)}, config={"dataset": "toy", "resolution": 4}, prepare_workers=0)
     assert CALLS == list(range(20))
 
 
@@ -308,3 +316,116 @@ def test_old_manifest_format_is_refused_and_rebuilt(tmp_path, caplog):
         _build(path, list(range(5)), reader=_recording_reader, fingerprint=FP_A)
     assert CALLS == list(range(5)) and cache_is_valid(path, CONFIG, FP_A)
     assert "format 1" in caplog.text
+
+
+# ------------------------------------------------------------------------- the contract: a dataset in one class
+def read_toy_record(path: str) -> np.ndarray:
+    """The toy dataset's reader: a record is a text file of three numbers."""
+    try:
+        return np.array([float(v) for v in open(path).read().split()], dtype=np.float32).reshape(3)
+    except (OSError, ValueError) as err:
+        raise DataError(f"{path}: unreadable toy record ({err})") from None
+
+
+@dataclass
+class ToySource(CachedSource):
+    """A whole cached dataset: ``labels.txt`` (``<record> <0|1>`` lines) and ``rec/<record>.txt`` under root."""
+
+    NAME: ClassVar[str] = "toy"
+
+    scale: int = 1
+    split_seed: int = 0
+
+    def cache_path(self) -> Path:
+        return Path(self.cache_dir) / f"toy_{self.scale}.h5"
+
+    def cache_config(self) -> dict:
+        return {"dataset": "toy", "scale": int(self.scale)}
+
+    def _rows(self) -> list[list[str]]:
+        try:
+            return [line.split() for line in (Path(self.root) / "labels.txt").read_text().splitlines()]
+        except OSError as err:
+            raise DataError(f"{self.root}/labels.txt: unreadable ({err.strerror})") from None
+
+    def fingerprint(self) -> Fingerprint:
+        records = [f"rec/{name}.txt" for name, _ in self._rows()]
+        return fingerprint(self.root, ["labels.txt"], records, self.cache_config())
+
+    def prepare_overrides(self) -> list[str]:
+        return [] if self.scale == 1 else [f"dataset.scale={self.scale}"]
+
+    def contents(self) -> CacheContents:
+        rows = self._rows()
+        return CacheContents(
+            items=[str(Path(self.root) / "rec" / f"{name}.txt") for name, _ in rows], reader=read_toy_record,
+            row_shape=(3,), dtype=np.float32, row_data={"y": np.array([[int(y)] for _, y in rows])},
+            config=self.cache_config(), fingerprint=self.fingerprint(), item_names=[name for name, _ in rows])
+
+    def arrays(self, path: Path, manifest: dict) -> LabeledArrays:
+        y = read_row_data(path, ["y"])["y"].astype(np.float32)
+        return LabeledArrays(x=LazyH5Array(path, "x"), y=y, class_names=["positive"],
+                             splits=random_split_indices(len(y), (0.6, 0.2, 0.2), self.split_seed),
+                             info={"skipped": len(manifest["skipped"])})
+
+
+def _toy_root(root: Path, n: int = 10) -> Path:
+    (root / "rec").mkdir(parents=True)
+    (root / "labels.txt").write_text("".join(f"r{i} {i % 2}\n" for i in range(n)))
+    for i in range(n):
+        (root / "rec" / f"r{i}.txt").write_text(f"{i} {i} {i}\n")
+    return root
+
+
+def test_a_dataset_is_a_reader_plus_a_small_class(tmp_path):
+    root, cache = _toy_root(tmp_path / "raw"), tmp_path / "cache"
+    with pytest.raises(DataError) as err:
+        ToySource.load(root, cache, scale=2)
+    assert str(err.value).endswith(f"Build it with: python scripts/prepare_data.py dataset=toy dataset.root={root} "
+                                   "dataset.scale=2")
+    path = ToySource.prepare(root, cache, scale=2, prepare_workers=0)
+    data = ToySource.load(root, cache, scale=2)
+    assert path == cache / "toy_2.h5" and data.x[np.arange(10)][:, 0].tolist() == list(range(10))
+    assert data.y[:, 0].tolist() == [i % 2 for i in range(10)] and data.info["skipped"] == 0
+    for no_root in (None, "", "???"):  # dataset.root=null: the cache as it is
+        assert ToySource.load(no_root, cache, scale=2).x.shape == (10, 3)
+    with pytest.raises(DataError, match=r"^dataset.root=/nowhere is not a folder, .*dataset.root=null to train"):
+        ToySource.load("/nowhere", cache, scale=2)
+    (root / "labels.txt").rename(root / "aside.txt")  # a root whose data cannot be identified
+    with pytest.raises(DataError, match=r"labels.txt: unreadable .*cannot be checked against this root"):
+        ToySource.load(root, cache, scale=2)
+    (root / "aside.txt").rename(root / "labels.txt")
+
+
+def test_the_contract_refuses_other_data_and_rebuilds_it_when_asked(tmp_path):
+    root, cache = _toy_root(tmp_path / "raw"), tmp_path / "cache"
+    ToySource.prepare(root, cache, prepare_workers=0)
+    (root / "labels.txt").write_text("".join(f"r{i} 1\n" for i in range(10)))  # an edited label file
+    with pytest.raises(DataError) as err:
+        ToySource.load(root, cache)
+    msg = str(err.value)
+    assert "\n" not in msg and "built from other data" in msg and "differs in labels.txt" in msg
+    assert msg.endswith(f"Rebuild it for this data with: python scripts/prepare_data.py dataset=toy "
+                        f"dataset.root={root}")
+    data = ToySource.load(root, cache, prepare_if_missing=True, prepare_workers=0)
+    assert data.y[:, 0].tolist() == [1] * 10
+    with pytest.raises(DataError, match=r"^no complete cache at .*toy_3.h5 and no dataset.root to build it from$"):
+        ToySource.load(None, cache, scale=3, prepare_if_missing=True)
+
+
+def test_the_contract_keeps_on_bad_record_and_a_prepare_node(tmp_path):
+    root, cache = _toy_root(tmp_path / "raw"), tmp_path / "cache"
+    (root / "rec" / "r4.txt").write_text("not a number\n")
+    with pytest.raises(DataError, match="r4.txt: unreadable toy record"):
+        ToySource.prepare(root, cache, prepare_workers=0)
+    node = {"_target_": f"{__name__}.ToySource.load", "root": str(root), "cache_dir": str(cache),
+            "on_bad_record": "skip", "prepare_workers": 0}
+    path = prepare(node)  # what dataset.prepare does with the dataset.loader node
+    assert read_manifest(path)["rows"] == 9 and [s["record"] for s in read_manifest(path)["skipped"]] == ["r4"]
+    with pytest.raises(DataError, match=r"was built with on_bad_record=skip and leaves out 1 records"):
+        ToySource.load(root, cache)
+    assert ToySource.load(root, cache, on_bad_record="skip").info["skipped"] == 1
+    with pytest.raises(DataError, match=r"^dataset.on_bad_record: 'ignore' is unknown; allowed: error, skip$"):
+        ToySource.load(root, cache, on_bad_record="ignore")
+    with pytest.raises(DataError, match=r"^dataset.loader._target_: flowmixup.data.synth_ecg.load does not read"):
+        prepare({"_target_": "flowmixup.data.synth_ecg.load", "n_records": 10})

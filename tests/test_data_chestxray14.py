@@ -173,7 +173,7 @@ def test_find_images_accepts_both_layouts(tmp_path):
 # ---------------------------------------------------------------------------------------- cache round trip
 def test_nih1000_prepare_and_load_equal_decoded_pngs(shared_data, tmp_path):
     root = shared_data / "nih1000"
-    path = cx.prepare(root, tmp_path, resolution=64, num_workers=2)
+    path = cx.prepare(root, tmp_path, resolution=64, prepare_workers=2)
     assert path.name == "chestxray14_64.h5"
     data = cx.load(root, tmp_path, resolution=64, val_fraction=0.1, split_seed=0)
     assert isinstance(data.x, LazyH5Array) and data.x.shape == (1000, 1, 64, 64) and data.x.dtype == np.uint8
@@ -221,15 +221,15 @@ def _tiny_root(tmp_path):
 
 def test_prepare_if_missing_and_missing_image(tmp_path, caplog):
     root = _tiny_root(tmp_path)
-    data = cx.load(root, tmp_path / "cache", resolution=16, prepare_if_missing=True, num_workers=0)
+    data = cx.load(root, tmp_path / "cache", resolution=16, prepare_if_missing=True, prepare_workers=0)
     assert data.x.shape == (4, 1, 16, 16)
     assert np.array_equal(data.x[np.array([2])][0, 0], cx.load_image(root / "images_001/images/c.png", 16))
 
     (root / "images_002" / "images" / "b.png").unlink()
     with pytest.raises(DataError, match=r"Data_Entry_2017_v2020.csv, line 3: image file b.png not found"):
-        cx.prepare(root, tmp_path / "cache2", resolution=16, num_workers=0)
+        cx.prepare(root, tmp_path / "cache2", resolution=16, prepare_workers=0)
     with caplog.at_level(logging.WARNING):
-        cx.prepare(root, tmp_path / "cache2", resolution=16, num_workers=0, on_bad_record="skip")
+        cx.prepare(root, tmp_path / "cache2", resolution=16, prepare_workers=0, on_bad_record="skip")
     assert "b.png" in caplog.text and "skipped 1 of 4" in caplog.text
     with pytest.raises(DataError, match="on_bad_record=skip"):
         cx.load(root, tmp_path / "cache2", resolution=16)
@@ -243,8 +243,8 @@ def test_truncated_png_error_and_skip(tmp_path):
     p = root / "images_001" / "images" / "c.png"
     p.write_bytes(p.read_bytes()[:100])
     with pytest.raises(DataError, match="c.png"):
-        cx.prepare(root, tmp_path / "cache", resolution=16, num_workers=0)
-    path = cx.prepare(root, tmp_path / "cache", resolution=16, num_workers=0, on_bad_record="skip")
+        cx.prepare(root, tmp_path / "cache", resolution=16, prepare_workers=0)
+    path = cx.prepare(root, tmp_path / "cache", resolution=16, prepare_workers=0, on_bad_record="skip")
     assert [s["record"] for s in read_manifest(path)["skipped"]] == ["c.png"]
     with h5py.File(path, "r") as fh:
         assert [n.decode() for n in fh["name"][...]] == ["a.png", "b.png", "d.png"]
@@ -273,7 +273,7 @@ def _cache_stamp(path):
 
 def test_moved_data_is_accepted_and_reused(shared_data, tmp_path, caplog):
     nih = shared_data / "nih1000"
-    path = cx.prepare(nih, tmp_path / "cache", resolution=16, num_workers=0)
+    path = cx.prepare(nih, tmp_path / "cache", resolution=16, prepare_workers=0)
     stamp = _cache_stamp(path)
     # the same data at another path: a copy on "another node", and a symlink
     moved = tmp_path / "node2" / "mnt" / "nih"
@@ -283,7 +283,7 @@ def test_moved_data_is_accepted_and_reused(shared_data, tmp_path, caplog):
         data = cx.load(root, tmp_path / "cache", resolution=16)
         assert data.x.shape == (1000, 1, 16, 16)
         with caplog.at_level(logging.INFO, logger="flowmixup.data.cache"):
-            assert cx.prepare(root, tmp_path / "cache", resolution=16, num_workers=0) == path
+            assert cx.prepare(root, tmp_path / "cache", resolution=16, prepare_workers=0) == path
         assert "reusing" in caplog.text and "other data" not in caplog.text
         assert _cache_stamp(path) == stamp  # not rebuilt
     manifest = read_manifest(path)
@@ -295,7 +295,7 @@ def test_other_data_is_never_served(shared_data, tmp_path, caplog):
     nih = shared_data / "nih1000"
     small = _nih_subset(nih, tmp_path / "nih300", 300)
     cache = tmp_path / "cache"
-    path = cx.prepare(small, cache, resolution=16, num_workers=0)
+    path = cx.prepare(small, cache, resolution=16, prepare_workers=0)
     assert read_manifest(path)["rows"] == 300
     # training with the other tree: refused, in one line naming the cache and giving the command
     with pytest.raises(DataError) as err:
@@ -306,7 +306,7 @@ def test_other_data_is_never_served(shared_data, tmp_path, caplog):
     assert msg.endswith(f"python scripts/prepare_data.py dataset=chestxray14 dataset.root={nih} dataset.resolution=16")
     # prepare with the other tree: rebuilt, saying so in one line
     with caplog.at_level(logging.INFO, logger="flowmixup.data.cache"):
-        cx.prepare(nih, cache, resolution=16, num_workers=0)
+        cx.prepare(nih, cache, resolution=16, prepare_workers=0)
     lines = [r.getMessage() for r in caplog.records if "other data" in r.getMessage()]
     assert len(lines) == 1 and "rebuilding" in lines[0] and "300 records" in lines[0] and "1000 records" in lines[0]
     assert read_manifest(path)["rows"] == 1000
@@ -314,19 +314,19 @@ def test_other_data_is_never_served(shared_data, tmp_path, caplog):
     with pytest.raises(DataError, match="built from other data"):
         cx.load(small, cache, resolution=16)
     # prepare_if_missing rebuilds for the data given, too
-    data = cx.load(small, cache, resolution=16, prepare_if_missing=True, num_workers=0)
+    data = cx.load(small, cache, resolution=16, prepare_if_missing=True, prepare_workers=0)
     assert data.x.shape[0] == 300 and read_manifest(path)["rows"] == 300
 
 
 def test_a_replaced_image_of_another_size_is_other_data(tmp_path, caplog):
     root = _tiny_root(tmp_path)
-    path = cx.prepare(root, tmp_path / "cache", resolution=16, num_workers=0)
+    path = cx.prepare(root, tmp_path / "cache", resolution=16, prepare_workers=0)
     img = root / "images_001" / "images" / "c.png"
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(img)  # a downsampled copy, say: another size
     with pytest.raises(DataError, match="built from other data"):
         cx.load(root, tmp_path / "cache", resolution=16)
     with caplog.at_level(logging.WARNING, logger="flowmixup.data.cache"):
-        cx.prepare(root, tmp_path / "cache", resolution=16, num_workers=0)
+        cx.prepare(root, tmp_path / "cache", resolution=16, prepare_workers=0)
     assert "other data" in caplog.text and "differs in the record files" in caplog.text
     assert np.array_equal(cx.load(root, tmp_path / "cache", resolution=16).x[np.array([2])][0, 0],
                           np.zeros((16, 16), np.uint8))
@@ -338,7 +338,7 @@ def test_load_without_root_uses_a_complete_cache(tmp_path, no_root):
     root = _tiny_root(tmp_path)
     with pytest.raises(DataError, match=r"no complete cache .*dataset.root=<root> dataset.resolution=16"):
         cx.load(no_root, tmp_path / "cache", resolution=16)
-    cx.prepare(root, tmp_path / "cache", resolution=16, num_workers=0)
+    cx.prepare(root, tmp_path / "cache", resolution=16, prepare_workers=0)
     shutil.rmtree(root)  # a node with only the cache
     data = cx.load(no_root, tmp_path / "cache", resolution=16)
     assert data.x.shape == (4, 1, 16, 16) and data.info["records"] == 4
@@ -355,7 +355,7 @@ def test_load_without_root_uses_a_complete_cache(tmp_path, no_root):
 
 def test_old_format_cache_is_refused_by_load_and_rebuilt_by_prepare(tmp_path, caplog):
     root = _tiny_root(tmp_path)
-    path = cx.prepare(root, tmp_path / "cache", resolution=16, num_workers=0)
+    path = cx.prepare(root, tmp_path / "cache", resolution=16, prepare_workers=0)
     m = read_manifest(path)
     m["format"] = 1
     del m["fingerprint"], m["fingerprint_of"]
@@ -365,6 +365,6 @@ def test_old_format_cache_is_refused_by_load_and_rebuilt_by_prepare(tmp_path, ca
             cx.load(r, tmp_path / "cache", resolution=16)
         assert "\n" not in str(err.value)
     with caplog.at_level(logging.INFO, logger="flowmixup.data.cache"):
-        cx.prepare(root, tmp_path / "cache", resolution=16, num_workers=0)
+        cx.prepare(root, tmp_path / "cache", resolution=16, prepare_workers=0)
     assert "format 1" in caplog.text and read_manifest(path)["format"] == 2
     assert cx.load(root, tmp_path / "cache", resolution=16).x.shape[0] == 4

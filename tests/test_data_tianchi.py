@@ -209,7 +209,7 @@ def test_selection_rules(tmp_path):
 
 def test_prepare_and_load_round_trip(tmp_path):
     root, sources = _tiny_root(tmp_path)
-    path = tc.prepare(root, tmp_path / "cache", "toy12", sources, CLASSES, "drop_record", num_workers=2)
+    path = tc.prepare(root, tmp_path / "cache", "toy12", sources, CLASSES, "drop_record", prepare_workers=2)
     assert path.name.startswith("toy12_") and path.suffix == ".h5"
     data = tc.load(root, tmp_path / "cache", "toy12", sources, CLASSES, "drop_record", split_seed=3)
     assert isinstance(data.x, LazyH5Array) and data.x.shape == (18, 8, 5000) and data.x.dtype == np.float32
@@ -232,9 +232,9 @@ def test_prepare_bad_record_error_and_skip(tmp_path, caplog):
     (root / "train" / "3.txt").write_text(HEADER + "1 2 3\n")
     (root / "round2" / "train" / "100004.txt").unlink()
     with pytest.raises(DataError, match=r"3.txt, line 2: 3 values"):
-        tc.prepare(root, tmp_path / "cache", "toy", sources, CLASSES, "drop_record", num_workers=0)
+        tc.prepare(root, tmp_path / "cache", "toy", sources, CLASSES, "drop_record", prepare_workers=0)
     with caplog.at_level(logging.WARNING):
-        path = tc.prepare(root, tmp_path / "cache", "toy", sources, CLASSES, "drop_record", num_workers=0,
+        path = tc.prepare(root, tmp_path / "cache", "toy", sources, CLASSES, "drop_record", prepare_workers=0,
                           on_bad_record="skip")
     assert "3.txt" in caplog.text and "100004.txt" in caplog.text and "skipped 2 of 18" in caplog.text
     assert sorted(s["record"] for s in read_manifest(path)["skipped"]) == ["round1/3.txt", "round2/100004.txt"]
@@ -308,7 +308,7 @@ def test_edited_label_file_changes_the_fingerprint_and_prepare_rebuilds(shared_d
     root = _real_ecg55_root(shared_data, tmp_path / "tianchi")
     args = ("ecg55", c["sources"], c["classes"], c["other_labels"], c["duplicates"])
     cache = tmp_path / "cache"
-    path = tc.prepare(root, cache, *args, num_workers=0)
+    path = tc.prepare(root, cache, *args, prepare_workers=0)
     config = tc.cache_config(*args)
     before = tc.source_fingerprint(root, config, c["sources"], tc.select_records(root, *args[1:]))
     assert read_manifest(path)["fingerprint"] == before.sha256
@@ -327,7 +327,7 @@ def test_edited_label_file_changes_the_fingerprint_and_prepare_rebuilds(shared_d
     assert "\n" not in msg and str(path) in msg and "built from other data" in msg and "hf_round1_label.txt" in msg
     assert msg.endswith(f"python scripts/prepare_data.py dataset=ecg55 dataset.root={root}")
     with caplog.at_level(logging.INFO, logger="flowmixup.data.cache"):
-        assert tc.prepare(root, cache, *args, num_workers=0) == path
+        assert tc.prepare(root, cache, *args, prepare_workers=0) == path
     lines = [r.getMessage() for r in caplog.records if "other data" in r.getMessage()]
     assert len(lines) == 1 and "rebuilding" in lines[0] and "differs in hf_round1_label.txt" in lines[0]
     data = tc.load(root, cache, *args)
@@ -337,7 +337,7 @@ def test_edited_label_file_changes_the_fingerprint_and_prepare_rebuilds(shared_d
 def test_moved_data_is_accepted_and_reused(tmp_path, caplog):
     root, sources = _tiny_root(tmp_path)
     cache = tmp_path / "cache"
-    path = tc.prepare(root, cache, "toy12", sources, CLASSES, "drop_record", num_workers=0)
+    path = tc.prepare(root, cache, "toy12", sources, CLASSES, "drop_record", prepare_workers=0)
     stamp = _stamp(path)
     moved = tmp_path / "elsewhere" / "tianchi"
     shutil.copytree(root, moved)
@@ -345,7 +345,7 @@ def test_moved_data_is_accepted_and_reused(tmp_path, caplog):
     data = tc.load(moved, cache, "toy12", sources, CLASSES, "drop_record")
     assert data.x.shape == (18, 8, 5000)
     with caplog.at_level(logging.INFO, logger="flowmixup.data.cache"):
-        assert tc.prepare(moved, cache, "toy12", sources, CLASSES, "drop_record", num_workers=0) == path
+        assert tc.prepare(moved, cache, "toy12", sources, CLASSES, "drop_record", prepare_workers=0) == path
     assert "reusing" in caplog.text and _stamp(path) == stamp
     # a record replaced by one of another length is other data
     _record(moved / "train" / "0.txt", rows=4999, seed=0)
@@ -359,7 +359,7 @@ def test_load_without_root_uses_a_complete_cache(tmp_path, no_root):
     cache = tmp_path / "cache"
     with pytest.raises(DataError, match=r"dataset=toy dataset.root=<root>"):
         tc.load(no_root, cache, "toy", sources, CLASSES, "drop_record")
-    tc.prepare(root, cache, "toy", sources, CLASSES, "drop_record", num_workers=0)
+    tc.prepare(root, cache, "toy", sources, CLASSES, "drop_record", prepare_workers=0)
     shutil.rmtree(root)
     data = tc.load(no_root, cache, "toy", sources, CLASSES, "drop_record")
     assert data.x.shape == (5, 8, 5000)

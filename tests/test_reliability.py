@@ -286,7 +286,7 @@ def test_prepared_cache_follows_the_umask(shared_data, tmp_path):
 
     old = os.umask(0o027)
     try:
-        path = chestxray14.prepare(shared_data / "nih1000", tmp_path / "cache", resolution=16, num_workers=0)
+        path = chestxray14.prepare(shared_data / "nih1000", tmp_path / "cache", resolution=16, prepare_workers=0)
     finally:
         os.umask(old)
     files = [p for p in (tmp_path / "cache").rglob("*") if p.is_file()]

@@ -143,7 +143,7 @@ def test_a_lock_left_by_a_dead_builder_is_taken_over_and_its_rows_resumed(tmp_pa
 
     def build(reader):
         return cache.build_cache(path, items=list(range(100)), reader=reader, row_shape=(2,), dtype=np.float32,
-                                 row_data={"y": np.arange(100)}, config={"toy": 1}, num_workers=0, chunk_rows=10)
+                                 row_data={"y": np.arange(100)}, config={"toy": 1}, prepare_workers=0, chunk_rows=10)
 
     def dies_at_50(i):
         if i == 50:
@@ -167,7 +167,7 @@ def test_a_loader_waits_for_the_builder_of_its_cache(tmp_path, monkeypatch):
     """A training job started while its cache is being built waits (one log line) and then opens it."""
     path = tmp_path / "toy.h5"
     cache.build_cache(path, items=list(range(10)), reader=_row, row_shape=(2,), dtype=np.float32,
-                      row_data={"y": np.arange(10)}, config={"toy": 1}, num_workers=0)
+                      row_data={"y": np.arange(10)}, config={"toy": 1}, prepare_workers=0)
     path.rename(tmp_path / "aside.h5")  # as if the builder had not finished yet
     builder = fio.FileLock(cache.lock_path(path)).acquire()
     waiting, result = threading.Event(), {}
@@ -202,7 +202,7 @@ def _read_all(path, barrier, out):
 def test_many_readers_open_one_ready_cache_at_once_without_a_lock(tmp_path):
     path = tmp_path / "toy.h5"
     cache.build_cache(path, items=list(range(300)), reader=_row, row_shape=(2,), dtype=np.float32,
-                      row_data={"y": np.arange(300)}, config={"toy": 1}, num_workers=0)
+                      row_data={"y": np.arange(300)}, config={"toy": 1}, prepare_workers=0)
     holder = h5py.File(path, "r")  # one reader already has it open while the others arrive
     ctx = multiprocessing.get_context("spawn")
     barrier, out = ctx.Barrier(4), ctx.Queue()

@@ -18,6 +18,16 @@ class DataError(ValueError):
     """Bad input data: the message names the file (and line) and what was expected."""
 
 
+def plain(obj: Any) -> Any:
+    """OmegaConf containers as plain dicts and lists (a loader may be called with DictConfig arguments); anything
+    else as it is."""
+    from omegaconf import DictConfig, ListConfig, OmegaConf
+
+    if isinstance(obj, (DictConfig, ListConfig)):
+        return OmegaConf.to_container(obj, resolve=True)
+    return obj
+
+
 @dataclass
 class LabeledArrays:
     """What a dataset loader hands to training.

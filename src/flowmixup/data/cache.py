@@ -1,4 +1,11 @@
-"""The shared HDF5 cache builder: decode raw records once, in parallel, into one resumable HDF5 file.
+"""The shared HDF5 cache: decode raw records once, in parallel, into one resumable HDF5 file, and the one contract
+every cached dataset follows (:class:`CachedSource`).
+
+A dataset module is a reader of its raw files plus a small :class:`CachedSource` subclass saying what differs: its
+cache file and config, what identifies its raw data (:meth:`CachedSource.fingerprint`), the rows to decode
+(:meth:`CachedSource.contents`) and how rows are read back and split (:meth:`CachedSource.arrays`). The sequence
+root -> fingerprint -> the ready cache, or the prepare command -> open is :meth:`CachedSource.open`, the same for
+all; :func:`prepare` builds the cache a ``dataset.loader`` config node reads, with that node's settings.
 
 Layout of a finished cache ``<dir>/<name>.h5`` (the name encodes the config that matters, e.g.
 ``chestxray14_256.h5``):
@@ -37,19 +44,22 @@ kept (the rows already decoded stay in the partial file, and the next call conti
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import logging
 import os
 import time
+from abc import ABC, abstractmethod
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from dataclasses import dataclass, field
+from contextlib import closing, contextmanager, suppress
+from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, ClassVar, Iterator, Mapping, Sequence
 
 import numpy as np
 
 from flowmixup import faults
-from flowmixup.data.base import DataError
+from flowmixup.data.base import DataError, LabeledArrays, plain
 from flowmixup.io import (FileLock, LockBusy, WriteError, atomic_path, free_bytes, holder_text, is_write_failure,
                           require_writable_folder, size_text, write_error, write_json)
 from flowmixup.progress import progress
@@ -260,7 +270,14 @@ def cache_is_valid(
     return _problem(cache_path, config, fingerprint) is None
 
 
-def default_num_workers() -> int:
+def check_on_bad_record(on_bad_record: str) -> str:
+    """``on_bad_record`` itself, or a one-line DataError when it is not one of :data:`ON_BAD_RECORD`."""
+    if on_bad_record not in ON_BAD_RECORD:
+        raise DataError(f"dataset.on_bad_record: {on_bad_record!r} is unknown; allowed: {', '.join(ON_BAD_RECORD)}")
+    return on_bad_record
+
+
+def usable_cores() -> int:
     """The CPU cores this process may use."""
     try:
         return max(1, len(os.sched_getaffinity(0)))
@@ -268,7 +285,11 @@ def default_num_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def _read_chunk(reader: Callable[[Any], np.ndarray], rows: Sequence[int], items: Sequence[Any]):
+# ------------------------------------------------------------------------------------------- decoding
+Decoded = tuple[list[tuple[int, np.ndarray]], dict[int, str]]  # ([(row, array)], {row: bad-record message})
+
+
+def _read_chunk(reader: Callable[[Any], np.ndarray], rows: Sequence[int], items: Sequence[Any]) -> Decoded:
     """Worker task: decode ``items``; a DataError becomes a message for the parent, which decides."""
     out, errors = [], {}
     for row, item in zip(rows, items):
@@ -279,28 +300,217 @@ def _read_chunk(reader: Callable[[Any], np.ndarray], rows: Sequence[int], items:
     return out, errors
 
 
-def _create_partial(
-    path: Path, n: int, row_shape, dtype, row_data: Mapping[str, np.ndarray], config_json: str, fp_hex: str
-):
+def decode(reader: Callable[[Any], np.ndarray], items: Sequence[Any], chunks: Sequence[np.ndarray],
+           workers: int) -> Iterator[Decoded]:
+    """The decoded rows and the bad-record messages of each chunk of row numbers (``reader(items[row])``).
+
+    In this process, chunk after chunk, when ``workers`` <= 1 or there is one chunk; otherwise by a pool of
+    ``workers`` processes holding at most 2 x ``workers`` chunks in flight, each chunk as soon as it is done. Closing
+    the generator (the consumer stopped: a bad record, Ctrl-C, a full disk) cancels the chunks not started yet and
+    waits for the running ones, so no worker outlives the build."""
+    if workers <= 1 or len(chunks) <= 1:
+        for rows in chunks:
+            yield _read_chunk(reader, rows, [items[r] for r in rows])
+        return
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        pending: set = set()
+        try:
+            for rows in chunks:
+                pending.add(pool.submit(_read_chunk, reader, rows, [items[r] for r in rows]))
+                if len(pending) >= 2 * workers:
+                    finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    for fut in finished:
+                        yield fut.result()
+            while pending:
+                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in finished:
+                    yield fut.result()
+        except BaseException:
+            for fut in pending:
+                fut.cancel()
+            raise
+
+
+# ------------------------------------------------------------------------------------------- building
+@dataclass
+class _Job:
+    """One build of the cache ``path``: the checked arguments of :func:`build_cache`."""
+
+    path: Path
+    items: Sequence[Any]
+    reader: Callable[[Any], np.ndarray]
+    row_shape: tuple[int, ...]
+    dtype: np.dtype
+    row_data: dict[str, np.ndarray]
+    config: dict[str, Any]
+    names: list[str]
+    source: Any
+    fingerprint: Fingerprint | None
+    on_bad_record: str
+    workers: int
+    chunk_rows: int
+    desc: str
+
+    @property
+    def n(self) -> int:
+        return len(self.items)
+
+    @property
+    def row_bytes(self) -> int:
+        return int(np.prod(self.row_shape)) * self.dtype.itemsize
+
+    @property
+    def config_json(self) -> str:
+        return _canonical(self.config)
+
+    @property
+    def fp_hex(self) -> str:
+        return self.fingerprint.sha256 if self.fingerprint is not None else ""
+
+
+def _job(cache_path, items, reader, row_shape, dtype, row_data, config, item_names, source, fingerprint,
+         on_bad_record, prepare_workers, chunk_rows, desc) -> _Job:
+    check_on_bad_record(on_bad_record)
+    cache_path = Path(cache_path)
+    if cache_path.suffix != ".h5":
+        raise DataError(f"a cache file name must end in .h5, got {cache_path}")
+    data = {k: _as_h5_array(v) for k, v in row_data.items()}
+    for key, arr in data.items():
+        if len(arr) != len(items):
+            raise DataError(f"row_data['{key}'] has {len(arr)} rows, expected {len(items)} (one per item)")
+        if key in ("x", "status", "errors"):
+            raise DataError(f"row_data key '{key}' is reserved by the cache layout")
+    return _Job(
+        path=cache_path, items=items, reader=reader, row_shape=tuple(int(s) for s in row_shape),
+        dtype=np.dtype(dtype), row_data=data,
+        config=json.loads(_canonical(config)),  # plain JSON types, as they will be read back
+        names=[str(i) for i in (item_names if item_names is not None else items)], source=source,
+        fingerprint=fingerprint, on_bad_record=on_bad_record,
+        workers=usable_cores() if prepare_workers is None else int(prepare_workers), chunk_rows=int(chunk_rows),
+        desc=desc or cache_path.name,
+    )
+
+
+class PartialCache:
+    """``<name>.partial.h5`` while a build fills it: the rows, their per-row status (to do, done, bad) and the
+    messages of the bad ones. :meth:`resume` opens the one a previous build of the same config, data and rows left
+    (or starts a new one), :meth:`store` and :meth:`mark_bad` write decoded rows, :meth:`finish` turns it into the
+    cache. ``stored``: how many rows have their data and status in the file."""
+
+    def __init__(self, job: _Job, fh):
+        self.job, self.fh, self.path = job, fh, partial_path(job.path)
+        status = fh["status"][...]
+        status[status == BAD] = TODO  # bad rows are tried again: the file may have been fixed since
+        fh["status"][...] = status
+        self.todo = np.flatnonzero(status == TODO)
+        self.stored = job.n - len(self.todo)
+        self._flushed = time.monotonic()
+
+    @classmethod
+    def resume(cls, job: _Job) -> "PartialCache":
+        """The partial file of ``job``: resumed where a build made for the same config, data and rows stopped, or
+        started afresh. Stops before decoding anything when the disk cannot hold the rows still to write."""
+        path = partial_path(job.path)
+        fh = _open_partial(path, job)
+        if fh is None:
+            _check_room(path, job.n * job.row_bytes + sum(v.nbytes for v in job.row_data.values()), job.n, 0)
+            fh = _create_partial(path, job)
+        part = cls(job, fh)
+        if part.stored:
+            log.info("resuming %s: %d of %d rows already done", path, part.stored, job.n)
+            _check_room(path, _unwritten_bytes(path, job.n * job.row_bytes), job.n, part.stored)
+        return part
+
+    def chunks(self) -> list[np.ndarray]:
+        """The rows still to do, ``chunk_rows`` at a time."""
+        step = self.job.chunk_rows
+        return [self.todo[i : i + step] for i in range(0, len(self.todo), step)]
+
+    def store(self, done: list[tuple[int, np.ndarray]]) -> None:
+        """Write decoded rows, their data before their status: a row marked done has its data written."""
+        faults.before_write(self.path)
+        if not done:
+            return
+        job = self.job
+        rows = np.array([r for r, _ in done])
+        block = np.stack([np.asarray(a, dtype=job.dtype).reshape(job.row_shape) for _, a in done])
+        if np.all(np.diff(rows) == 1):
+            self.fh["x"][rows[0] : rows[-1] + 1] = block
+            self.fh["status"][rows[0] : rows[-1] + 1] = DONE
+        else:
+            for r, a in zip(rows, block):
+                self.fh["x"][r] = a
+            for r in rows:
+                self.fh["status"][r] = DONE
+        self.stored += len(rows)
+
+    def mark_bad(self, row: int, message: str) -> None:
+        self.fh["errors"][row] = message
+        self.fh["status"][row] = BAD
+
+    def flush(self, every: float = 0.0) -> None:
+        """Flush to disk, at most once per ``every`` seconds."""
+        if time.monotonic() - self._flushed >= every:
+            self.fh.flush()
+            self._flushed = time.monotonic()
+
+    def finish(self) -> tuple[np.ndarray, list[str]]:
+        """Turn the filled partial file into the cache (renamed when no row is bad, else compacted without the bad
+        rows); ``(bad rows, their messages)``."""
+        import h5py
+
+        self.fh.flush()
+        status = self.fh["status"][...]
+        if (status == TODO).any():  # cannot happen unless a reader returned nothing
+            raise DataError(f"{self.path}: {int((status == TODO).sum())} rows were not decoded")
+        good, bad = np.flatnonzero(status == DONE), np.flatnonzero(status == BAD)
+        messages = [_text(self.fh["errors"][r]) for r in bad]
+        job = self.job
+        if len(bad) == 0:
+            self.close()
+            with h5py.File(self.path, "r+") as done_fh:  # the final file holds no build bookkeeping
+                del done_fh["status"], done_fh["errors"]
+            _fsync(self.path)
+            os.replace(self.path, job.path)
+        else:
+            log.warning("skipped %d of %d records (bad input); the cache holds the other %d", len(bad), job.n,
+                        len(good))
+            with atomic_path(job.path, suffix=".h5") as tmp:
+                _compact(self.fh, tmp, good, job)
+            self.close()
+            self.path.unlink(missing_ok=True)
+        return bad, messages
+
+    def close(self) -> None:
+        fh, self.fh = self.fh, None
+        if fh is not None:
+            fh.close()
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _create_partial(path: Path, job: _Job):
     import h5py
 
     path.unlink(missing_ok=True)
     path.parent.mkdir(parents=True, exist_ok=True)
     fh = h5py.File(path, "w")
-    fh.attrs["config_json"] = config_json
-    fh.attrs["fingerprint"] = fp_hex
+    fh.attrs["config_json"] = job.config_json
+    fh.attrs["fingerprint"] = job.fp_hex
     # Contiguous, uncompressed: a sorted fancy-index batch read (what ArrayDataset issues) is ~50-250x faster than
     # with one HDF5 chunk per row (h5py's selection over many chunks is slow), measured in docs/datasets.md.
-    fh.create_dataset("x", shape=(n, *row_shape), dtype=dtype, chunks=None)
-    for key, arr in row_data.items():
+    fh.create_dataset("x", shape=(job.n, *job.row_shape), dtype=job.dtype, chunks=None)
+    for key, arr in job.row_data.items():
         fh.create_dataset(key, data=arr)
-    fh.create_dataset("status", shape=(n,), dtype=np.uint8, fillvalue=TODO)
-    fh.create_dataset("errors", shape=(n,), dtype=h5py.string_dtype())
+    fh.create_dataset("status", shape=(job.n,), dtype=np.uint8, fillvalue=TODO)
+    fh.create_dataset("errors", shape=(job.n,), dtype=h5py.string_dtype())
     fh.flush()
     return fh
 
 
-def _open_partial(path: Path, n: int, row_shape, dtype, row_data, config_json: str, fp_hex: str):
+def _open_partial(path: Path, job: _Job):
     """Reopen a partial build made for the same config, data and rows, or return None (it is then rebuilt)."""
     import h5py
 
@@ -317,26 +527,31 @@ def _open_partial(path: Path, n: int, row_shape, dtype, row_data, config_json: s
         log.warning("%s is unreadable (%s): starting the cache again", path, err)
         return None
     started_for = fh.attrs.get("fingerprint", "")
-    if started_for != fp_hex:
+    if started_for != job.fp_hex:
         fh.close()
         log.warning(
             "%s was started from other data (fingerprint %s, this data: %s): starting the cache again",
-            path, (started_for or "none")[:12], (fp_hex or "none")[:12],
+            path, (started_for or "none")[:12], (job.fp_hex or "none")[:12],
         )
         return None
-    ok = (
-        fh.attrs.get("config_json") == config_json
-        and "x" in fh
-        and fh["x"].shape == (n, *row_shape)
-        and fh["x"].dtype == np.dtype(dtype)
-        and "status" in fh
-        and all(k in fh and fh[k].shape == np.shape(v) and np.array_equal(fh[k][...], v) for k, v in row_data.items())
-    )
-    if not ok:
+    if not _same_rows(fh, job):
         fh.close()
         log.warning("%s was started for another config or other rows: starting the cache again", path)
         return None
     return fh
+
+
+def _same_rows(fh, job: _Job) -> bool:
+    """Whether the open partial file ``fh`` was made for ``job``'s config, row shape, dtype and row data."""
+    return (
+        fh.attrs.get("config_json") == job.config_json
+        and "x" in fh
+        and fh["x"].shape == (job.n, *job.row_shape)
+        and fh["x"].dtype == job.dtype
+        and "status" in fh
+        and all(k in fh and fh[k].shape == np.shape(v) and np.array_equal(fh[k][...], v)
+                for k, v in job.row_data.items())
+    )
 
 
 def _as_h5_array(arr: np.ndarray) -> np.ndarray:
@@ -359,7 +574,7 @@ def build_cache(
     source: Any = None,
     fingerprint: Fingerprint | None = None,
     on_bad_record: str = "error",
-    num_workers: int | None = None,
+    prepare_workers: int | None = None,
     chunk_rows: int = 32,
     desc: str | None = None,
     overwrite: bool = False,
@@ -377,34 +592,35 @@ def build_cache(
         from other data is rebuilt, with one log line saying so.
     on_bad_record: ``"error"`` stops at the first bad record with a DataError naming it (the rows done so far are
         kept for the next call); ``"skip"`` logs each bad record and the total, and leaves those rows out.
-    num_workers: processes decoding in parallel (default: all usable cores; 0 or 1: decode in this process).
+    prepare_workers: processes decoding in parallel (default: all usable cores; 0 or 1: decode in this process).
     wait: when another process is building this cache, wait for it (True) or stop with a DataError (False);
         None: :data:`WAIT_FOR_BUILDER` (``prepare_data.py --no-wait`` sets it to False).
     Returns the path of the complete cache; an existing complete cache for ``config`` (and ``fingerprint``) is
     reused as it is.
     """
-    wait = WAIT_FOR_BUILDER if wait is None else bool(wait)
+    job = _job(cache_path, items, reader, row_shape, dtype, row_data, config, item_names, source, fingerprint,
+               on_bad_record, prepare_workers, chunk_rows, desc)
+    if not overwrite and _problem(job.path, job.config, fingerprint) is None:  # a ready cache: no lock needed
+        log.info("cache %s is complete for this config and data: reusing it", job.path)
+        return job.path
+    require_writable_folder(job.path.parent, "the cache folder", DATA_DIR_HINT)
+    with _builder_lock(job.path, WAIT_FOR_BUILDER if wait is None else bool(wait)):
+        if not overwrite:
+            found = _problem(job.path, job.config, fingerprint)
+            if found is None:  # another builder finished it while this one waited
+                log.info("cache %s is complete for this config and data: reusing it", job.path)
+                return job.path
+            kind, problem = found
+            if kind == "data":
+                log.warning("%s: rebuilding it", problem)
+            elif kind != "missing":
+                log.info("%s: building the cache again", problem)
+        return _build_locked(job, overwrite)
 
-    if on_bad_record not in ON_BAD_RECORD:
-        raise DataError(f"on_bad_record must be one of {ON_BAD_RECORD}, got {on_bad_record!r}")
-    cache_path = Path(cache_path)
-    if cache_path.suffix != ".h5":
-        raise DataError(f"a cache file name must end in .h5, got {cache_path}")
-    n = len(items)
-    row_shape = tuple(int(s) for s in row_shape)
-    dtype = np.dtype(dtype)
-    names = [str(i) for i in (item_names if item_names is not None else items)]
-    row_data = {k: _as_h5_array(v) for k, v in row_data.items()}
-    for key, arr in row_data.items():
-        if len(arr) != n:
-            raise DataError(f"row_data['{key}'] has {len(arr)} rows, expected {n} (one per item)")
-        if key in ("x", "status", "errors"):
-            raise DataError(f"row_data key '{key}' is reserved by the cache layout")
-    config = json.loads(_canonical(config))  # plain JSON types, as they will be read back
-    if not overwrite and _problem(cache_path, config, fingerprint) is None:  # a ready cache: no lock needed
-        log.info("cache %s is complete for this config and data: reusing it", cache_path)
-        return cache_path
-    require_writable_folder(cache_path.parent, "the cache folder", DATA_DIR_HINT)
+
+@contextmanager
+def _builder_lock(cache_path: Path, wait: bool) -> Iterator[FileLock]:
+    """The cache's lock, held by its one builder (waiting for another builder when ``wait``): one line otherwise."""
     lock = FileLock(lock_path(cache_path))
     try:
         lock.acquire(wait=wait, on_wait=_say_waiting(cache_path, "one builder per cache"))
@@ -417,171 +633,81 @@ def build_cache(
         raise write_error(lock.path, "creating the cache's lock file", err, kept="nothing was written",
                           todo=DATA_DIR_HINT) from None
     try:
-        if not overwrite:
-            found = _problem(cache_path, config, fingerprint)
-            if found is None:  # another builder finished it while this one waited
-                log.info("cache %s is complete for this config and data: reusing it", cache_path)
-                return cache_path
-            kind, problem = found
-            if kind == "data":
-                log.warning("%s: rebuilding it", problem)
-            elif kind != "missing":
-                log.info("%s: building the cache again", problem)
-        return _build_locked(cache_path, items, reader, row_shape, dtype, row_data, config, names, source,
-                             fingerprint, on_bad_record, num_workers, chunk_rows, desc, overwrite)
+        yield lock
     finally:
         lock.release()
 
 
-def _build_locked(cache_path: Path, items, reader, row_shape, dtype, row_data, config, names, source, fingerprint,
-                  on_bad_record, num_workers, chunk_rows, desc, overwrite) -> Path:
+def _build_locked(job: _Job, overwrite: bool) -> Path:
     """The build itself, under the cache's lock (see :func:`build_cache`)."""
-    import h5py
-
-    n = len(items)
-    config_json = _canonical(config)
-    fp_hex = fingerprint.sha256 if fingerprint is not None else ""
     # From here on the old final cache (if any) must not look complete: its manifest goes first.
-    manifest_path(cache_path).unlink(missing_ok=True)
-    part = partial_path(cache_path)
+    manifest_path(job.path).unlink(missing_ok=True)
     if overwrite:
-        part.unlink(missing_ok=True)
-
-    row_bytes = int(np.prod(row_shape)) * dtype.itemsize
-    fh, stored = None, [0]  # stored: rows whose data and status are in the partial file
+        partial_path(job.path).unlink(missing_ok=True)
+    part = None
     try:
-        fh = _open_partial(part, n, row_shape, dtype, row_data, config_json, fp_hex)
-        if fh is None:
-            _check_room(part, n * row_bytes + sum(np.asarray(v).nbytes for v in row_data.values()), n, 0)
-            fh = _create_partial(part, n, row_shape, dtype, row_data, config_json, fp_hex)
-        status = fh["status"][...]
-        status[status == BAD] = TODO  # bad rows are tried again: the file may have been fixed since
-        fh["status"][...] = status
-        todo = np.flatnonzero(status == TODO)
-        stored[0] = n - len(todo)
-        if len(todo) < n:
-            log.info("resuming %s: %d of %d rows already done", part, n - len(todo), n)
-            _check_room(part, _unwritten_bytes(part, n * row_bytes), n, n - len(todo))
-        chunks = [todo[i : i + chunk_rows] for i in range(0, len(todo), chunk_rows)]
-        workers = default_num_workers() if num_workers is None else int(num_workers)
-        bar = progress(total=n, initial=n - len(todo), desc=desc or cache_path.name, unit="rec")
-        skipped: list[str] = []
-
-        def store(done_rows, errors) -> None:
-            faults.before_write(part)
-            if done_rows:
-                rows = np.array([r for r, _ in done_rows])
-                block = np.stack([np.asarray(a, dtype=dtype).reshape(row_shape) for _, a in done_rows])
-                # status after the data: a row marked done has its data written
-                if np.all(np.diff(rows) == 1):
-                    fh["x"][rows[0] : rows[-1] + 1] = block
-                    fh["status"][rows[0] : rows[-1] + 1] = DONE
-                else:
-                    for r, a in zip(rows, block):
-                        fh["x"][r] = a
-                    for r in rows:
-                        fh["status"][r] = DONE
-                stored[0] += len(rows)
-            for r, msg in sorted(errors.items()):
-                if on_bad_record == "error":
-                    fh.flush()
-                    raise DataError(msg)
-                log.warning("skipping bad record %s: %s", names[r], msg)
-                skipped.append(msg)
-                fh["errors"][r] = msg
-                fh["status"][r] = BAD
-            bar.update(len(done_rows) + len(errors))
-            faults.pause("cache-row-block")
-
-        last_flush = time.monotonic()
-        if workers <= 1 or len(chunks) <= 1:
-            for rows in chunks:
-                store(*_read_chunk(reader, rows, [items[r] for r in rows]))
-                if time.monotonic() - last_flush > 10:
-                    fh.flush()
-                    last_flush = time.monotonic()
-        else:
-            with ProcessPoolExecutor(max_workers=workers) as pool:
-                pending = set()
-                queue = iter(chunks)
-                try:
-                    for rows in queue:
-                        pending.add(pool.submit(_read_chunk, reader, rows, [items[r] for r in rows]))
-                        if len(pending) >= 2 * workers:
-                            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-                            for fut in finished:
-                                store(*fut.result())
-                            if time.monotonic() - last_flush > 10:
-                                fh.flush()
-                                last_flush = time.monotonic()
-                    for fut in list(pending):
-                        store(*fut.result())
-                        pending.discard(fut)
-                except BaseException:
-                    for fut in pending:
-                        fut.cancel()
-                    raise
-        bar.close()
-        fh.flush()
-        status = fh["status"][...]
-        if (status == TODO).any():  # cannot happen unless a reader returned nothing
-            raise DataError(f"{part}: {int((status == TODO).sum())} rows were not decoded")
-        good = np.flatnonzero(status == DONE)
-        bad = np.flatnonzero(status == BAD)
-        bad_messages = [fh["errors"][r].decode() if isinstance(fh["errors"][r], bytes) else str(fh["errors"][r]) for r in bad]
-        if len(bad) == 0:
-            fh.close()
-            fh = None
-            with h5py.File(part, "r+") as done_fh:  # the final file holds no build bookkeeping
-                del done_fh["status"], done_fh["errors"]
-            _fsync(part)
-            os.replace(part, cache_path)
-        else:
-            log.warning("skipped %d of %d records (bad input); the cache holds the other %d", len(bad), n, len(good))
-            with atomic_path(cache_path, suffix=".h5") as tmp:
-                _compact(fh, tmp, good, row_shape, dtype, list(row_data), config_json)
-            fh.close()
-            fh = None
-            part.unlink(missing_ok=True)
+        part = PartialCache.resume(job)
+        _fill(part)
+        bad, messages = part.finish()
     except OSError as err:
         if not is_write_failure(err):
             raise
-        done = stored[0]
-        raise write_error(part, "writing the cache", err, needed=(n - done) * row_bytes,
-                          kept=(f"the {done} of {n} rows decoded so far are kept in {part}" if done
+        done, part_file = (part.stored if part is not None else 0), partial_path(job.path)
+        raise write_error(part_file, "writing the cache", err, needed=(job.n - done) * job.row_bytes,
+                          kept=(f"the {done} of {job.n} rows decoded so far are kept in {part_file}" if done
                                 else "no row was decoded yet"),
                           todo=f"free some space (or {DATA_DIR_HINT}) and run the same command again to "
                                "continue from them") from None
     finally:
-        if fh is not None:
-            try:
-                fh.close()
-            except OSError:  # a full disk can make even the close fail; the error above says what to do
-                pass
+        if part is not None:
+            with suppress(OSError):  # a full disk can make even the close fail; the error above says what to do
+                part.close()
+    _write_manifest(job, bad, messages)
+    log.info("cache %s complete: %d rows", job.path, job.n - len(bad))
+    return job.path
 
+
+def _fill(part: PartialCache) -> None:
+    """Decode the rows ``part`` still lacks into it; a bad record stops the build (``on_bad_record="error"``,
+    after flushing the rows done) or is logged and marked bad (``"skip"``)."""
+    job = part.job
+    bar = progress(total=job.n, initial=part.stored, desc=job.desc, unit="rec")
+    with closing(decode(job.reader, job.items, part.chunks(), job.workers)) as decoded:
+        for done, errors in decoded:
+            part.store(done)
+            for row, message in sorted(errors.items()):
+                if job.on_bad_record == "error":
+                    part.flush()
+                    raise DataError(message)
+                log.warning("skipping bad record %s: %s", job.names[row], message)
+                part.mark_bad(row, message)
+            bar.update(len(done) + len(errors))
+            faults.pause("cache-row-block")
+            part.flush(every=10.0)
+    bar.close()
+
+
+def _write_manifest(job: _Job, bad: np.ndarray, messages: list[str]) -> None:
+    fp = job.fingerprint
     write_json(
-        manifest_path(cache_path),
+        manifest_path(job.path),
         {
             "format": MANIFEST_FORMAT,
             "complete": True,
-            "config": config,
-            "fingerprint": fingerprint.sha256 if fingerprint is not None else None,
+            "config": job.config,
+            "fingerprint": fp.sha256 if fp is not None else None,
             "fingerprint_of": (
-                {"version": FINGERPRINT_VERSION, "records": fingerprint.records, "files": fingerprint.files}
-                if fingerprint is not None
-                else None
+                {"version": FINGERPRINT_VERSION, "records": fp.records, "files": fp.files} if fp is not None else None
             ),
-            "rows": int(len(good)),
-            "rows_requested": int(n),
-            "row_shape": list(row_shape),
-            "dtype": dtype.name,
-            "source": source,
-            "skipped": [{"record": names[r], "error": m} for r, m in zip(bad, bad_messages)],
+            "rows": int(job.n - len(bad)),
+            "rows_requested": int(job.n),
+            "row_shape": list(job.row_shape),
+            "dtype": job.dtype.name,
+            "source": job.source,
+            "skipped": [{"record": job.names[r], "error": m} for r, m in zip(bad, messages)],
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         },
     )
-    log.info("cache %s complete: %d rows", cache_path, len(good))
-    return cache_path
 
 
 def _unwritten_bytes(part: Path, data_bytes: int) -> int:
@@ -607,17 +733,17 @@ def _fsync(path: Path) -> None:
         os.fsync(f.fileno())
 
 
-def _compact(src, dst: Path, good: np.ndarray, row_shape, dtype, keys: list[str], config_json: str) -> None:
+def _compact(src, dst: Path, good: np.ndarray, job: _Job) -> None:
     """Copy the ``good`` rows of the partial file ``src`` into a new file ``dst``."""
     import h5py
 
     with h5py.File(dst, "w") as out:
-        out.attrs["config_json"] = config_json
-        x = out.create_dataset("x", shape=(len(good), *row_shape), dtype=dtype, chunks=None)
+        out.attrs["config_json"] = job.config_json
+        x = out.create_dataset("x", shape=(len(good), *job.row_shape), dtype=job.dtype, chunks=None)
         step = 256
         for i in range(0, len(good), step):
             x[i : i + step] = src["x"][good[i : i + step]]
-        for key in keys:
+        for key in job.row_data:
             out.create_dataset(key, data=src[key][...][good])
 
 
@@ -684,3 +810,179 @@ def read_row_data(cache_path: str | os.PathLike, keys: Sequence[str]) -> dict[st
                 arr = np.array([v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in arr])
             out[key] = arr
     return out
+
+
+# ------------------------------------------------------------------------------------------- the contract
+@dataclass
+class CacheContents:
+    """What a cache is built from (the arguments of :func:`build_cache` that a dataset supplies): row i is
+    ``reader(items[i])``, of ``row_shape`` and ``dtype``; ``row_data`` the per-row arrays beside it; ``config`` and
+    ``fingerprint`` its identity; ``item_names`` name the rows in messages; ``source`` is written to the manifest."""
+
+    items: Sequence[Any]
+    reader: Callable[[Any], np.ndarray]
+    row_shape: Sequence[int]
+    dtype: Any
+    row_data: Mapping[str, np.ndarray]
+    config: Mapping[str, Any]
+    fingerprint: Fingerprint | None
+    item_names: Sequence[str] | None = None
+    source: Any = None
+
+
+NO_ROOT = (None, "", "???")  # dataset.root values meaning "no raw data here: use the cache as it is"
+
+
+@dataclass
+class CachedSource(ABC):
+    """A dataset read from its prepared cache: root -> fingerprint -> the ready cache, or the prepare command -> open.
+
+    Each dataset is a dataclass subclass whose fields are its settings (after ``root`` and ``cache_dir``; the three
+    keyword-only settings below are common to all), with:
+
+    - ``NAME``: the ``dataset=`` option that prepares it (the command in messages; or :attr:`dataset_option`),
+      ``WHAT``: what a row is, in messages;
+    - :meth:`cache_path`, :meth:`cache_config`: the cache file and the config that identifies it;
+    - :meth:`fingerprint`: the identity of the raw data under ``root`` (reads labels and lists, decodes nothing);
+      or :meth:`identify` where the config itself comes from the raw data;
+    - :meth:`contents`: the rows to decode (prepare); :meth:`arrays`: the rows read back and the splits (load);
+    - :meth:`prepare_overrides`: what the prepare command needs beyond ``dataset=`` and ``dataset.root=``.
+
+    :meth:`open` and :meth:`build` are the contract; :meth:`load` and :meth:`prepare` (``cls(...).open()`` and
+    ``cls(...).build()``) are what a dataset module exports and its ``conf/dataset`` file names as ``_target_``.
+    """
+
+    NAME: ClassVar[str] = ""
+    WHAT: ClassVar[str] = "records"
+
+    root: Any
+    cache_dir: str | os.PathLike
+    _: KW_ONLY
+    prepare_if_missing: bool = False
+    on_bad_record: str = "error"
+    prepare_workers: int | None = None
+
+    def __post_init__(self) -> None:
+        check_on_bad_record(self.on_bad_record)
+
+    # ---- what a dataset supplies
+    @abstractmethod
+    def cache_path(self) -> Path:
+        """The cache file (``<cache_dir>/<name>.h5``, the name encoding the config)."""
+
+    @abstractmethod
+    def cache_config(self) -> dict[str, Any]:
+        """The config that identifies the cache, as far as it is known without reading the raw data."""
+
+    def fingerprint(self) -> Fingerprint:
+        """The :func:`fingerprint` of the raw data under ``root`` (needed unless :meth:`identify` is given)."""
+        raise NotImplementedError(f"{type(self).__name__} defines neither fingerprint() nor identify()")
+
+    def identify(self) -> tuple[dict[str, Any], Fingerprint]:
+        """``(config, fingerprint)`` of the raw data under ``root``; a DataError when it cannot be read."""
+        return self.cache_config(), self.fingerprint()
+
+    @abstractmethod
+    def contents(self) -> CacheContents:
+        """What the cache is built from: the raw data under ``root`` read, checked and described row by row."""
+
+    @abstractmethod
+    def arrays(self, path: Path, manifest: dict) -> LabeledArrays:
+        """The dataset read from the complete cache ``path`` (with its ``manifest``): rows, labels, splits, info."""
+
+    def prepare_overrides(self) -> list[str]:
+        """The overrides the prepare command needs beyond ``dataset=`` and ``dataset.root=``."""
+        return []
+
+    # ---- the contract
+    @property
+    def dataset_option(self) -> str:
+        """The ``dataset=`` option that prepares this cache: :data:`NAME` unless a dataset says otherwise."""
+        return self.NAME
+
+    @property
+    def has_root(self) -> bool:
+        return self.root not in NO_ROOT
+
+    def prepare_command(self) -> str:
+        """The command that builds this cache (its root, or ``<root>`` where none is given)."""
+        root = self.root if self.has_root else "<root>"
+        return " ".join(["python scripts/prepare_data.py", f"dataset={self.dataset_option}", f"dataset.root={root}",
+                         *self.prepare_overrides()])
+
+    def open(self) -> LabeledArrays:
+        """The dataset from its complete cache. With a ``root``, the cache must hold the data found there (wherever
+        it was mounted when the cache was built): a cache of other data is a one-line DataError giving the command
+        that rebuilds it. Without one (``dataset.root=null``), a complete cache is used as it is. A missing cache is
+        built when ``prepare_if_missing``, else a DataError that gives the command; a cache being built is waited
+        for; under ``on_bad_record="error"`` a cache that skipped records is refused."""
+        path = self.cache_path()
+        config, fp = self._identity(path)
+        if self.prepare_if_missing and not cache_is_valid(path, config, fp):
+            if not self.has_root:
+                raise DataError(f"no complete cache at {path} and no dataset.root to build it from")
+            self.build()
+        manifest = open_cache(path, config, build_hint=self.prepare_command(), fingerprint=fp,
+                              on_bad_record=self.on_bad_record, what=self.WHAT)
+        return self.arrays(path, manifest)
+
+    def _identity(self, path: Path) -> tuple[dict[str, Any], Fingerprint | None]:
+        """``(config, fingerprint)`` a cache at ``path`` must match: the fingerprint is None without raw data."""
+        config = self.cache_config()
+        if not self.has_root:
+            return config, None
+        if not Path(self.root).is_dir():
+            if cache_is_valid(path, config):
+                raise DataError(root_missing_message(self.root, path))
+            return config, None
+        try:
+            return self.identify()
+        except DataError as err:
+            if not cache_is_valid(path, config):
+                raise
+            raise unverifiable_error(err, path) from err
+
+    def build(self, overwrite: bool = False) -> Path:
+        """Build (or finish, or reuse) the cache from the raw data under ``root`` (see :func:`build_cache`)."""
+        path = self.cache_path()
+        contents = self.contents()
+        return build_cache(path, **vars(contents), on_bad_record=self.on_bad_record,
+                           prepare_workers=self.prepare_workers, desc=path.name, overwrite=overwrite)
+
+    @classmethod
+    def load(cls, *args: Any, **settings: Any) -> LabeledArrays:
+        """``cls(*args, **settings).open()``: a dataset module's ``load``, the target of its ``dataset.loader``."""
+        return cls(*args, **settings).open()
+
+    @classmethod
+    def prepare(cls, *args: Any, overwrite: bool = False, **settings: Any) -> Path:
+        """``cls(*args, **settings).build(overwrite)``: a dataset module's ``prepare``."""
+        return cls(*args, **settings).build(overwrite=overwrite)
+
+
+def prepare(loader: Mapping[str, Any], overwrite: bool = False) -> Path:
+    """Build the cache that the ``dataset.loader`` node ``loader`` reads, with that node's settings: what
+    ``dataset.prepare`` instantiates (``scripts/prepare_data.py``). Its ``_target_`` is a :class:`CachedSource`'s
+    ``load`` (a dataset module's ``load``)."""
+    node = plain(loader)
+    settings = {k: v for k, v in node.items() if not (k.startswith("_") and k.endswith("_"))}
+    target = node.get("_target_")
+    source = getattr(_locate(target), "__self__", None)
+    if not (isinstance(source, type) and issubclass(source, CachedSource)):
+        raise DataError(f"dataset.loader._target_: {target} does not read a prepared cache, so there is nothing to "
+                        "prepare; allowed: the load of a cached dataset, e.g. flowmixup.data.chestxray14.load")
+    return source.prepare(overwrite=overwrite, **settings)
+
+
+def _locate(target: Any) -> Any:
+    """The object a dotted ``_target_`` names (``module.function`` or ``module.Class.method``), or None."""
+    parts = str(target).split(".")
+    for cut in range(len(parts) - 1, 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:cut]))
+        except ImportError:
+            continue
+        for name in parts[cut:]:
+            obj = getattr(obj, name, None)
+        return obj
+    return None

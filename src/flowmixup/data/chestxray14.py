@@ -14,30 +14,23 @@ A cache is identified by its content (:func:`source_fingerprint`): the bytes of 
 every PNG path under the image folders relative to ``root`` with its size, and the resolution and classes. The same
 data mounted elsewhere is accepted; other data at the same cache path is rebuilt by :func:`prepare` and refused by
 :func:`load`. ``load(root=None)`` uses a complete cache as it is (training on a node without the raw data).
+:class:`ChestXray14` is the dataset's :class:`~flowmixup.data.cache.CachedSource`; ``load`` and ``prepare`` are its
+entry points.
 """
 from __future__ import annotations
 
 import functools
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
 
 from flowmixup.data.base import DataError, LabeledArrays, LazyH5Array
-from flowmixup.data.cache import (
-    ON_BAD_RECORD,
-    Fingerprint,
-    build_cache,
-    cache_is_valid,
-    fingerprint,
-    open_cache,
-    read_row_data,
-    root_missing_message,
-    unverifiable_error,
-)
+from flowmixup.data.cache import CacheContents, CachedSource, Fingerprint, fingerprint, read_row_data
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +59,6 @@ TABLE_NAMES = (
     "Data_Entry_2017.csv.gz",
 )
 SPLIT_FILES = {"train_val": "train_val_list.txt", "test": "test_list.txt"}
-PREPARE_COMMAND = "python scripts/prepare_data.py dataset=chestxray14 dataset.root={root}"
 
 
 # ----------------------------------------------------------------------------------------------- raw readers
@@ -101,6 +93,23 @@ def read_metadata(root: str | os.PathLike) -> pd.DataFrame:
     """
     root = Path(root)
     table = find_table(root)
+    df = _read_table(table)
+    pid = pd.to_numeric(df["Patient ID"], errors="coerce")
+    if pid.isna().any():
+        row = df[pid.isna()].iloc[0]
+        raise DataError(f"{table}, line {row['line']}: Patient ID {row['Patient ID']!r} is not a number")
+    dummies = _label_dummies(df, table)
+    out = pd.DataFrame({"Image Index": df["Image Index"].to_numpy(), "Patient ID": pid.astype(np.int64).to_numpy()})
+    for c in CLASSES:
+        out[c] = dummies[c].to_numpy().astype(np.int64) if c in dummies.columns else 0
+    out["split"] = _split_column(root, table, df)
+    out["line"] = df["line"].to_numpy()
+    return out
+
+
+def _read_table(table: Path) -> pd.DataFrame:
+    """The table's image, label and patient columns (as text) and each row's ``line``; an empty ``Finding Labels``
+    or an image listed twice is a DataError naming the line."""
     try:
         df = pd.read_csv(table, dtype=str, keep_default_na=False)
     except (OSError, ValueError, pd.errors.ParserError) as err:
@@ -111,8 +120,8 @@ def read_metadata(root: str | os.PathLike) -> pd.DataFrame:
         raise DataError(f"{table}: columns {missing} missing (found {list(df.columns)})")
     df = df[needed].copy()
     df["line"] = np.arange(len(df)) + 2  # line 1 is the header
-    labels = df["Finding Labels"].str.strip()
-    empty = labels == ""
+    df["Finding Labels"] = df["Finding Labels"].str.strip()
+    empty = df["Finding Labels"] == ""
     if empty.any():
         row = df[empty].iloc[0]
         raise DataError(f"{table}, line {row['line']}: empty 'Finding Labels' for image {row['Image Index']}")
@@ -120,11 +129,12 @@ def read_metadata(root: str | os.PathLike) -> pd.DataFrame:
     if dup.any():
         row = df[dup].iloc[0]
         raise DataError(f"{table}, line {row['line']}: image {row['Image Index']} appears twice in the table")
-    pid = pd.to_numeric(df["Patient ID"], errors="coerce")
-    if pid.isna().any():
-        row = df[pid.isna()].iloc[0]
-        raise DataError(f"{table}, line {row['line']}: Patient ID {row['Patient ID']!r} is not a number")
-    dummies = labels.str.get_dummies(sep="|")
+    return df
+
+
+def _label_dummies(df: pd.DataFrame, table: Path) -> pd.DataFrame:
+    """One 0/1 column per label found in ``Finding Labels``; a label that is not a class is a DataError."""
+    dummies = df["Finding Labels"].str.get_dummies(sep="|")
     dummies.columns = [c.strip() for c in dummies.columns]
     dummies = dummies.T.groupby(level=0).max().T  # ' A|A' style duplicates after stripping
     unknown = [c for c in dummies.columns if c not in CLASSES and c != NO_FINDING]
@@ -136,10 +146,11 @@ def read_metadata(root: str | os.PathLike) -> pd.DataFrame:
             f"{table}, line {row['line']}: label(s) {bad} of image {row['Image Index']} are not ChestX-ray14 "
             f"classes (expected {CLASSES} or '{NO_FINDING}')"
         )
-    out = pd.DataFrame({"Image Index": df["Image Index"].to_numpy(), "Patient ID": pid.astype(np.int64).to_numpy()})
-    for c in CLASSES:
-        out[c] = dummies[c].to_numpy().astype(np.int64) if c in dummies.columns else 0
+    return dummies
 
+
+def _split_column(root: Path, table: Path, df: pd.DataFrame) -> list[str]:
+    """``train_val`` or ``test`` for each image of the table, from the two split lists."""
     where: dict[str, tuple[str, Path, int]] = {}
     for split, fname in SPLIT_FILES.items():
         path = root / fname
@@ -148,7 +159,7 @@ def read_metadata(root: str | os.PathLike) -> pd.DataFrame:
                 other = where[name]
                 raise DataError(f"{path}, line {lineno}: {name} is also in {other[1]} (line {other[2]})")
             where[name] = (split, path, lineno)
-    split_col = [where.get(n, (None,))[0] for n in out["Image Index"]]
+    split_col = [where.get(n, (None,))[0] for n in df["Image Index"]]
     unlisted = [i for i, s in enumerate(split_col) if s is None]
     if unlisted:
         row = df.iloc[unlisted[0]]
@@ -156,9 +167,7 @@ def read_metadata(root: str | os.PathLike) -> pd.DataFrame:
             f"{table}, line {row['line']}: image {row['Image Index']} is in neither {SPLIT_FILES['train_val']} nor "
             f"{SPLIT_FILES['test']} ({len(unlisted)} such images)"
         )
-    out["split"] = split_col
-    out["line"] = df["line"].to_numpy()
-    return out
+    return split_col
 
 
 def find_images(root: str | os.PathLike) -> dict[str, Path]:
@@ -236,63 +245,88 @@ def source_fingerprint(
     return fingerprint(root, files, list(images.values()), cache_config(resolution))
 
 
-def prepare(
-    root: str | os.PathLike,
-    cache_dir: str | os.PathLike,
-    resolution: int = 256,
-    num_workers: int | None = None,
-    on_bad_record: str = "error",
-    overwrite: bool = False,
-) -> Path:
-    """Decode every image of the table at ``resolution`` into ``<cache_dir>/chestxray14_<resolution>.h5``.
+@dataclass
+class ChestXray14(CachedSource):
+    """ChestX-ray14 from its prepared cache (see :class:`CachedSource`): x is a :class:`LazyH5Array` of uint8
+    (N, 1, H, W), y the 14 labels in :data:`CLASSES` order, splits = train/val (patient-disjoint, carved from the
+    official train_val list) and the official test list.
 
-    Resumable and reused when already complete for the same data (see :func:`source_fingerprint`, wherever
-    ``root`` is mounted); a cache built from other data is rebuilt, with a log line saying so. An image of the table
-    without a file is a bad record: a DataError naming it and its table line (``on_bad_record="error"``) or logged
-    and left out (``"skip"``).
-    """
-    if on_bad_record not in ON_BAD_RECORD:
-        raise DataError(f"on_bad_record must be one of {ON_BAD_RECORD}, got {on_bad_record!r}")
-    root = Path(root)
-    path = cache_file(cache_dir, resolution)
-    config = cache_config(resolution)
-    meta = read_metadata(root)
-    table = find_table(root)
-    images = find_images(root)
-    fp = source_fingerprint(root, resolution, images)
-    has_file = meta["Image Index"].map(lambda n: n in images).to_numpy()
-    if not has_file.all() and on_bad_record == "error":  # fail before hours of decoding, not after
-        first = meta[~has_file].iloc[0]
-        raise DataError(
-            f"{table}, line {first['line']}: image file {first['Image Index']} not found under {root}/images/ or "
-            f"{root}/images_NNN/images/ ({int((~has_file).sum())} of {len(meta)} images missing)"
+    The cache of ``root`` is identified by :func:`source_fingerprint` (the table, the split lists and one listing of
+    the image folders). An image of the table without a file is a bad record: a DataError naming it and its table
+    line (``on_bad_record="error"``, before any decoding) or logged and left out (``"skip"``)."""
+
+    NAME: ClassVar[str] = NAME
+    WHAT: ClassVar[str] = "images"
+
+    resolution: int = 256
+    val_fraction: float = 0.1
+    split_seed: int = 0
+
+    def cache_path(self) -> Path:
+        return cache_file(self.cache_dir, self.resolution)
+
+    def cache_config(self) -> dict[str, Any]:
+        return cache_config(self.resolution)
+
+    def fingerprint(self) -> Fingerprint:
+        return source_fingerprint(self.root, self.resolution)
+
+    def prepare_overrides(self) -> list[str]:
+        return [] if int(self.resolution) == 256 else [f"dataset.resolution={int(self.resolution)}"]
+
+    def contents(self) -> CacheContents:
+        root, size = Path(self.root), int(self.resolution)
+        meta, table, images = read_metadata(root), find_table(root), find_images(root)
+        has_file = meta["Image Index"].map(lambda n: n in images).to_numpy()
+        if not has_file.all() and self.on_bad_record == "error":  # fail before hours of decoding, not after
+            first = meta[~has_file].iloc[0]
+            raise DataError(
+                f"{table}, line {first['line']}: image file {first['Image Index']} not found under {root}/images/ or "
+                f"{root}/images_NNN/images/ ({int((~has_file).sum())} of {len(meta)} images missing)"
+            )
+        return CacheContents(
+            items=[(str(images[n]) if n in images else None, n, str(table), int(line))
+                   for n, line in zip(meta["Image Index"], meta["line"])],
+            item_names=list(meta["Image Index"]),
+            reader=functools.partial(_load_image_row, size=size),
+            row_shape=(1, size, size),
+            dtype=np.uint8,
+            row_data={
+                "y": meta[CLASSES].to_numpy(dtype=np.uint8),
+                "name": meta["Image Index"].to_numpy(dtype=str),
+                "patient": meta["Patient ID"].to_numpy(dtype=np.int64),
+                "official_test": (meta["split"] == "test").to_numpy(),
+            },
+            config=self.cache_config(),
+            fingerprint=source_fingerprint(root, size, images),
+            # the absolute root is information only: the fingerprint identifies the data
+            source={"root": str(root.resolve()), "table": table.name, "images_in_table": int(len(meta))},
         )
-    items = [
-        (str(images[n]) if n in images else None, n, str(table), int(line))
-        for n, line in zip(meta["Image Index"], meta["line"])
-    ]
-    return build_cache(
-        path,
-        items=items,
-        item_names=list(meta["Image Index"]),
-        reader=functools.partial(_load_image_row, size=int(resolution)),
-        row_shape=(1, int(resolution), int(resolution)),
-        dtype=np.uint8,
-        row_data={
-            "y": meta[CLASSES].to_numpy(dtype=np.uint8),
-            "name": meta["Image Index"].to_numpy(dtype=str),
-            "patient": meta["Patient ID"].to_numpy(dtype=np.int64),
-            "official_test": (meta["split"] == "test").to_numpy(),
-        },
-        config=config,
-        # the absolute root is information only: the fingerprint identifies the data
-        source={"root": str(root.resolve()), "table": table.name, "images_in_table": int(len(meta))},
-        fingerprint=fp,
-        on_bad_record=on_bad_record,
-        num_workers=num_workers,
-        desc=path.name,
-        overwrite=overwrite,
-    )
+
+    def arrays(self, path: Path, manifest: dict) -> LabeledArrays:
+        rows = read_row_data(path, ["y", "patient", "official_test"])
+        y = rows["y"].astype(np.float32)
+        test = rows["official_test"].astype(bool)
+        trainval = np.flatnonzero(~test)
+        val_mask = patient_val_split(rows["patient"][trainval], self.val_fraction, self.split_seed)
+        splits = {"train": trainval[~val_mask], "val": trainval[val_mask], "test": np.flatnonzero(test)}
+        return LabeledArrays(
+            x=LazyH5Array(path, "x"),
+            y=y,
+            class_names=list(CLASSES),
+            splits=splits,
+            info={
+                "dataset": NAME,
+                "cache": str(path),
+                "records": int(len(y)),
+                "resolution": int(self.resolution),
+                "split_sizes": {k: int(len(v)) for k, v in splits.items()},
+                "val_fraction": float(self.val_fraction),
+                "split_seed": int(self.split_seed),
+                "skipped": len(manifest.get("skipped", [])),
+                "patients": int(len(np.unique(rows["patient"]))),
+            },
+        )
 
 
 def _load_image_row(item: tuple, size: int) -> np.ndarray:
@@ -302,68 +336,5 @@ def _load_image_row(item: tuple, size: int) -> np.ndarray:
     return load_image(path, size)[None]
 
 
-def load(
-    root: str | os.PathLike | None,
-    cache_dir: str | os.PathLike,
-    resolution: int = 256,
-    val_fraction: float = 0.1,
-    split_seed: int = 0,
-    prepare_if_missing: bool = False,
-    on_bad_record: str = "error",
-    num_workers: int | None = None,
-) -> LabeledArrays:
-    """ChestX-ray14 from its prepared cache: x is a :class:`LazyH5Array` of uint8 (N, 1, H, W), y the 14 labels
-    in :data:`CLASSES` order, splits = train/val (patient-disjoint, carved from the official train_val list) and
-    the official test list.
-
-    With a ``root``, the cache must have been built from the same data (:func:`source_fingerprint`, computed here
-    from the table, the split lists and one listing of the image folders), wherever it was mounted then: a cache
-    built from other data is a one-line DataError giving the command that rebuilds it. With ``root`` None, '' or
-    '???' (``dataset.root=null``: a node holding only the cache), a complete cache is used as it is. Without a
-    complete cache for this data: prepare it if ``prepare_if_missing``, else a DataError that gives the command
-    building it."""
-    path = cache_file(cache_dir, resolution)
-    config = cache_config(resolution)
-    has_root = root not in (None, "", "???")
-    fp = None
-    if has_root:
-        if Path(root).is_dir():
-            try:
-                fp = source_fingerprint(root, resolution)
-            except DataError as err:
-                if not cache_is_valid(path, config):
-                    raise
-                raise unverifiable_error(err, path) from err
-        elif cache_is_valid(path, config):
-            raise DataError(root_missing_message(root, path))
-    if prepare_if_missing and not cache_is_valid(path, config, fp):
-        if not has_root:
-            raise DataError(f"no complete cache at {path} and no dataset.root to build it from")
-        prepare(root, cache_dir, resolution, num_workers=num_workers, on_bad_record=on_bad_record)
-    hint = PREPARE_COMMAND.format(root=root if has_root else "<root>")
-    if int(resolution) != 256:
-        hint += f" dataset.resolution={int(resolution)}"
-    manifest = open_cache(path, config, build_hint=hint, fingerprint=fp, on_bad_record=on_bad_record, what="images")
-    rows = read_row_data(path, ["y", "patient", "official_test"])
-    y = rows["y"].astype(np.float32)
-    test = rows["official_test"].astype(bool)
-    trainval = np.flatnonzero(~test)
-    val_mask = patient_val_split(rows["patient"][trainval], val_fraction, split_seed)
-    splits = {"train": trainval[~val_mask], "val": trainval[val_mask], "test": np.flatnonzero(test)}
-    return LabeledArrays(
-        x=LazyH5Array(path, "x"),
-        y=y,
-        class_names=list(CLASSES),
-        splits=splits,
-        info={
-            "dataset": NAME,
-            "cache": str(path),
-            "records": int(len(y)),
-            "resolution": int(resolution),
-            "split_sizes": {k: int(len(v)) for k, v in splits.items()},
-            "val_fraction": float(val_fraction),
-            "split_seed": int(split_seed),
-            "skipped": len(manifest.get("skipped", [])),
-            "patients": int(len(np.unique(rows["patient"]))),
-        },
-    )
+load = ChestXray14.load  # load(root, cache_dir, resolution=256, val_fraction=0.1, split_seed=0, *, ...)
+prepare = ChestXray14.prepare  # prepare(root, cache_dir, resolution=256, *, on_bad_record, prepare_workers, overwrite)

@@ -48,24 +48,15 @@ import json
 import logging
 import os
 import re
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, ClassVar, Sequence
 
 import numpy as np
 
-from flowmixup.data.base import SPLITS, DataError, LabeledArrays, LazyH5Array
-from flowmixup.data.cache import (
-    ON_BAD_RECORD,
-    Fingerprint,
-    build_cache,
-    cache_is_valid,
-    fingerprint,
-    open_cache,
-    read_row_data,
-    root_missing_message,
-    unverifiable_error,
-)
+from flowmixup.data.base import SPLITS, DataError, LabeledArrays, LazyH5Array, plain
+from flowmixup.data.cache import CacheContents, CachedSource, Fingerprint, fingerprint, read_row_data
 from flowmixup.data.wfdb_records import LEADS, read_wfdb
 
 log = logging.getLogger(__name__)
@@ -77,7 +68,6 @@ _PREFIX = {"A": "cpsc", "Q": "cpsc_extra", "I": "st_petersburg", "S": "ptb", "HR
 CHAPMAN_LAST = 10646  # JS00001-JS10646 Chapman-Shaoxing, JS10647- Ningbo
 _NAME_RE = re.compile(r"^(HR|JS|A|Q|I|S|E)(\d+)$")
 NO_SCORED_LABEL = ("keep", "drop")
-PREPARE_COMMAND = "python scripts/prepare_data.py dataset=cinc2021 dataset.root={root}"
 
 
 # ------------------------------------------------------------------------------------------------- sources
@@ -94,7 +84,7 @@ def source_of(record_name: str) -> str:
 
 
 def check_sources(sources: Any) -> list[str]:
-    sources = _plain(sources)
+    sources = plain(sources)
     if isinstance(sources, str):
         sources = [sources]
     if not isinstance(sources, (list, tuple)) or not sources:
@@ -103,17 +93,6 @@ def check_sources(sources: Any) -> list[str]:
     if bad:
         raise DataError(f"dataset.sources: {bad} unknown; allowed: {', '.join(SOURCES)}")
     return [s for s in SOURCES if s in set(sources)]  # canonical order
-
-
-def _plain(obj: Any) -> Any:
-    try:
-        from omegaconf import DictConfig, ListConfig, OmegaConf
-
-        if isinstance(obj, (DictConfig, ListConfig)):
-            return OmegaConf.to_container(obj, resolve=True)
-    except ImportError:  # pragma: no cover
-        pass
-    return obj
 
 
 # ----------------------------------------------------------------------------------------------- raw readers
@@ -216,7 +195,7 @@ def class_names(classes: Sequence[Sequence[str]]) -> list[str]:
 
 
 def _classes_from(value: Any) -> list[list[str]]:
-    value = _plain(value)
+    value = plain(value)
     if not isinstance(value, (list, tuple)) or not value:
         raise DataError(f"dataset.classes: {value!r}; allowed: a list of SNOMED-CT codes, equivalent codes joined "
                         "with '|' (weights.csv's column names)")
@@ -400,7 +379,7 @@ def group_split(groups: Sequence[Any], fractions: Sequence[float], seed: int) ->
     """A seeded random train/val/test split of records that keeps each group (patient) on one side: the groups
     are shuffled, then taken in that order into train until it holds round(f_train x N) records, then into val
     until round((f_train + f_val) x N), the rest into test."""
-    fr = np.asarray(_plain(fractions), dtype=float)
+    fr = np.asarray(plain(fractions), dtype=float)
     if fr.shape != (3,) or (fr < 0).any() or fr.sum() <= 0:
         raise DataError(f"dataset.split_fractions: {list(fr)}; allowed: three non-negative numbers (train, val, test)")
     fr = fr / fr.sum()
@@ -459,116 +438,97 @@ def _check_fs(fs: Any, seconds: Any) -> tuple[int, float]:
     return fs_i, sec
 
 
-def prepare(
-    root: str | os.PathLike,
-    cache_dir: str | os.PathLike,
-    sources: Any = SOURCES,
-    classes: Any = (),
-    fs: int = 500,
-    seconds: float = 10.0,
-    no_scored_label: str = "keep",
-    cache_name: str = NAME,
-    prepare_workers: int | None = None,
-    on_bad_record: str = "error",
-    overwrite: bool = False,
-) -> Path:
-    """Decode, resample and crop/pad every selected record into ``<cache_dir>/<cache_name>_<hash>.h5``
-    (float32 (N, 12, fs x seconds) mV, y over ``classes``, record names, sources). Resumable, reused when complete
-    for the same data; a bad record is a DataError naming it, or left out and listed in the manifest under
-    ``on_bad_record="skip"``."""
-    if on_bad_record not in ON_BAD_RECORD:
-        raise DataError(f"dataset.on_bad_record: {on_bad_record!r} is unknown; allowed: {', '.join(ON_BAD_RECORD)}")
-    root = Path(root)
-    fs_i, sec = _check_fs(fs, seconds)
-    config = cache_config(sources, classes, fs_i, sec, no_scored_label)
-    sel = select_records(root, sources, classes, no_scored_label)
-    if not sel.names:
-        raise DataError(f"{root}: no record of the sources {config['sources']}")
-    path = cache_file(cache_dir, cache_name, config)
-    fp = source_fingerprint(root, config, sel)
-    return build_cache(
-        path,
-        items=[(str(p), fs_i, sec) for p in sel.paths],
-        item_names=[str(p) for p in sel.paths],
-        reader=_read_row,
-        row_shape=(len(LEADS), int(round(fs_i * sec))),
-        dtype=np.float32,
-        row_data={"y": sel.y, "name": np.array(sel.names, dtype=str), "source": np.array(sel.sources, dtype=str)},
-        config=config,
-        source={"root": str(root.resolve()), "selection": sel.counts},
-        fingerprint=fp,
-        on_bad_record=on_bad_record,
-        num_workers=prepare_workers,
-        desc=path.name,
-        overwrite=overwrite,
-    )
+@dataclass
+class CinC2021(CachedSource):
+    """The challenge data from its prepared cache (see :class:`CachedSource`): x a :class:`LazyH5Array` of float32
+    (N, 12, fs x seconds) mV, y over the scored ``classes``, splits a seeded patient-free 7:1:2.
+
+    The cache ``<cache_dir>/<cache_name>_<hash>.h5`` holds every selected record decoded, resampled and cropped or
+    padded (y over ``classes``, record names, sources); it is identified by :func:`source_fingerprint` (the selected
+    headers' bytes, the record files' paths and sizes). A bad record is a DataError naming it, or left out and
+    listed in the manifest under ``on_bad_record="skip"``."""
+
+    NAME: ClassVar[str] = NAME
+
+    sources: Any = SOURCES
+    classes: Any = ()
+    fs: int = 500
+    seconds: float = 10.0
+    no_scored_label: str = "keep"
+    split_fractions: Sequence[float] = (0.7, 0.1, 0.2)
+    split_seed: int = 0
+    patients_csv: str | None = None
+    cache_name: str = NAME
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.fs, self.seconds = _check_fs(self.fs, self.seconds)
+
+    def cache_config(self) -> dict[str, Any]:
+        return cache_config(self.sources, self.classes, self.fs, self.seconds, self.no_scored_label)
+
+    def cache_path(self) -> Path:
+        return cache_file(self.cache_dir, self.cache_name, self.cache_config())
+
+    def selection(self) -> Selection:
+        return select_records(self.root, self.sources, self.classes, self.no_scored_label)
+
+    def fingerprint(self, sel: Selection | None = None) -> Fingerprint:
+        return source_fingerprint(self.root, self.cache_config(), self.selection() if sel is None else sel)
+
+    def contents(self) -> CacheContents:
+        root, sel = Path(self.root), self.selection()
+        config = self.cache_config()
+        if not sel.names:
+            raise DataError(f"{root}: no record of the sources {config['sources']}")
+        return CacheContents(
+            items=[(str(p), self.fs, self.seconds) for p in sel.paths],
+            item_names=[str(p) for p in sel.paths],
+            reader=_read_row,
+            row_shape=(len(LEADS), int(round(self.fs * self.seconds))),
+            dtype=np.float32,
+            row_data={"y": sel.y, "name": np.array(sel.names, dtype=str), "source": np.array(sel.sources, dtype=str)},
+            config=config,
+            fingerprint=self.fingerprint(sel),
+            source={"root": str(root.resolve()), "selection": sel.counts},
+        )
+
+    def patients(self) -> dict[str, str]:
+        """Record name -> patient, from ``patients_csv`` (relative to ``root``, or absolute without one)."""
+        if self.has_root:
+            return read_patients(Path(self.root), self.patients_csv)
+        if self.patients_csv in (None, "", "???"):
+            return {}
+        if not Path(str(self.patients_csv)).is_absolute():
+            raise DataError(f"dataset.patients_csv: {self.patients_csv} is relative but dataset.root is not set")
+        return read_patients(Path("."), self.patients_csv)
+
+    def arrays(self, path: Path, manifest: dict) -> LabeledArrays:
+        rows = read_row_data(path, ["y", "name", "source"])
+        patients = self.patients()
+        groups = [f"patient:{patients[n]}" if n in patients else f"record:{n}" for n in rows["name"]]
+        splits = group_split(groups, self.split_fractions, self.split_seed)
+        y = rows["y"].astype(np.float32)
+        config = self.cache_config()
+        return LabeledArrays(
+            x=LazyH5Array(path, "x"),
+            y=y,
+            class_names=list(config["classes"]),
+            splits=splits,
+            info={
+                "dataset": NAME,
+                "cache": str(path),
+                "records": int(len(y)),
+                "sources": {s: int((rows["source"] == s).sum()) for s in config["sources"]},
+                "no_scored_label": int((y.sum(axis=1) == 0).sum()),
+                "patients_known": int(sum(n in patients for n in rows["name"])),
+                "split_sizes": {k: int(len(v)) for k, v in splits.items()},
+                "split_seed": int(self.split_seed),
+                "skipped": len(manifest.get("skipped", [])),
+                "selection": (manifest.get("source") or {}).get("selection"),
+            },
+        )
 
 
-def load(
-    root: str | os.PathLike | None,
-    cache_dir: str | os.PathLike,
-    sources: Any = SOURCES,
-    classes: Any = (),
-    fs: int = 500,
-    seconds: float = 10.0,
-    no_scored_label: str = "keep",
-    split_fractions: Sequence[float] = (0.7, 0.1, 0.2),
-    split_seed: int = 0,
-    patients_csv: str | None = None,
-    cache_name: str = NAME,
-    prepare_if_missing: bool = False,
-    on_bad_record: str = "error",
-    prepare_workers: int | None = None,
-) -> LabeledArrays:
-    """The challenge data from its prepared cache: x a :class:`LazyH5Array` of float32 (N, 12, fs x seconds) mV,
-    y over the scored ``classes``, splits a seeded patient-free 7:1:2. ``root`` None / '' / '???' uses a complete
-    cache as it is."""
-    fs_i, sec = _check_fs(fs, seconds)
-    config = cache_config(sources, classes, fs_i, sec, no_scored_label)
-    path = cache_file(cache_dir, cache_name, config)
-    has_root = root not in (None, "", "???")
-    fp = None
-    if has_root:
-        if Path(root).is_dir():
-            try:
-                fp = source_fingerprint(root, config, select_records(root, sources, classes, no_scored_label))
-            except DataError as err:
-                if not cache_is_valid(path, config):
-                    raise
-                raise unverifiable_error(err, path) from err
-        elif cache_is_valid(path, config):
-            raise DataError(root_missing_message(root, path))
-    if prepare_if_missing and not cache_is_valid(path, config, fp):
-        if not has_root:
-            raise DataError(f"no complete cache at {path} and no dataset.root to build it from")
-        prepare(root, cache_dir, sources, classes, fs_i, sec, no_scored_label, cache_name,
-                prepare_workers=prepare_workers, on_bad_record=on_bad_record)
-    hint = PREPARE_COMMAND.format(root=root if has_root else "<root>")
-    manifest = open_cache(path, config, build_hint=hint, fingerprint=fp, on_bad_record=on_bad_record)
-    rows = read_row_data(path, ["y", "name", "source"])
-    patients = read_patients(Path(root), patients_csv) if has_root else {}
-    if patients_csv not in (None, "", "???") and not has_root and not Path(str(patients_csv)).is_absolute():
-        raise DataError(f"dataset.patients_csv: {patients_csv} is relative but dataset.root is not set")
-    elif patients_csv not in (None, "", "???") and not has_root:
-        patients = read_patients(Path("."), patients_csv)
-    groups = [f"patient:{patients[n]}" if n in patients else f"record:{n}" for n in rows["name"]]
-    splits = group_split(groups, split_fractions, split_seed)
-    y = rows["y"].astype(np.float32)
-    return LabeledArrays(
-        x=LazyH5Array(path, "x"),
-        y=y,
-        class_names=list(config["classes"]),
-        splits=splits,
-        info={
-            "dataset": NAME,
-            "cache": str(path),
-            "records": int(len(y)),
-            "sources": {s: int((rows["source"] == s).sum()) for s in config["sources"]},
-            "no_scored_label": int((y.sum(axis=1) == 0).sum()),
-            "patients_known": int(sum(n in patients for n in rows["name"])),
-            "split_sizes": {k: int(len(v)) for k, v in splits.items()},
-            "split_seed": int(split_seed),
-            "skipped": len(manifest.get("skipped", [])),
-            "selection": (manifest.get("source") or {}).get("selection"),
-        },
-    )
+load = CinC2021.load  # load(root, cache_dir, sources=SOURCES, classes=(), fs=500, seconds=10.0, ...)
+prepare = CinC2021.prepare  # prepare(root, cache_dir, sources=SOURCES, classes=(), fs=500, seconds=10.0, ...)

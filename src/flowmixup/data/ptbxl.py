@@ -26,25 +26,15 @@ from __future__ import annotations
 import ast
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, ClassVar, Sequence
 
 import numpy as np
 import pandas as pd
 
-from flowmixup.data.base import DataError, LabeledArrays, LazyH5Array
-from flowmixup.data.cache import (
-    ON_BAD_RECORD,
-    Fingerprint,
-    build_cache,
-    cache_is_valid,
-    fingerprint,
-    open_cache,
-    read_manifest,
-    read_row_data,
-    root_missing_message,
-    unverifiable_error,
-)
+from flowmixup.data.base import DataError, LabeledArrays, LazyH5Array, plain
+from flowmixup.data.cache import CacheContents, CachedSource, Fingerprint, fingerprint, read_manifest, read_row_data
 from flowmixup.data.wfdb_records import LEADS, read_wfdb
 
 log = logging.getLogger(__name__)
@@ -56,7 +46,6 @@ TASKS = ("all", "diagnostic", "subdiagnostic", "superdiagnostic", "form", "rhyth
 SAMPLING_RATES = {100: "filename_lr", 500: "filename_hr"}
 SECONDS = 10
 BENCHMARK_FOLDS = {"train": (1, 2, 3, 4, 5, 6, 7, 8), "val": (9,), "test": (10,)}
-PREPARE_COMMAND = "python scripts/prepare_data.py dataset=ptbxl dataset.root={root}"
 _NEEDED = ("ecg_id", "patient_id", "scp_codes", "strat_fold", "filename_lr", "filename_hr")
 
 
@@ -138,7 +127,8 @@ def read_metadata(root: str | os.PathLike) -> pd.DataFrame:
         except (ValueError, SyntaxError):
             value = None
         if not isinstance(value, dict):
-            raise DataError(f"{path}, line {lines[i]}: scp_codes {text[:60]!r} is not a dict of statement -> likelihood")
+            raise DataError(f"{path}, line {lines[i]}: scp_codes {text[:60]!r} is not a dict of statement -> "
+                            "likelihood")
         codes.append({str(k): v for k, v in value.items()})
     out["scp_codes"] = codes
     out["filename_lr"] = raw["filename_lr"].str.strip().to_numpy()
@@ -254,70 +244,18 @@ def _statements_frame(table: dict[str, dict[str, Any]]) -> pd.DataFrame:
     return df
 
 
-def prepare(
-    root: str | os.PathLike,
-    cache_dir: str | os.PathLike,
-    sampling_rate: int = 100,
-    cache_name: str = NAME,
-    prepare_workers: int | None = None,
-    on_bad_record: str = "error",
-    overwrite: bool = False,
-) -> Path:
-    """Decode every record of ``ptbxl_database.csv`` at ``sampling_rate`` into
-    ``<cache_dir>/<cache_name>_<rate>hz.h5`` (float32 (N, 12, rate x 10) millivolts), with each record's
-    71-statement multi-hot row, ecg_id, patient_id and strat_fold. Resumable, reused when complete for the same
-    data; a bad record (missing, truncated, wrong lead count or rate, missing samples) is a DataError naming it, or
-    is left out and listed in the manifest under ``on_bad_record="skip"``."""
-    if on_bad_record not in ON_BAD_RECORD:
-        raise DataError(f"dataset.on_bad_record: {on_bad_record!r} is unknown; allowed: {', '.join(ON_BAD_RECORD)}")
-    root = Path(root)
-    rate = check_rate(sampling_rate)
-    meta = read_metadata(root)
-    scp = read_statements(root)
-    if meta.empty:
-        raise DataError(f"{root / DATABASE}: no record")
-    y_all, statements = labels(meta, scp, "all")  # columns: the 71 statements, sorted
-    unknown = [(line, c) for line, codes in zip(meta["line"], meta["scp_codes"]) for c in codes if c not in set(statements)]
+def _check_statements(root: Path, meta: pd.DataFrame, statements: Sequence[str]) -> None:
+    """A DataError naming the line of the first ``scp_codes`` statement that ``scp_statements.csv`` lacks."""
+    known = set(statements)
+    unknown = [(line, c) for line, codes in zip(meta["line"], meta["scp_codes"]) for c in codes if c not in known]
     if unknown:
         line, code = unknown[0]
         raise DataError(f"{root / DATABASE}, line {line}: statement {code!r} is not in {STATEMENTS} "
                         f"({len(unknown)} such statements)")
-    column = SAMPLING_RATES[rate]
-    config = cache_config(rate, statements)
-    path = cache_file(cache_dir, cache_name, rate)
-    fp = source_fingerprint(root, rate, meta, scp)
-    return build_cache(
-        path,
-        items=[(str(root / rel), rate) for rel in meta[column]],
-        item_names=list(meta[column]),
-        reader=_read_record_row,
-        row_shape=(len(LEADS), rate * SECONDS),
-        dtype=np.float32,
-        row_data={
-            "statements": y_all,
-            "ecg_id": meta["ecg_id"].to_numpy(dtype=np.int64),
-            "patient": meta["patient_id"].to_numpy(dtype=np.int64),
-            "strat_fold": meta["strat_fold"].to_numpy(dtype=np.int64),
-        },
-        config=config,
-        source={"root": str(root.resolve()), "records_in_table": int(len(meta)),
-                "statement_table": _statement_table(scp)},
-        fingerprint=fp,
-        on_bad_record=on_bad_record,
-        num_workers=prepare_workers,
-        desc=path.name,
-        overwrite=overwrite,
-    )
 
 
 def _folds(value: Any, key: str) -> set[int]:
-    try:
-        from omegaconf import ListConfig, OmegaConf
-
-        if isinstance(value, ListConfig):
-            value = OmegaConf.to_container(value)
-    except ImportError:  # pragma: no cover
-        pass
+    value = plain(value)
     if isinstance(value, int):
         value = [value]
     ok = isinstance(value, (list, tuple)) and value and all(isinstance(v, int) and 1 <= v <= 10 for v in value)
@@ -341,78 +279,103 @@ def fold_splits(folds: np.ndarray, keep: np.ndarray, train_folds: Any, val_folds
     return {s: np.flatnonzero(keep & np.isin(folds, sorted(f))) for s, f in sets.items()}
 
 
-def load(
-    root: str | os.PathLike | None,
-    cache_dir: str | os.PathLike,
-    task: str = "superdiagnostic",
-    sampling_rate: int = 100,
-    train_folds: Sequence[int] = BENCHMARK_FOLDS["train"],
-    val_folds: Sequence[int] = BENCHMARK_FOLDS["val"],
-    test_folds: Sequence[int] = BENCHMARK_FOLDS["test"],
-    cache_name: str = NAME,
-    prepare_if_missing: bool = False,
-    on_bad_record: str = "error",
-    prepare_workers: int | None = None,
-) -> LabeledArrays:
-    """PTB-XL for one task from its prepared cache: x a :class:`LazyH5Array` of float32 (N, 12, rate x 10) mV,
-    y over the task's classes (sorted), splits by ``strat_fold``. Records without a label for the task are in no
-    split (``info['dropped_no_label']``). ``root`` None / '' / '???' uses a complete cache as it is."""
-    check_task(task)
-    rate = check_rate(sampling_rate)
-    path = cache_file(cache_dir, cache_name, rate)
-    has_root = root not in (None, "", "???")
-    fp = None
-    config = None
-    if has_root:
-        if Path(root).is_dir():
-            try:
-                scp = read_statements(root)
-                config = cache_config(rate, task_classes(scp, "all"))
-                fp = source_fingerprint(root, rate, scp=scp)
-            except DataError as err:
-                manifest = read_manifest(path)
-                if not manifest or not cache_is_valid(path, manifest.get("config", {})):
-                    raise
-                raise unverifiable_error(err, path) from err
-        else:
-            manifest = read_manifest(path)
-            if manifest and cache_is_valid(path, manifest.get("config", {})):
-                raise DataError(root_missing_message(root, path))
-    if config is None:  # no raw data at hand: the cache's own config (its statement list) is taken as it is
-        manifest = read_manifest(path)
-        config = (manifest or {}).get("config") or cache_config(rate, [])
-    if prepare_if_missing and not cache_is_valid(path, config, fp):
-        if not has_root:
-            raise DataError(f"no complete cache at {path} and no dataset.root to build it from")
-        prepare(root, cache_dir, rate, cache_name, prepare_workers=prepare_workers, on_bad_record=on_bad_record)
-    hint = PREPARE_COMMAND.format(root=root if has_root else "<root>")
-    if rate != 100:
-        hint += f" dataset.sampling_rate={rate}"
-    manifest = open_cache(path, config, build_hint=hint, fingerprint=fp, on_bad_record=on_bad_record)
-    rows = read_row_data(path, ["statements", "strat_fold", "patient"])
-    scp = _statements_frame((manifest.get("source") or {})["statement_table"])
-    statements = list(config["statements"])
-    codes = [{statements[j]: 100.0 for j in np.flatnonzero(r)} for r in rows["statements"]]
-    y, names = labels(pd.DataFrame({"scp_codes": codes}), scp, task)
-    keep = y.any(axis=1)
-    splits = fold_splits(rows["strat_fold"], keep, train_folds, val_folds, test_folds)
-    dropped = int((~keep).sum())
-    if dropped:
-        log.info("ptbxl task=%s: %d of %d records have no label of the task and are left out", task, dropped, len(y))
-    return LabeledArrays(
-        x=LazyH5Array(path, "x"),
-        y=y.astype(np.float32),
-        class_names=names,
-        splits=splits,
-        info={
-            "dataset": NAME,
-            "task": task,
-            "cache": str(path),
-            "records": int(len(y)),
-            "dropped_no_label": dropped,
-            "sampling_rate": rate,
-            "split_sizes": {k: int(len(v)) for k, v in splits.items()},
-            "skipped": len(manifest.get("skipped", [])),
-            "patients": int(len(np.unique(rows["patient"]))),
-        },
-    )
+@dataclass
+class PTBXL(CachedSource):
+    """PTB-XL for one task from its prepared cache (see :class:`CachedSource`): x a :class:`LazyH5Array` of float32
+    (N, 12, rate x 10) mV, y over the task's classes (sorted), splits by ``strat_fold``. Records without a label for
+    the task are in no split (``info['dropped_no_label']``).
+
+    The cache ``<cache_dir>/<cache_name>_<rate>hz.h5`` holds every record of ``ptbxl_database.csv`` at one sampling
+    rate with its 71-statement multi-hot row, ecg_id, patient_id and strat_fold: one cache serves all six tasks. Its
+    config holds the statement list of ``scp_statements.csv``, so without the raw data (``root`` None) the cache's
+    own config is taken as it is. A bad record (missing, truncated, wrong lead count or rate, missing samples) is a
+    DataError naming it, or is left out and listed in the manifest under ``on_bad_record="skip"``."""
+
+    NAME: ClassVar[str] = NAME
+
+    sampling_rate: int = 100
+    task: str = "superdiagnostic"
+    train_folds: Sequence[int] = BENCHMARK_FOLDS["train"]
+    val_folds: Sequence[int] = BENCHMARK_FOLDS["val"]
+    test_folds: Sequence[int] = BENCHMARK_FOLDS["test"]
+    cache_name: str = NAME
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_task(self.task)
+        self.rate = check_rate(self.sampling_rate)
+
+    def cache_path(self) -> Path:
+        return cache_file(self.cache_dir, self.cache_name, self.rate)
+
+    def cache_config(self) -> dict[str, Any]:
+        """Without the raw data at hand, the cache's own config (its statement list) is taken as it is."""
+        manifest = read_manifest(self.cache_path())
+        return (manifest or {}).get("config") or cache_config(self.rate, [])
+
+    def identify(self) -> tuple[dict[str, Any], Fingerprint]:
+        scp = read_statements(self.root)
+        return cache_config(self.rate, task_classes(scp, "all")), source_fingerprint(self.root, self.rate, scp=scp)
+
+    def prepare_overrides(self) -> list[str]:
+        return [] if self.rate == 100 else [f"dataset.sampling_rate={self.rate}"]
+
+    def contents(self) -> CacheContents:
+        root, rate = Path(self.root), self.rate
+        meta, scp = read_metadata(root), read_statements(root)
+        if meta.empty:
+            raise DataError(f"{root / DATABASE}: no record")
+        y_all, statements = labels(meta, scp, "all")  # columns: the 71 statements, sorted
+        _check_statements(root, meta, statements)
+        column = SAMPLING_RATES[rate]
+        return CacheContents(
+            items=[(str(root / rel), rate) for rel in meta[column]],
+            item_names=list(meta[column]),
+            reader=_read_record_row,
+            row_shape=(len(LEADS), rate * SECONDS),
+            dtype=np.float32,
+            row_data={
+                "statements": y_all,
+                "ecg_id": meta["ecg_id"].to_numpy(dtype=np.int64),
+                "patient": meta["patient_id"].to_numpy(dtype=np.int64),
+                "strat_fold": meta["strat_fold"].to_numpy(dtype=np.int64),
+            },
+            config=cache_config(rate, statements),
+            fingerprint=source_fingerprint(root, rate, meta, scp),
+            source={"root": str(root.resolve()), "records_in_table": int(len(meta)),
+                    "statement_table": _statement_table(scp)},
+        )
+
+    def arrays(self, path: Path, manifest: dict) -> LabeledArrays:
+        rows = read_row_data(path, ["statements", "strat_fold", "patient"])
+        scp = _statements_frame((manifest.get("source") or {})["statement_table"])
+        statements = list(manifest["config"]["statements"])
+        codes = [{statements[j]: 100.0 for j in np.flatnonzero(r)} for r in rows["statements"]]
+        y, names = labels(pd.DataFrame({"scp_codes": codes}), scp, self.task)
+        keep = y.any(axis=1)
+        splits = fold_splits(rows["strat_fold"], keep, self.train_folds, self.val_folds, self.test_folds)
+        dropped = int((~keep).sum())
+        if dropped:
+            log.info("ptbxl task=%s: %d of %d records have no label of the task and are left out", self.task,
+                     dropped, len(y))
+        return LabeledArrays(
+            x=LazyH5Array(path, "x"),
+            y=y.astype(np.float32),
+            class_names=names,
+            splits=splits,
+            info={
+                "dataset": NAME,
+                "task": self.task,
+                "cache": str(path),
+                "records": int(len(y)),
+                "dropped_no_label": dropped,
+                "sampling_rate": self.rate,
+                "split_sizes": {k: int(len(v)) for k, v in splits.items()},
+                "skipped": len(manifest.get("skipped", [])),
+                "patients": int(len(np.unique(rows["patient"]))),
+            },
+        )
+
+
+load = PTBXL.load  # load(root, cache_dir, sampling_rate=100, task="superdiagnostic", train_folds..., cache_name...)
+prepare = PTBXL.prepare  # prepare(root, cache_dir, sampling_rate=100, *, on_bad_record, prepare_workers, overwrite)

@@ -44,7 +44,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -144,13 +146,21 @@ def _beat_times(labels: np.ndarray, duration: float, rng: np.random.Generator) -
     return times, kinds
 
 
-def synthesize_record(labels: np.ndarray, fs: float, duration: float, rng: np.random.Generator) -> np.ndarray:
-    """One (8, round(fs * duration)) float32 record in mV for the label vector ``labels``."""
-    has = lambda name: bool(labels[_C[name]])  # noqa: E731
-    t = np.arange(int(round(fs * duration))) / fs
-    times, kinds = _beat_times(labels, duration, rng)
-    gain = rng.uniform(0.8, 1.2) * rng.uniform(0.9, 1.1, len(LEADS))
+@dataclass
+class _Shapes:
+    """The wave shapes of one record's normal beats, after its conduction, voltage and repolarisation labels."""
 
+    qrs_scale: float
+    r_amp: np.ndarray
+    s_amp: np.ndarray
+    t_amp: np.ndarray
+    qrs_w: float
+    extra: list[tuple[float, float, np.ndarray]]  # extra QRS waves: (offset from R, sigma, amplitudes)
+    st: np.ndarray
+    pr: float
+
+
+def _shapes(has: Callable[[str], bool], rng: np.random.Generator) -> _Shapes:
     qrs_scale = 1.0
     if has("low_qrs_voltage"):
         qrs_scale = rng.uniform(0.3, 0.45)
@@ -164,7 +174,7 @@ def synthesize_record(labels: np.ndarray, fs: float, duration: float, rng: np.ra
         s_amp[1] = -0.9
         r_amp[0] *= 1.3
     qrs_w = 0.012
-    extra: list[tuple[float, float, np.ndarray]] = []  # (offset from R, sigma, amplitudes)
+    extra: list[tuple[float, float, np.ndarray]] = []
     if has("right_bundle_branch_block"):
         qrs_w = 0.02
         extra.append((0.06, 0.018, 0.6 * _LEADSET["right"]))
@@ -182,8 +192,11 @@ def synthesize_record(labels: np.ndarray, fs: float, duration: float, rng: np.ra
     if has("t_wave_inversion"):
         t_amp = t_amp * np.where(_LEADSET["twi"] > 0, -rng.uniform(0.4, 1.0), 1.0)
     pr = rng.uniform(0.26, 0.34) if has("first_degree_av_block") else rng.uniform(0.12, 0.20)
-    af = has("atrial_fibrillation")
+    return _Shapes(qrs_scale, r_amp, s_amp, t_amp, qrs_w, extra, st, pr)
 
+
+def _waves(times: np.ndarray, kinds: np.ndarray, sh: _Shapes, af: bool) -> tuple[list, list, list]:
+    """(centres, sigmas, per-lead amplitudes) of every Gaussian wave of the record's beats."""
     centers, sigmas, amps = [], [], []
 
     def wave(c: float, s: float, a: np.ndarray) -> None:
@@ -193,23 +206,34 @@ def synthesize_record(labels: np.ndarray, fs: float, duration: float, rng: np.ra
 
     rr_mean = float(np.median(np.diff(times))) if len(times) > 1 else 1.0
     qt = 0.30 * np.sqrt(rr_mean)
+    pvc_sign = np.sign(_R + _S + 1e-9)
     for tb, kind in zip(times, kinds):
         if kind == 1:  # PVC: wide, bizarre, no P, discordant T
-            wave(tb, 0.035, -0.8 * qrs_scale * (_R + _S) * np.sign(_R + _S + 1e-9) * np.array([1, 1, -1, -1, 1, 1, 1, 1]))
-            wave(tb + qt, 0.07, -0.6 * np.sign(_R + _S + 1e-9) * np.abs(_T) * 1.5)
+            wave(tb, 0.035, -0.8 * sh.qrs_scale * (_R + _S) * pvc_sign * np.array([1, 1, -1, -1, 1, 1, 1, 1]))
+            wave(tb + qt, 0.07, -0.6 * pvc_sign * np.abs(_T) * 1.5)
             continue
         if not af:
-            p_amp = -_P if kind == 2 else _P
-            wave(tb - pr, 0.025, p_amp)
-        wave(tb - 0.025, 0.010, _Q * qrs_scale)
-        wave(tb, qrs_w, r_amp * qrs_scale)
-        wave(tb + 0.03 + (qrs_w - 0.012), qrs_w, s_amp * qrs_scale)
-        for off, sg, a in extra:
-            wave(tb + off, sg, a * qrs_scale)
-        if st.any():
-            wave(tb + 0.12, 0.045, st)
-        wave(tb + qt, 0.05, t_amp)
+            wave(tb - sh.pr, 0.025, -_P if kind == 2 else _P)
+        wave(tb - 0.025, 0.010, _Q * sh.qrs_scale)
+        wave(tb, sh.qrs_w, sh.r_amp * sh.qrs_scale)
+        wave(tb + 0.03 + (sh.qrs_w - 0.012), sh.qrs_w, sh.s_amp * sh.qrs_scale)
+        for off, sg, a in sh.extra:
+            wave(tb + off, sg, a * sh.qrs_scale)
+        if sh.st.any():
+            wave(tb + 0.12, 0.045, sh.st)
+        wave(tb + qt, 0.05, sh.t_amp)
+    return centers, sigmas, amps
 
+
+def synthesize_record(labels: np.ndarray, fs: float, duration: float, rng: np.random.Generator) -> np.ndarray:
+    """One (8, round(fs * duration)) float32 record in mV for the label vector ``labels``."""
+    has = lambda name: bool(labels[_C[name]])  # noqa: E731
+    t = np.arange(int(round(fs * duration))) / fs
+    times, kinds = _beat_times(labels, duration, rng)
+    gain = rng.uniform(0.8, 1.2) * rng.uniform(0.9, 1.1, len(LEADS))
+    shapes = _shapes(has, rng)
+    af = has("atrial_fibrillation")
+    centers, sigmas, amps = _waves(times, kinds, shapes, af)
     c = np.asarray(centers)[:, None]
     s = np.asarray(sigmas)[:, None]
     basis = np.exp(-0.5 * ((t[None, :] - c) / s) ** 2)  # (K, T)
@@ -230,7 +254,8 @@ def generate(n_records: int, sampling_rate: float, duration: float, seed: int) -
     if n_records < 10:
         raise ValueError(f"dataset.n_records must be at least 10, got {n_records}")
     if sampling_rate < 50 or duration < 2:
-        raise ValueError(f"dataset.sampling_rate must be >= 50 Hz and dataset.duration >= 2 s, got {sampling_rate}, {duration}")
+        raise ValueError(f"dataset.sampling_rate must be >= 50 Hz and dataset.duration >= 2 s, got {sampling_rate}, "
+                         f"{duration}")
     rng = np.random.default_rng(seed)
     y = sample_labels(n_records, rng)
     x = np.stack([synthesize_record(row, sampling_rate, duration, rng) for row in y])

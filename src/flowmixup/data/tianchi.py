@@ -36,18 +36,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from flowmixup.data.base import DataError, LabeledArrays, LazyH5Array, random_split_indices
-from flowmixup.data.cache import (
-    ON_BAD_RECORD,
-    Fingerprint,
-    build_cache,
-    cache_is_valid,
-    fingerprint,
-    open_cache,
-    read_row_data,
-    root_missing_message,
-    unverifiable_error,
-)
+from flowmixup.data.base import DataError, LabeledArrays, LazyH5Array, plain, random_split_indices
+from flowmixup.data.cache import CacheContents, CachedSource, Fingerprint, fingerprint, read_row_data
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +47,6 @@ N_SAMPLES = 5000
 UNIT_MV = 0.00488  # one integer unit = 4.88 microvolts
 OTHER_LABELS = ("error", "drop_record", "drop_label")
 DUPLICATES = ("error", "first")
-PREPARE_COMMAND = "python scripts/prepare_data.py dataset={name} dataset.root={root}"
 
 
 # ----------------------------------------------------------------------------------------------- raw readers
@@ -167,20 +156,8 @@ def read_labels(path: str | os.PathLike) -> dict[str, list[str]]:
 
 
 # ----------------------------------------------------------------------------------------------- selection
-def _plain(obj: Any) -> Any:
-    """OmegaConf containers -> plain dicts/lists (loaders may be called with DictConfig arguments)."""
-    try:
-        from omegaconf import DictConfig, ListConfig, OmegaConf
-
-        if isinstance(obj, (DictConfig, ListConfig)):
-            return OmegaConf.to_container(obj, resolve=True)
-    except ImportError:  # pragma: no cover
-        pass
-    return obj
-
-
 def _check_sources(sources: Mapping[str, Mapping[str, str]]) -> dict[str, dict[str, str]]:
-    sources = _plain(sources)
+    sources = plain(sources)
     if not isinstance(sources, Mapping) or not sources:
         raise DataError(f"sources must map a name to {{label_file, records_dir}}, got {sources!r}")
     out = {}
@@ -212,13 +189,7 @@ def select_records(
     """Apply a selection (see the module docstring) to the label files under ``root``; reads no record."""
     root = Path(root)
     sources = _check_sources(sources)
-    classes = [str(c) for c in _plain(classes)]
-    if len(set(classes)) != len(classes) or not classes:
-        raise DataError(f"classes must be a non-empty list of distinct names, got {classes}")
-    if other_labels not in OTHER_LABELS:
-        raise DataError(f"other_labels must be one of {OTHER_LABELS}, got {other_labels!r}")
-    if duplicates not in DUPLICATES:
-        raise DataError(f"duplicates must be one of {DUPLICATES}, got {duplicates!r}")
+    classes = _check_rules(classes, other_labels, duplicates)
     index = {c: i for i, c in enumerate(classes)}
     ids, paths, ys = [], [], []
     seen: dict[Path, tuple[Path, int]] = {}
@@ -240,18 +211,8 @@ def select_records(
                 counts["dropped_duplicates"] += 1
                 continue
             seen[record_path] = (label_file, row.line)
-            outside = [lab for lab in row.labels if lab not in index]
-            if outside:
-                if other_labels == "error":
-                    raise DataError(
-                        f"{label_file}, line {row.line}: label(s) {outside} of record {row.file} are not in the "
-                        f"{len(classes)} classes of this dataset (other_labels: error)"
-                    )
-                if other_labels == "drop_record":
-                    counts["dropped_other_labels"] += 1
-                    continue
-            inside = [index[lab] for lab in row.labels if lab in index]
-            if not inside:  # drop_label left nothing
+            inside = _class_indices(row, index, label_file, other_labels)
+            if not inside:  # drop_record, or drop_label left nothing
                 counts["dropped_other_labels"] += 1
                 continue
             y = np.zeros(len(classes), dtype=np.uint8)
@@ -267,6 +228,32 @@ def select_records(
     return Selection(ids, paths, y, classes, counts)
 
 
+def _check_rules(classes: Sequence[str], other_labels: str, duplicates: str) -> list[str]:
+    """The class names as strings, once the classes and the two selection rules are checked."""
+    classes = [str(c) for c in plain(classes)]
+    if len(set(classes)) != len(classes) or not classes:
+        raise DataError(f"classes must be a non-empty list of distinct names, got {classes}")
+    if other_labels not in OTHER_LABELS:
+        raise DataError(f"other_labels must be one of {OTHER_LABELS}, got {other_labels!r}")
+    if duplicates not in DUPLICATES:
+        raise DataError(f"duplicates must be one of {DUPLICATES}, got {duplicates!r}")
+    return classes
+
+
+def _class_indices(row: LabelRow, index: Mapping[str, int], label_file: Path, other_labels: str) -> list[int]:
+    """The class indices of ``row``'s labels under the ``other_labels`` rule; none when the record is left out."""
+    outside = [lab for lab in row.labels if lab not in index]
+    if outside:
+        if other_labels == "error":
+            raise DataError(
+                f"{label_file}, line {row.line}: label(s) {outside} of record {row.file} are not in the "
+                f"{len(index)} classes of this dataset (other_labels: error)"
+            )
+        if other_labels == "drop_record":
+            return []
+    return [index[lab] for lab in row.labels if lab in index]
+
+
 # ------------------------------------------------------------------------------------------------ the cache
 def cache_config(
     name: str, sources: Mapping[str, Mapping[str, str]], classes: Sequence[str], other_labels: str, duplicates: str
@@ -277,7 +264,7 @@ def cache_config(
     return {
         "dataset": str(name),
         "label_files": {k: v["label_file"] for k, v in sources.items()},
-        "classes": [str(c) for c in _plain(classes)],
+        "classes": [str(c) for c in plain(classes)],
         "other_labels": other_labels,
         "duplicates": duplicates,
         "leads": list(LEADS),
@@ -302,112 +289,81 @@ def source_fingerprint(
     return fingerprint(root, files, sel.paths, config)
 
 
-def prepare(
-    root: str | os.PathLike,
-    cache_dir: str | os.PathLike,
-    cache_name: str,
-    sources: Mapping[str, Mapping[str, str]],
-    classes: Sequence[str],
-    other_labels: str = "error",
-    duplicates: str = "error",
-    num_workers: int | None = None,
-    on_bad_record: str = "error",
-    overwrite: bool = False,
-) -> Path:
-    """Read every selected record into ``<cache_dir>/<cache_name>_<hash>.h5`` (float32 (N, 8, 5000) millivolts, y).
+@dataclass
+class Tianchi(CachedSource):
+    """A Tianchi selection (ECG-55, ECG-12) from its prepared cache (see :class:`CachedSource`): x is a
+    :class:`LazyH5Array` of float32 (N, 8, 5000) millivolts, y multi-hot over ``classes`` (the config's order),
+    splits a seeded random 7:1:2.
 
-    Resumable and reused when already complete for the same data (:func:`source_fingerprint`, wherever ``root`` is
-    mounted); a cache built from other data (e.g. an edited label file) is rebuilt, with a log line saying so. A
-    missing or malformed record is a bad record: a DataError naming it (``on_bad_record="error"``) or logged and
-    left out (``"skip"``).
-    """
-    if on_bad_record not in ON_BAD_RECORD:
-        raise DataError(f"on_bad_record must be one of {ON_BAD_RECORD}, got {on_bad_record!r}")
-    config = cache_config(cache_name, sources, classes, other_labels, duplicates)
-    sel = select_records(root, sources, classes, other_labels, duplicates)
-    if not sel.ids:
-        raise DataError(f"the selection of {cache_name} under {root} has no record")
-    path = cache_file(cache_dir, config)
-    fp = source_fingerprint(root, config, sources, sel)
-    return build_cache(
-        path,
-        items=[str(p) for p in sel.paths],
-        item_names=sel.ids,
-        reader=read_record,
-        row_shape=(len(LEADS), N_SAMPLES),
-        dtype=np.float32,
-        row_data={"y": sel.y, "name": np.array(sel.ids, dtype=str)},
-        config=config,
-        # the absolute root is information only: the fingerprint identifies the data
-        source={"root": str(Path(root).resolve()), "sources": _check_sources(sources), "selection": sel.counts},
-        fingerprint=fp,
-        on_bad_record=on_bad_record,
-        num_workers=num_workers,
-        desc=path.name,
-        overwrite=overwrite,
-    )
+    The cache ``<cache_dir>/<cache_name>_<hash>.h5`` of ``root`` is identified by :func:`source_fingerprint` (the
+    label files are read and the selected records stat'ed); editing a label file makes it other data. A missing or
+    malformed record is a bad record: a DataError naming it (``on_bad_record="error"``) or logged and left out
+    (``"skip"``)."""
+
+    cache_name: str
+    sources: Mapping[str, Mapping[str, str]]
+    classes: Sequence[str]
+    other_labels: str = "error"
+    duplicates: str = "error"
+    split_fractions: Sequence[float] = (0.7, 0.1, 0.2)
+    split_seed: int = 0
+
+    @property
+    def dataset_option(self) -> str:
+        return str(self.cache_name)  # ecg55, ecg12: the selection's name
+
+    def cache_config(self) -> dict[str, Any]:
+        return cache_config(self.cache_name, self.sources, self.classes, self.other_labels, self.duplicates)
+
+    def cache_path(self) -> Path:
+        return cache_file(self.cache_dir, self.cache_config())
+
+    def selection(self) -> Selection:
+        return select_records(self.root, self.sources, self.classes, self.other_labels, self.duplicates)
+
+    def fingerprint(self, sel: Selection | None = None) -> Fingerprint:
+        sel = self.selection() if sel is None else sel
+        return source_fingerprint(self.root, self.cache_config(), self.sources, sel)
+
+    def contents(self) -> CacheContents:
+        sel = self.selection()
+        if not sel.ids:
+            raise DataError(f"the selection of {self.cache_name} under {self.root} has no record")
+        return CacheContents(
+            items=[str(p) for p in sel.paths],
+            item_names=sel.ids,
+            reader=read_record,
+            row_shape=(len(LEADS), N_SAMPLES),
+            dtype=np.float32,
+            row_data={"y": sel.y, "name": np.array(sel.ids, dtype=str)},
+            config=self.cache_config(),
+            fingerprint=self.fingerprint(sel),
+            # the absolute root is information only: the fingerprint identifies the data
+            source={"root": str(Path(self.root).resolve()), "sources": _check_sources(self.sources),
+                    "selection": sel.counts},
+        )
+
+    def arrays(self, path: Path, manifest: dict) -> LabeledArrays:
+        y = read_row_data(path, ["y"])["y"].astype(np.float32)
+        fractions = [float(f) for f in plain(self.split_fractions)]
+        splits = random_split_indices(len(y), fractions, int(self.split_seed))
+        return LabeledArrays(
+            x=LazyH5Array(path, "x"),
+            y=y,
+            class_names=list(self.cache_config()["classes"]),
+            splits=splits,
+            info={
+                "dataset": str(self.cache_name),
+                "cache": str(path),
+                "records": int(len(y)),
+                "split_sizes": {k: int(len(v)) for k, v in splits.items()},
+                "split_fractions": fractions,
+                "split_seed": int(self.split_seed),
+                "skipped": len(manifest.get("skipped", [])),
+                "selection": (manifest.get("source") or {}).get("selection"),
+            },
+        )
 
 
-def load(
-    root: str | os.PathLike | None,
-    cache_dir: str | os.PathLike,
-    cache_name: str,
-    sources: Mapping[str, Mapping[str, str]],
-    classes: Sequence[str],
-    other_labels: str = "error",
-    duplicates: str = "error",
-    split_fractions: Sequence[float] = (0.7, 0.1, 0.2),
-    split_seed: int = 0,
-    prepare_if_missing: bool = False,
-    on_bad_record: str = "error",
-    num_workers: int | None = None,
-) -> LabeledArrays:
-    """An ECG dataset from its prepared cache: x is a :class:`LazyH5Array` of float32 (N, 8, 5000) millivolts,
-    y multi-hot over ``classes`` (the config's order), splits a seeded random 7:1:2.
-
-    With a ``root``, the cache must have been built from the same data (:func:`source_fingerprint`: the label files
-    are read and the selected records stat'ed here), wherever it was mounted then: a cache built from other data
-    is a one-line DataError giving the command that rebuilds it. With ``root`` None, '' or '???'
-    (``dataset.root=null``: a node holding only the cache), a complete cache is used as it is. Without a complete
-    cache for this data: prepare it if ``prepare_if_missing``, else a DataError that gives the command building
-    it."""
-    config = cache_config(cache_name, sources, classes, other_labels, duplicates)
-    path = cache_file(cache_dir, config)
-    has_root = root not in (None, "", "???")
-    fp = None
-    if has_root:
-        if Path(root).is_dir():
-            try:
-                sel = select_records(root, sources, classes, other_labels, duplicates)
-                fp = source_fingerprint(root, config, sources, sel)
-            except DataError as err:
-                if not cache_is_valid(path, config):
-                    raise
-                raise unverifiable_error(err, path) from err
-        elif cache_is_valid(path, config):
-            raise DataError(root_missing_message(root, path))
-    if prepare_if_missing and not cache_is_valid(path, config, fp):
-        if not has_root:
-            raise DataError(f"no complete cache at {path} and no dataset.root to build it from")
-        prepare(root, cache_dir, cache_name, sources, classes, other_labels, duplicates, num_workers, on_bad_record)
-    hint = PREPARE_COMMAND.format(name=cache_name, root=root if has_root else "<root>")
-    manifest = open_cache(path, config, build_hint=hint, fingerprint=fp, on_bad_record=on_bad_record)
-    rows = read_row_data(path, ["y"])
-    y = rows["y"].astype(np.float32)
-    splits = random_split_indices(len(y), list(_plain(split_fractions)), int(split_seed))
-    return LabeledArrays(
-        x=LazyH5Array(path, "x"),
-        y=y,
-        class_names=list(config["classes"]),
-        splits=splits,
-        info={
-            "dataset": str(cache_name),
-            "cache": str(path),
-            "records": int(len(y)),
-            "split_sizes": {k: int(len(v)) for k, v in splits.items()},
-            "split_fractions": [float(f) for f in _plain(split_fractions)],
-            "split_seed": int(split_seed),
-            "skipped": len(manifest.get("skipped", [])),
-            "selection": (manifest.get("source") or {}).get("selection"),
-        },
-    )
+load = Tianchi.load  # load(root, cache_dir, cache_name, sources, classes, other_labels, duplicates, ...)
+prepare = Tianchi.prepare  # prepare(root, cache_dir, cache_name, sources, classes, other_labels, duplicates, ...)
