@@ -345,7 +345,7 @@ def test_a_disk_too_small_for_a_cache_stops_before_decoding(tmp_path, small_disk
     assert line.startswith(f"error: {part}: building the cache failed (not enough space: ")
     needed = int(re.search(r"not enough space: (\d+) kB needed, \d+ kB free\)", line).group(1))
     assert 819 <= needed < 840  # 200 images of 64 x 64 bytes, and their labels, names and ids
-    assert "nothing was written; free some space (or set FLOWMIXUP_DATA_DIR" in line
+    assert "nothing was written; free some space, or set FLOWMIXUP_DATA_DIR (or paths.data_dir=) to a disk" in line
     assert not part.exists()
 
 

@@ -176,6 +176,7 @@ def lock_path(cache_path: str | os.PathLike) -> Path:
 
 
 DATA_DIR_HINT = "set FLOWMIXUP_DATA_DIR (or paths.data_dir=) to a folder you can write to, with room for the cache"
+ROOM_HINT = "free some space, or set FLOWMIXUP_DATA_DIR (or paths.data_dir=) to a disk with room for the cache, and"
 
 
 def _say_waiting(cache_path: Path, why: str) -> Callable[[tuple[str, str]], None]:
@@ -656,8 +657,7 @@ def _build_locked(job: _Job, overwrite: bool) -> Path:
         raise write_error(part_file, "writing the cache", err, needed=(job.n - done) * job.row_bytes,
                           kept=(f"the {done} of {job.n} rows decoded so far are kept in {part_file}" if done
                                 else "no row was decoded yet"),
-                          todo=f"free some space (or {DATA_DIR_HINT}) and run the same command again to "
-                               "continue from them") from None
+                          todo=f"{ROOM_HINT} run the same command again to continue from them") from None
     finally:
         if part is not None:
             with suppress(OSError):  # a full disk can make even the close fail; the error above says what to do
@@ -724,8 +724,7 @@ def _check_room(part: Path, needed: int, n: int, done: int) -> None:
     if free is not None and free < needed:
         kept = f"the {done} of {n} rows decoded so far are kept in {part}" if done else "nothing was written"
         raise WriteError(part, "building the cache", f"not enough space: {size_text(needed)} needed, "
-                         f"{size_text(free)} free", kept, f"free some space (or {DATA_DIR_HINT}) and run the "
-                         "same command again")
+                         f"{size_text(free)} free", kept, f"{ROOM_HINT} run the same command again")
 
 
 def _fsync(path: Path) -> None:
