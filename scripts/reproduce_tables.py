@@ -20,7 +20,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from flowmixup.report.reproduce import PreflightError, find_project_root, run_profile
+from flowmixup.sweep.launch import PreflightError, find_project_root, run_profile
 
 
 def main(argv=None) -> int:
@@ -58,7 +58,7 @@ def main(argv=None) -> int:
     try:
         root = find_project_root(Path(__file__).resolve().parent)
         if args.plan:
-            from flowmixup.report.planner import plan_profile
+            from flowmixup.sweep.planner import plan_profile
 
             text, _, problems = plan_profile(args.profile, seeds, args.gpus, args.timings, args.set, args.launcher,
                                              args.hydra, root)

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from flowmixup.report.reproduce import (PROJECT_ENV, cell_dir, failed_cells, find_project_root, known_rows,
+from flowmixup.sweep.launch import (PROJECT_ENV, cell_dir, failed_cells, find_project_root, known_rows,
                                         load_profile, plan, run_profile)
 from project_config import PROJECT_ROOT, TINY
 
@@ -196,7 +196,7 @@ def test_a_failed_cell_makes_the_sweep_exit_non_zero(tmp_path):
 def test_local_gpus_is_a_launcher_of_this_machine(tmp_path):
     """hydra/launcher=local_gpus runs here: its runs' configs are checked as local ones (a remote launcher's are not
     checked against this machine's devices)."""
-    from flowmixup.report.reproduce import LOCAL_LAUNCHERS
+    from flowmixup.sweep.launch import LOCAL_LAUNCHERS
 
     assert "local_gpus" in LOCAL_LAUNCHERS
     profile = tmp_path / "p.yaml"

@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from flowmixup.report.reproduce import cell_dir, load_profile, plan
+from flowmixup.sweep.launch import cell_dir, load_profile, plan
 from flowmixup.report.tables import load_published, make_report
 from project_config import PROJECT_ROOT
 

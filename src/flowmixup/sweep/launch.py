@@ -581,7 +581,7 @@ def run_profile(profile: str, seeds: list[int], sweep: Path, launcher: str | Non
     their jobs share the GPU slots of the sweep folder, so every GPU stays busy even when a block has fewer runs
     than there are GPUs.
     """
-    from . import figures, tables
+    from ..report import figures, tables
 
     started = time.time()
     root_dir = Path(project_root) if project_root is not None else find_project_root()

@@ -203,7 +203,7 @@ def _profile_sizes(entry: dict) -> dict | None:
 def dataset_sizes(cfg: Any, entry: dict, project_root: Path) -> tuple[dict | None, str]:
     """``({train, val, test}, where from)``: a ready cache's record count in the profile's proportions, else the
     profile's ``sizes``; ``(None, problem)`` when neither is there."""
-    from .reproduce import _display, ready_cache
+    from .launch import _display, ready_cache
 
     given = _profile_sizes(entry)
     manifest_file = ready_cache(cfg, project_root)
@@ -341,7 +341,7 @@ def plan_profile(profile: str, seeds: list[int], gpus: int, timings: str | os.Pa
                  project_root: str | os.PathLike | None = None) -> tuple[str, Estimate, list[str]]:
     """``(printout, estimate, problems)`` for ``--plan``: composes every block as the sweep would (no data needed,
     nothing runs)."""
-    from .reproduce import find_project_root, load_profile, parse_sets, plan
+    from .launch import find_project_root, load_profile, parse_sets, plan
 
     root = Path(project_root) if project_root is not None else find_project_root()
     prof = load_profile(profile, root / "conf")
