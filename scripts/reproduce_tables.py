@@ -7,8 +7,9 @@
 
     python scripts/reproduce_tables.py --profile paper --plan --gpus 8   # the cost, without training
 
-Runs go to outputs/tables/<profile>/<dataset>/<row>/noise<n>_seed<s>/; the report to outputs/tables/<profile>/report/.
-Re-running skips every finished cell and re-aggregates.
+Runs go to outputs/tables/<profile>/<dataset>/<regularizer>_a<alpha>_op<Op>/noise<n>_seed<s>/ (the template is
+paths.cell in conf/config.yaml); the report to outputs/tables/<profile>/report/. The rows a profile names are defined
+in conf/reproduce/rows.yaml. Re-running skips every finished cell and re-aggregates.
 
 Before anything is launched, every block's config is composed and checked (overrides, values, each dataset's
 dataset.root or prepared cache): each problem is one line on stderr and the exit status is 2. After the sweep, the
@@ -20,7 +21,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from flowmixup.sweep.launch import PreflightError, find_project_root, run_profile
+from flowmixup.project import project_root
+from flowmixup.sweep.launch import run_profile
+from flowmixup.sweep.plan import PreflightError
 
 
 def main(argv=None) -> int:
@@ -56,7 +59,7 @@ def main(argv=None) -> int:
             print(f"error: --hydra takes KEY=VALUE, got {h!r}", file=sys.stderr)
         return 2
     try:
-        root = find_project_root(Path(__file__).resolve().parent)
+        root = project_root(Path(__file__).resolve().parent)
         if args.plan:
             from flowmixup.sweep.planner import plan_profile
 

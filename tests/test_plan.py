@@ -72,7 +72,8 @@ def test_numbers_from_a_bench_file(tmp_path, gpus):
     assert est.wall_hours == pytest.approx(wall_h)
     assert est.packed_wall_hours == pytest.approx(packed_h)
     # the printout names the file and the rows used, and states the evaluation assumption
-    assert str(bench) in text and "regularizers[0]: resnet1d erm" in text and "regularizers[1]: resnet1d flowmixup_op_true" in text
+    assert str(bench) in text and "regularizers[0]: resnet1d erm" in text
+    assert "regularizers[1]: resnet1d flowmixup_op_true" in text
     assert "scaled to batch 50" in text and "1/3 of a training step" in text
     assert f"Total: 8 runs, {gpu_h:,.1f} h GPU-hours" in text
 

@@ -26,6 +26,11 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from ..project import project_root as find_project_root
+from .plan import display_path, plan, ready_cache
+from .profile import load_profile, parse_sets
+from .rows import timing_name
+
 EVAL_COST = 1.0 / 3.0  # an evaluation sample costs about a third of a training sample (forward only)
 SPLITS = ("train", "val", "test")
 MEASURE = "measure it with `make gpu-check` on a GPU (outputs/gpu_check/gpu_check.json) or `make bench` on CPU " \
@@ -159,9 +164,8 @@ def load_timings(path: str | os.PathLike) -> Timings:
 
 def timing_key(cfg: Any) -> tuple[str, str, str, bool]:
     """(backbone, regularizer as the timing files name it, precision, compile) of a composed config."""
-    reg = str(OmegaConf.select(cfg, "regularizer.name", default="erm"))
-    if reg == "flowmixup":
-        reg = f"flowmixup_op_{str(bool(OmegaConf.select(cfg, 'regularizer.keep_original', default=False))).lower()}"
+    reg = timing_name(str(OmegaConf.select(cfg, "regularizer.name", default="erm")),
+                      OmegaConf.select(cfg, "regularizer.keep_original", default=False))
     return (str(OmegaConf.select(cfg, "backbone.name", default="?")), reg,
             str(OmegaConf.select(cfg, "trainer.precision", default="fp32")),
             bool(OmegaConf.select(cfg, "trainer.compile", default=False)))
@@ -203,8 +207,6 @@ def _profile_sizes(entry: dict) -> dict | None:
 def dataset_sizes(cfg: Any, entry: dict, project_root: Path) -> tuple[dict | None, str]:
     """``({train, val, test}, where from)``: a ready cache's record count in the profile's proportions, else the
     profile's ``sizes``; ``(None, problem)`` when neither is there."""
-    from .launch import _display, ready_cache
-
     given = _profile_sizes(entry)
     manifest_file = ready_cache(cfg, project_root)
     if manifest_file is not None and given is not None:
@@ -217,7 +219,7 @@ def dataset_sizes(cfg: Any, entry: dict, project_root: Path) -> tuple[dict | Non
             total = sum(given.values())
             train, val = (round(records * given[k] / total) for k in ("train", "val"))
             return ({"train": train, "val": val, "test": records - train - val},
-                    f"the prepared cache {_display(manifest_file, project_root)} ({records} records, split as the "
+                    f"the prepared cache {display_path(manifest_file, project_root)} ({records} records, split as the "
                     "profile's sizes)")
     if given is not None:
         return given, "the profile's sizes"
@@ -237,7 +239,7 @@ def default_timings(project_root: Path) -> Path | None:
 
 
 def estimate(checked: Any, gpus: int, timings_path: str | os.PathLike | None, project_root: Path) -> Estimate:
-    """The cost of the blocks of ``checked`` (a :class:`reproduce.Plan`) on ``gpus`` GPUs."""
+    """The cost of the blocks of ``checked`` (a :class:`~.plan.Plan`) on ``gpus`` GPUs."""
     notes, problems = [], []
     timings = None
     path = Path(timings_path) if timings_path is not None else default_timings(project_root)
@@ -320,8 +322,8 @@ def format_estimate(est: Estimate, profile: str, seeds: list[int]) -> str:
             per_run = _hours(b.run_s / 3600) if b.run_s is not None else "?"
             gpu_h = _hours(b.runs * b.run_s / 3600) if b.run_s is not None else "?"
             lines.append(f"  | {b.row} | {b.runs} | {step} | {per_run} | {gpu_h} | {b.timing} |")
-        lines.append(f"  {d.dataset}: {d.runs} runs, {_hours(d.gpu_hours)} GPU-hours, wall {_hours(d.wall_hours(est.gpus))}"
-                     f" on {est.gpus} GPU(s)")
+        lines.append(f"  {d.dataset}: {d.runs} runs, {_hours(d.gpu_hours)} GPU-hours, "
+                     f"wall {_hours(d.wall_hours(est.gpus))} on {est.gpus} GPU(s)")
     lines += ["", f"Total: {est.runs} runs, {_hours(est.gpu_hours)} GPU-hours; wall on {est.gpus} GPU(s): "
                   f"{_hours(est.wall_hours)} as reproduce-tables runs it (one block = one dataset x one row at a time, "
                   f"its noise x seed runs spread over the GPUs: ceil(runs / {est.gpus}) x one run per block); "
@@ -341,8 +343,6 @@ def plan_profile(profile: str, seeds: list[int], gpus: int, timings: str | os.Pa
                  project_root: str | os.PathLike | None = None) -> tuple[str, Estimate, list[str]]:
     """``(printout, estimate, problems)`` for ``--plan``: composes every block as the sweep would (no data needed,
     nothing runs)."""
-    from .launch import find_project_root, load_profile, parse_sets, plan
-
     root = Path(project_root) if project_root is not None else find_project_root()
     prof = load_profile(profile, root / "conf")
     extra, problems = parse_sets(sets)
