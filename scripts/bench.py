@@ -36,20 +36,27 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 sys.path.insert(0, str(ROOT / "src"))
 
-from flowmixup import ERM, FlowMixup, ManifoldMixup, Mixup  # noqa: E402
+from flowmixup import ERM  # noqa: E402
 from flowmixup.data.base import ArrayDataset, LazyH5Array  # noqa: E402
 from flowmixup.models import ResNet1d, StemDenseNet  # noqa: E402
 from flowmixup.io import write_json  # noqa: E402
-from flowmixup.training.build import compile_units  # noqa: E402
+from flowmixup.sweep.rows import timed_rows  # noqa: E402
+from flowmixup.training.build import build_regularizer, compile_units  # noqa: E402
 from flowmixup.training.loop import train_step  # noqa: E402
 
-REGULARIZERS = {
-    "erm": lambda m, pts: ERM(m),
-    "mixup": lambda m, pts: Mixup(m, alpha=1.0, generator=torch.Generator().manual_seed(0)),
-    "manifold_mixup": lambda m, pts: ManifoldMixup(m, pts, alpha=3.0, generator=torch.Generator().manual_seed(0)),
-    "flowmixup_op_false": lambda m, pts: FlowMixup(m, pts, 3.0, False, torch.Generator().manual_seed(0)),
-    "flowmixup_op_true": lambda m, pts: FlowMixup(m, pts, 3.0, True, torch.Generator().manual_seed(0)),
-}
+
+def regularizer_factory(row):
+    """(model, mix points) -> the row's regularizer, built by the trainer's build function from the row's config."""
+
+    def make(model, mix_points):
+        points = mix_points if "mix_points" in row.config.regularizer else None
+        return build_regularizer(row.config, model, points, torch.Generator().manual_seed(0))
+
+    return make
+
+
+# the paper's rows (conf/reproduce/rows.yaml), one per timing name: erm, mixup, manifold_mixup, flowmixup_op_*
+REGULARIZERS = {name: regularizer_factory(row) for name, row in timed_rows(ROOT / "conf").items()}
 
 
 def adam(model):

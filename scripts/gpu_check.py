@@ -37,13 +37,16 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the bench's table printer, beside this script
-REGULARIZERS = {  # name in the tables -> overrides (the paper's rows, alpha as in Table I)
-    "erm": ["regularizer=erm"],
-    "mixup": ["regularizer=mixup", "regularizer.alpha=1.0"],
-    "manifold_mixup": ["regularizer=manifold_mixup", "regularizer.alpha=3.0"],
-    "flowmixup_op_false": ["regularizer=flowmixup", "regularizer.alpha=3.0", "regularizer.keep_original=false"],
-    "flowmixup_op_true": ["regularizer=flowmixup", "regularizer.alpha=3.0", "regularizer.keep_original=true"],
-}
+
+
+def _regularizers() -> dict[str, list[str]]:
+    """Timing name -> overrides: the paper's rows (conf/reproduce/rows.yaml), one per timing name."""
+    from flowmixup.sweep.rows import timed_rows
+
+    return {name: list(row.overrides) for name, row in timed_rows(ROOT / "conf").items()}
+
+
+REGULARIZERS = _regularizers()
 COMPILED = ("erm", "flowmixup_op_false")
 
 

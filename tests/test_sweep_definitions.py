@@ -1,9 +1,11 @@
-"""Each fact of the sweep once: the paper's rows in conf/reproduce/rows.yaml (the profiles take them from there), a
-cell's folder in one template (paths.cell in conf/config.yaml) that Hydra and cell_dir() both resolve; and the blocks
-of a sweep running side by side in a pool of threads, each waiting for its own ``train.py -m``. Nothing trains here."""
+"""Each fact of the sweep once: the paper's rows in conf/reproduce/rows.yaml (the profiles, bench.py and gpu_check.py
+take them from there), a cell's folder in one template (paths.cell in conf/config.yaml) that Hydra and cell_dir()
+both resolve; and the blocks of a sweep running side by side in a pool of threads, each waiting for its own
+``train.py -m``. Nothing trains here."""
 
 from __future__ import annotations
 
+import importlib.util
 import textwrap
 from pathlib import Path
 
@@ -15,11 +17,20 @@ from flowmixup.sweep.compose import compose
 from flowmixup.sweep.launch import block_command, run_blocks
 from flowmixup.sweep.plan import Block, plan
 from flowmixup.sweep.profile import load_profile, profile_names
-from flowmixup.sweep.rows import table_rows
+from flowmixup.sweep.rows import table_rows, timed_rows
 from project_config import CONF_DIR, PROJECT_ROOT
 
 PAPER_ROWS = ["erm", "mixup_a1", "mixup_a3", "manifold_mixup_a3", "flowmixup_a3_op_false", "flowmixup_a3_op_true"]
+TIMED = ["erm", "mixup", "manifold_mixup", "flowmixup_op_false", "flowmixup_op_true"]
 ROWS_YAML = CONF_DIR / "reproduce" / "rows.yaml"
+
+
+def load_script(name: str):
+    """A script of scripts/ as a module (its main() not run)."""
+    spec = importlib.util.spec_from_file_location(name, PROJECT_ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -34,8 +45,9 @@ def test_the_rows_are_defined_once_in_rows_yaml():
     assert [(r.regularizer, r.alpha, r.keep_original) for r in rows.values()] == [
         ("erm", None, None), ("mixup", 1.0, None), ("mixup", 3.0, None), ("manifold_mixup", 3.0, None),
         ("flowmixup", 3.0, False), ("flowmixup", 3.0, True)]
-    # nowhere else is a row written out: not in a profile
-    elsewhere = list((CONF_DIR / "reproduce").glob("*.yaml"))
+    # nowhere else is a row written out: not in a profile, nor in the benchmark scripts
+    elsewhere = [*(CONF_DIR / "reproduce").glob("*.yaml"), PROJECT_ROOT / "scripts" / "bench.py",
+                 PROJECT_ROOT / "scripts" / "gpu_check.py"]
     for path in elsewhere:
         if path != ROWS_YAML:
             text = path.read_text(encoding="utf-8")
@@ -58,6 +70,25 @@ def test_a_profile_cannot_define_a_row_of_rows_yaml_again(tmp_path):
     profile.write_text("rows: [{name: erm, overrides: [regularizer=erm, trainer.lr=1.0]}]\ndatasets: []\n")
     with pytest.raises(SystemExit, match="row 'erm' is defined in .*rows.yaml; list it by its name alone"):
         load_profile(str(profile))
+
+
+def test_bench_and_gpu_check_time_the_rows():
+    """One row per timing name (Mixup timed at alpha=1, the first of its rows), built as the trainer builds it."""
+    assert list(timed_rows()) == TIMED
+    gpu_check = load_script("gpu_check")
+    assert gpu_check.REGULARIZERS == {name: list(row.overrides) for name, row in timed_rows().items()}
+    bench = load_script("bench")
+    assert list(bench.REGULARIZERS) == TIMED
+    from flowmixup import FlowMixup, ManifoldMixup, Mixup
+    from flowmixup.models import ResNet1d
+
+    model = ResNet1d(8, 3, blocks=(2, 2, 1, 1), width=4)
+    points = model.paper_mix_points()
+    mixup, manifold = bench.REGULARIZERS["mixup"](model, points), bench.REGULARIZERS["manifold_mixup"](model, points)
+    flow = bench.REGULARIZERS["flowmixup_op_true"](model, points)
+    assert isinstance(mixup, Mixup) and mixup.alpha == 1.0
+    assert isinstance(manifold, ManifoldMixup) and manifold.alpha == 3.0
+    assert isinstance(flow, FlowMixup) and flow.alpha == 3.0 and flow.keep_original is True
 
 
 # --------------------------------------------------------------------------------------------------------------
