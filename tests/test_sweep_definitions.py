@@ -43,11 +43,19 @@ def test_the_rows_are_defined_once_in_rows_yaml():
     rows = table_rows()
     assert [(r.name, list(r.overrides)) for r in rows.values()] == list(defined.items())
     assert [(r.regularizer, r.alpha, r.keep_original) for r in rows.values()] == [
-        ("erm", None, None), ("mixup", 1.0, None), ("mixup", 3.0, None), ("manifold_mixup", 3.0, None),
-        ("flowmixup", 3.0, False), ("flowmixup", 3.0, True)]
+        ("erm", None, None),
+        ("mixup", 1.0, None),
+        ("mixup", 3.0, None),
+        ("manifold_mixup", 3.0, None),
+        ("flowmixup", 3.0, False),
+        ("flowmixup", 3.0, True),
+    ]
     # nowhere else is a row written out: not in a profile, nor in the benchmark scripts
-    elsewhere = [*(CONF_DIR / "reproduce").glob("*.yaml"), PROJECT_ROOT / "scripts" / "bench.py",
-                 PROJECT_ROOT / "scripts" / "gpu_check.py"]
+    elsewhere = [
+        *(CONF_DIR / "reproduce").glob("*.yaml"),
+        PROJECT_ROOT / "scripts" / "bench.py",
+        PROJECT_ROOT / "scripts" / "gpu_check.py",
+    ]
     for path in elsewhere:
         if path != ROWS_YAML:
             text = path.read_text(encoding="utf-8")
@@ -109,7 +117,7 @@ def test_hydra_and_cell_dir_give_one_folder(tmp_path, row):
     defined = table_rows()[row]
     block = Block("mini_synth_ecg", "synth_ecg", row, [0.4], [3], [], list(defined.overrides), defined.fields)
     command = block_command(block, tmp_path, PROJECT_ROOT, None, [])
-    cfg = compose(CONF_DIR, command[command.index("-m") + 1:])
+    cfg = compose(CONF_DIR, command[command.index("-m") + 1 :])
     cell = cell_dir(tmp_path, "synth_ecg", row, 0.4, 3)
     assert Path(cfg.hydra.sweep.dir) / cfg.hydra.sweep.subdir == cell
     assert cell_dir(tmp_path, "synth_ecg", defined.fields, 0.4, 3) == cell
@@ -125,8 +133,10 @@ def test_the_sweep_keeps_its_own_folders(tmp_path):
     profile = tmp_path / "p.yaml"
     profile.write_text("rows: [erm]\ndatasets:\n  - experiment: mini_synth_ecg\n    noise: [0.0]\n")
     checked = plan(load_profile(str(profile)), [0], {}, hydra_args=["hydra.sweep.subdir=x", "hydra.job.chdir=false"])
-    assert checked.problems == ["--hydra hydra.sweep.subdir=x: the sweep sets hydra.sweep.dir (--sweep-dir) and "
-                                "hydra.sweep.subdir (paths.cell in conf/config.yaml) itself"]
+    assert checked.problems == [
+        "--hydra hydra.sweep.subdir=x: the sweep sets hydra.sweep.dir (--sweep-dir) and "
+        "hydra.sweep.subdir (paths.cell in conf/config.yaml) itself"
+    ]
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -167,8 +177,9 @@ def test_blocks_at_once_run_side_by_side_and_each_is_reported(tmp_path, capsys):
     for exp in "ab":
         assert f"block {'ab'.index(exp) + 1}/3 synth_ecg row_{exp}: ok in" in out.out
         log = (sweep / "logs" / f"synth_ecg__row_{exp}.log").read_text()
-        assert log.splitlines()[0].endswith("hydra.sweep.subdir='${paths.cell.dataset}/${paths.cell.regularizer}/"
-                                            "${paths.cell.noise_seed}'")
+        assert log.splitlines()[0].endswith(
+            "hydra.sweep.subdir='${paths.cell.dataset}/${paths.cell.regularizer}/${paths.cell.noise_seed}'"
+        )
         assert f"ran {exp} with '${{paths.cell.dataset}}" in log
     assert "block 3/3 synth_ecg row_c: FAILED (exit 3; log" in out.out
     assert "ran c with" in out.err  # the last line of a failed block's log

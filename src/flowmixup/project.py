@@ -41,8 +41,10 @@ def project_root(*starts: str | os.PathLike) -> Path:
     if env:
         if _holds_conf(Path(env)):
             return Path(env).resolve()
-        raise ProjectNotFound(f"error: {PROJECT_ENV}={env} holds no conf/config.yaml; point it at the repository "
-                              "(the folder with train.py and conf/) or unset it")
+        raise ProjectNotFound(
+            f"error: {PROJECT_ENV}={env} holds no conf/config.yaml; point it at the repository "
+            "(the folder with train.py and conf/) or unset it"
+        )
     for start in (*starts, Path.cwd(), Path(__file__).resolve().parents[2]):
         start = Path(start).resolve()
         if _holds_conf(start):
@@ -50,9 +52,11 @@ def project_root(*starts: str | os.PathLike) -> Path:
         for parent in start.parents:
             if _is_project_above(parent):
                 return parent
-    raise ProjectNotFound("error: cannot find the project (a folder holding conf/config.yaml and train.py) at or "
-                          f"above the calling script, the current folder or this package; run from the repository "
-                          f"or set {PROJECT_ENV}")
+    raise ProjectNotFound(
+        "error: cannot find the project (a folder holding conf/config.yaml and train.py) at or "
+        f"above the calling script, the current folder or this package; run from the repository "
+        f"or set {PROJECT_ENV}"
+    )
 
 
 def conf_dir(*starts: str | os.PathLike) -> Path:

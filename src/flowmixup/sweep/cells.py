@@ -32,8 +32,10 @@ def _template(config_yaml: Path) -> dict[str, str]:
     node = OmegaConf.select(OmegaConf.load(config_yaml), CELL_KEY)
     parts = OmegaConf.to_container(node, resolve=False) if OmegaConf.is_dict(node) else None
     if not parts or not all(isinstance(v, str) for v in parts.values()):
-        raise ValueError(f"{config_yaml}: {CELL_KEY} must map each part of a cell's folder to a template, e.g. "
-                         "noise_seed: noise${noise}_seed${seed}")
+        raise ValueError(
+            f"{config_yaml}: {CELL_KEY} must map each part of a cell's folder to a template, e.g. "
+            "noise_seed: noise${noise}_seed${seed}"
+        )
     return {str(k): v for k, v in parts.items()}
 
 
@@ -47,8 +49,9 @@ def sweep_subdir(conf_dir: str | os.PathLike | None = None) -> str:
     return "'" + "/".join(f"${{{CELL_KEY}.{part}}}" for part in cell_template(conf_dir)) + "'"
 
 
-def cell_dir(sweep: Path, dataset: str, row: str | dict, noise: float, seed: int,
-             conf_dir: str | os.PathLike | None = None) -> Path:
+def cell_dir(
+    sweep: Path, dataset: str, row: str | dict, noise: float, seed: int, conf_dir: str | os.PathLike | None = None
+) -> Path:
     """The folder of a cell in ``sweep``: ``paths.cell`` resolved for the cell's fields. ``row``: its fields
     (``regularizer``, ``alpha``, ``keep_original``: :func:`flowmixup.sweep.rows.row_fields`, or a grid.json cell)
     or the name of a row ``conf/reproduce/rows.yaml`` defines."""
@@ -60,13 +63,22 @@ def cell_dir(sweep: Path, dataset: str, row: str | dict, noise: float, seed: int
         fields = table_rows(conf_dir)[row].fields
     regularizer = {"name": fields["regularizer"]}
     regularizer.update({k: fields[k] for k in ("alpha", "keep_original") if fields.get(k) is not None})
-    cfg = OmegaConf.create({"dataset": {"name": dataset}, "regularizer": regularizer, "noise": float(noise),
-                            "seed": int(seed), "paths": {"cell": cell_template(conf_dir)}})
+    cfg = OmegaConf.create(
+        {
+            "dataset": {"name": dataset},
+            "regularizer": regularizer,
+            "noise": float(noise),
+            "seed": int(seed),
+            "paths": {"cell": cell_template(conf_dir)},
+        }
+    )
     try:
         parts = OmegaConf.to_container(cfg.paths.cell, resolve=True)
     except OmegaConfBaseException as exc:
-        raise ValueError(f"conf/config.yaml: {CELL_KEY} may use only {', '.join(CELL_FIELDS)} "
-                         f"({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
+        raise ValueError(
+            f"conf/config.yaml: {CELL_KEY} may use only {', '.join(CELL_FIELDS)} "
+            f"({type(exc).__name__}: {str(exc).splitlines()[0]})"
+        ) from None
     return Path(sweep).joinpath(*(str(p) for p in parts.values()))
 
 

@@ -33,10 +33,18 @@ SHOWN_FAILURES = 20  # failed cells named one per line; the rest are counted
 
 def block_command(b: Block, sweep: Path, root: Path, launcher: str | None, hydra_args: Sequence[str]) -> list[str]:
     """The ``train.py -m`` call of a block: its noise x seeds into their cell folders of ``sweep``."""
-    after = [f"hydra.sweep.dir={sweep}", f"hydra.sweep.subdir={sweep_subdir(root / 'conf')}",
-             *([f"hydra/launcher={launcher}"] if launcher else []), *hydra_args]
-    return [sys.executable, str(root / "train.py"), "-m",
-            *train_overrides(b.experiment, b.row_overrides, b.noise, b.seeds, b.overrides, after)]
+    after = [
+        f"hydra.sweep.dir={sweep}",
+        f"hydra.sweep.subdir={sweep_subdir(root / 'conf')}",
+        *([f"hydra/launcher={launcher}"] if launcher else []),
+        *hydra_args,
+    ]
+    return [
+        sys.executable,
+        str(root / "train.py"),
+        "-m",
+        *train_overrides(b.experiment, b.row_overrides, b.noise, b.seeds, b.overrides, after),
+    ]
 
 
 def run_block(b: Block, sweep: Path, root: Path, launcher: str | None, hydra_args: Sequence[str]) -> tuple[int, float]:
@@ -61,8 +69,16 @@ def _last_error_line(log: Path) -> str:
     return lines[-1] if lines else ""
 
 
-def run_blocks(todo: list[tuple[int, Block]], n_blocks: int, total: int, sweep: Path, root: Path,
-               launcher: str | None, hydra_args: Sequence[str], at_once: int) -> None:
+def run_blocks(
+    todo: list[tuple[int, Block]],
+    n_blocks: int,
+    total: int,
+    sweep: Path,
+    root: Path,
+    launcher: str | None,
+    hydra_args: Sequence[str],
+    at_once: int,
+) -> None:
     """Run the blocks ``todo`` ((number, Block) pairs), ``at_once`` of them at a time, saying as each one ends.
 
     On an interruption (Ctrl-C reaches the blocks' runs too: each saves its checkpoint) or an error, the blocks not
@@ -75,8 +91,11 @@ def run_blocks(todo: list[tuple[int, Block]], n_blocks: int, total: int, sweep: 
                 (i, b), (code, seconds) = futures[future], future.result()
                 log = block_log(sweep, b.dataset, b.row)
                 status = "ok" if code == 0 else f"FAILED (exit {code}; log {log})"
-                print(f"[reproduce] block {i}/{n_blocks} {b.dataset} {b.row}: {status} in {seconds:.0f}s; "
-                      f"{count_done(sweep)}/{total} cells finished", flush=True)
+                print(
+                    f"[reproduce] block {i}/{n_blocks} {b.dataset} {b.row}: {status} in {seconds:.0f}s; "
+                    f"{count_done(sweep)}/{total} cells finished",
+                    flush=True,
+                )
                 if code != 0 and _last_error_line(log):
                     print(f"[reproduce]   {_last_error_line(log)}", file=sys.stderr, flush=True)
         except BaseException:
@@ -85,8 +104,15 @@ def run_blocks(todo: list[tuple[int, Block]], n_blocks: int, total: int, sweep: 
             raise
 
 
-def check_profile(profile: str, seeds: list[int], root: Path, launcher: str | None, hydra_args: Sequence[str],
-                  extra: dict[str, list[str]] | None, sets: Sequence[str]) -> Plan:
+def check_profile(
+    profile: str,
+    seeds: list[int],
+    root: Path,
+    launcher: str | None,
+    hydra_args: Sequence[str],
+    extra: dict[str, list[str]] | None,
+    sets: Sequence[str],
+) -> Plan:
     """The preflight of ``profile`` with ``extra`` and the ``--set`` items ``sets``; PreflightError on a problem."""
     prof = load_profile(profile, root / "conf")
     parsed, problems = parse_sets(sets)
@@ -106,8 +132,10 @@ def _blocks_to_run(checked: Plan, sweep: Path) -> list[tuple[int, Block]]:
     for i, b in enumerate(checked.blocks, 1):
         cells = [cell_dir(sweep, b.dataset, b.fields, n, s) for n in b.noise for s in b.seeds]
         if all((cell / "summary.json").is_file() for cell in cells):
-            print(f"[reproduce] block {i}/{len(checked.blocks)} {b.dataset} {b.row}: all cells finished, skipped",
-                  flush=True)
+            print(
+                f"[reproduce] block {i}/{len(checked.blocks)} {b.dataset} {b.row}: all cells finished, skipped",
+                flush=True,
+            )
         else:
             todo.append((i, b))
     return todo
@@ -115,20 +143,31 @@ def _blocks_to_run(checked: Plan, sweep: Path) -> list[tuple[int, Block]]:
 
 def _say_failed(failed: list[tuple[Path, str, Path]], total: int, sweep: Path) -> None:
     unfinished = sum(1 for _, why, _ in failed if why.startswith("no summary.json"))
-    print(f"error: {len(failed)} of {total} cells failed ({unfinished} without summary.json, "
-          f"{len(failed) - unfinished} with a status other than ok); each cell's log is named below, every block's "
-          f"output is in {sweep / 'logs'}; a cell holding summary.json is not run again (delete its folder to "
-          "retry it)", file=sys.stderr, flush=True)
+    print(
+        f"error: {len(failed)} of {total} cells failed ({unfinished} without summary.json, "
+        f"{len(failed) - unfinished} with a status other than ok); each cell's log is named below, every block's "
+        f"output is in {sweep / 'logs'}; a cell holding summary.json is not run again (delete its folder to "
+        "retry it)",
+        file=sys.stderr,
+        flush=True,
+    )
     for folder, why, log in failed[:SHOWN_FAILURES]:
         print(f"  {folder}: {why}; log: {log}", file=sys.stderr, flush=True)
     if len(failed) > SHOWN_FAILURES:
         print(f"  ... and {len(failed) - SHOWN_FAILURES} more", file=sys.stderr, flush=True)
 
 
-def run_profile(profile: str, seeds: list[int], sweep: Path, launcher: str | None = None,
-                hydra_args: Sequence[str] = (), extra: dict[str, list[str]] | None = None,
-                sets: Sequence[str] = (), project_root: str | os.PathLike | None = None,
-                blocks_at_once: int = 1) -> int:
+def run_profile(
+    profile: str,
+    seeds: list[int],
+    sweep: Path,
+    launcher: str | None = None,
+    hydra_args: Sequence[str] = (),
+    extra: dict[str, list[str]] | None = None,
+    sets: Sequence[str] = (),
+    project_root: str | os.PathLike | None = None,
+    blocks_at_once: int = 1,
+) -> int:
     """Check, then run every block of ``profile`` into ``sweep`` and aggregate; returns the number of failed cells.
 
     ``sets`` are raw ``DATASET:KEY=VALUE`` strings (``--set``), ``extra`` the same already split. Raises
@@ -150,14 +189,20 @@ def run_profile(profile: str, seeds: list[int], sweep: Path, launcher: str | Non
     for note in checked.notes:
         print(f"[reproduce] {note}", flush=True)
     total = len(grid)
-    print(f"[reproduce] profile {profile}: {len(blocks)} blocks, {total} cells, {count_done(sweep)} already finished, "
-          f"into {sweep}", flush=True)
+    print(
+        f"[reproduce] profile {profile}: {len(blocks)} blocks, {total} cells, {count_done(sweep)} already finished, "
+        f"into {sweep}",
+        flush=True,
+    )
     run_blocks(_blocks_to_run(checked, sweep), len(blocks), total, sweep, root, launcher, hydra_args, blocks_at_once)
     tables.make_report(sweep)
     figs = figures.make_figures(sweep)
     print((sweep / "report" / "report.md").read_text(), flush=True)
-    print(f"[reproduce] report: {sweep / 'report'} ({len(figs.get('paths', []))} figure files); "
-          f"wall time {time.time() - started:.0f}s", flush=True)
+    print(
+        f"[reproduce] report: {sweep / 'report'} ({len(figs.get('paths', []))} figure files); "
+        f"wall time {time.time() - started:.0f}s",
+        flush=True,
+    )
     write_json(sweep / "report" / "wall_time.json", {"wall_time_s": round(time.time() - started, 1)})
 
     failed = failed_cells(sweep, grid)

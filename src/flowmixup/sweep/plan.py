@@ -64,12 +64,25 @@ class PreflightError(Exception):
         self.problems = problems
 
 
-def train_overrides(experiment: str, row_overrides: Sequence[str], noise: Sequence[float], seeds: Sequence[int],
-                    overrides: Sequence[str], after: Sequence[str] = ()) -> list[str]:
+def train_overrides(
+    experiment: str,
+    row_overrides: Sequence[str],
+    noise: Sequence[float],
+    seeds: Sequence[int],
+    overrides: Sequence[str],
+    after: Sequence[str] = (),
+) -> list[str]:
     """``train.py``'s overrides for a block, in the order it gets them: the experiment, the row's, the noise levels
     and seeds (one each, or the multirun's lists), the dataset's (profile, ``--set``), :data:`RUN_ARGS`, ``after``."""
-    return [f"experiment={experiment}", *row_overrides, "noise=" + ",".join(str(n) for n in noise),
-            "seed=" + ",".join(str(s) for s in seeds), *overrides, *RUN_ARGS, *after]
+    return [
+        f"experiment={experiment}",
+        *row_overrides,
+        "noise=" + ",".join(str(n) for n in noise),
+        "seed=" + ",".join(str(s) for s in seeds),
+        *overrides,
+        *RUN_ARGS,
+        *after,
+    ]
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -97,8 +110,12 @@ def ready_cache(cfg: Any, project_root: Path) -> Path | None:
         names.add(str(choice))
     for manifest_file in sorted(cache_dir.glob("*.json")) if cache_dir.is_dir() else []:
         manifest = read_manifest(manifest_file.with_suffix(".h5"))
-        if (isinstance(manifest, dict) and manifest.get("complete") is True
-                and isinstance(manifest.get("config"), dict) and manifest["config"].get("dataset") in names):
+        if (
+            isinstance(manifest, dict)
+            and manifest.get("complete") is True
+            and isinstance(manifest.get("config"), dict)
+            and manifest["config"].get("dataset") in names
+        ):
             return manifest_file
     return None
 
@@ -120,8 +137,10 @@ def _check_root(cfg: Any, name: str, project_root: Path, out: Plan, option: str 
         return []
     cache = ready_cache(cfg, project_root)
     if cache is not None:
-        out.notes.append(f"{name}: dataset.root is not set; its runs use the prepared cache "
-                         f"{display_path(cache.with_suffix('.h5'), project_root)} (dataset.root=null)")
+        out.notes.append(
+            f"{name}: dataset.root is not set; its runs use the prepared cache "
+            f"{display_path(cache.with_suffix('.h5'), project_root)} (dataset.root=null)"
+        )
         return ["dataset.root=null"]
     try:
         where = OmegaConf.select(cfg, "dataset.loader.cache_dir", default=None)
@@ -171,8 +190,10 @@ class _Preflight:
         self.per_run = [h for h in hydra_args if h not in hydra_own]
         for h in hydra_own:
             if h.lstrip("+~").split("=", 1)[0] in SWEEP_OWN:
-                self.out.problems.append(f"--hydra {h}: the sweep sets hydra.sweep.dir (--sweep-dir) and "
-                                         "hydra.sweep.subdir (paths.cell in conf/config.yaml) itself")
+                self.out.problems.append(
+                    f"--hydra {h}: the sweep sets hydra.sweep.dir (--sweep-dir) and "
+                    "hydra.sweep.subdir (paths.cell in conf/config.yaml) itself"
+                )
         hydra_own = [h for h in hydra_own if h.lstrip("+~").split("=", 1)[0] not in SWEEP_OWN]
         launch = [f"hydra/launcher={launcher}"] if launcher else []
         launch_ok = True
@@ -191,8 +212,9 @@ class _Preflight:
                 if launch_ok:
                     self.out.problems.append(f"--hydra {h}: {one_line(exc)}")
         self.launch = launch + good_hydra
-        chosen = [launcher or "basic"] + [h.split("=", 1)[1] for h in good_hydra
-                                          if h.lstrip("+~").split("=", 1)[0] == "hydra/launcher"]
+        chosen = [launcher or "basic"] + [
+            h.split("=", 1)[1] for h in good_hydra if h.lstrip("+~").split("=", 1)[0] == "hydra/launcher"
+        ]
         self.remote = chosen[-1] not in LOCAL_LAUNCHERS
 
     def _base(self, entry: Any) -> list[str] | None:
@@ -204,8 +226,10 @@ class _Preflight:
         metrics = entry.get("report_metrics")
         if metrics is not None:
             if not isinstance(metrics, list) or not metrics or any(m not in REPORT_METRICS for m in metrics):
-                self.out.problems.append(f"profile: experiment {entry['experiment']}: report_metrics must be a "
-                                         f"non-empty list of {', '.join(REPORT_METRICS)}, got {metrics!r}")
+                self.out.problems.append(
+                    f"profile: experiment {entry['experiment']}: report_metrics must be a "
+                    f"non-empty list of {', '.join(REPORT_METRICS)}, got {metrics!r}"
+                )
                 return None
             # display-only (tables.EXECUTION_ONLY): each run's config says which tables its dataset gets
             base.append("++dataset.report_metrics=[" + ",".join(metrics) + "]")
@@ -245,8 +269,9 @@ class _Preflight:
             if not noise:
                 raise ValueError
         except (TypeError, ValueError):
-            self.out.problems.append(f"{name}: the profile's noise must be a non-empty list of numbers, "
-                                     f"got {entry['noise']!r}")
+            self.out.problems.append(
+                f"{name}: the profile's noise must be a non-empty list of numbers, got {entry['noise']!r}"
+            )
             return None
         # --set matches the dataset's config option, its experiment and its name (in that order)
         keys = list(dict.fromkeys((choice, exp, name)))
@@ -258,9 +283,14 @@ class _Preflight:
 
     def _args(self, ds: _Dataset, row_overrides: list[str], chosen: list[str]) -> list[str]:
         """train.py's overrides for one run of a block (its first noise level and seed), with the user's ``chosen``."""
-        return train_overrides(ds.experiment, row_overrides, ds.noise[:1], self.seeds[:1],
-                               [*ds.base, *[o for o in chosen if o not in self.per_run]],
-                               [*self.launch, *[o for o in chosen if o in self.per_run]])
+        return train_overrides(
+            ds.experiment,
+            row_overrides,
+            ds.noise[:1],
+            self.seeds[:1],
+            [*ds.base, *[o for o in chosen if o not in self.per_run]],
+            [*self.launch, *[o for o in chosen if o in self.per_run]],
+        )
 
     def compose_row(self, ds: _Dataset, row: dict, chosen: list[str], by_message: dict) -> Any:
         """A block's config, or None. Hydra names only the first bad override: each of the user's is then tried
@@ -308,7 +338,7 @@ class _Preflight:
         fields: dict[str, dict] = {}
         configs: dict[str, Any] = {}
         for row in rows:
-            chosen = overrides[len(ds.base):] + self.per_run  # the user's: --set, then --hydra's non-hydra ones
+            chosen = overrides[len(ds.base) :] + self.per_run  # the user's: --set, then --hydra's non-hydra ones
             cfg = self.compose_row(ds, row, chosen, by_message)
             if cfg is None:
                 continue
@@ -321,10 +351,25 @@ class _Preflight:
             self.per_dataset.setdefault(message, []).append(where)
         for row in rows:
             name, row_fields_ = row["name"], fields.get(row["name"], {})
-            self.out.blocks.append(Block(ds.experiment, ds.name, name, ds.noise, list(self.seeds), list(overrides),
-                                         row["overrides"], row_fields_, configs.get(name), ds.entry))
-            self.out.grid += [{"dataset": ds.name, **row_fields_, "noise": n, "seed": s, "row": name}
-                              for n in ds.noise for s in self.seeds]
+            self.out.blocks.append(
+                Block(
+                    ds.experiment,
+                    ds.name,
+                    name,
+                    ds.noise,
+                    list(self.seeds),
+                    list(overrides),
+                    row["overrides"],
+                    row_fields_,
+                    configs.get(name),
+                    ds.entry,
+                )
+            )
+            self.out.grid += [
+                {"dataset": ds.name, **row_fields_, "noise": n, "seed": s, "row": name}
+                for n in ds.noise
+                for s in self.seeds
+            ]
 
     def finish(self) -> Plan:
         """The plan, with the per-dataset problems and the ``--set`` names no dataset of the profile answers to."""
@@ -332,14 +377,23 @@ class _Preflight:
         names = sorted(set(self.known.values()))
         for dataset_or_exp, items in self.extra.items():
             if dataset_or_exp not in self.known:
-                self.out.problems += [f"--set {dataset_or_exp}:{item}: '{dataset_or_exp}' is not a dataset of this "
-                                      f"profile; known: {', '.join(names)} (or their experiments)" for item in items]
+                self.out.problems += [
+                    f"--set {dataset_or_exp}:{item}: '{dataset_or_exp}' is not a dataset of this "
+                    f"profile; known: {', '.join(names)} (or their experiments)"
+                    for item in items
+                ]
         return self.out
 
 
-def plan(prof: dict, seeds: list[int], extra: dict[str, list[str]], launcher: str | None = None,
-         hydra_args: Sequence[str] = (), project_root: str | os.PathLike | None = None, need_data: bool = True
-         ) -> Plan:
+def plan(
+    prof: dict,
+    seeds: list[int],
+    extra: dict[str, list[str]],
+    launcher: str | None = None,
+    hydra_args: Sequence[str] = (),
+    project_root: str | os.PathLike | None = None,
+    need_data: bool = True,
+) -> Plan:
     """The blocks to run, the expected grid (for missing-cell detection), the datasets left out and the problems.
 
     Composes each block's config as ``train.py`` will (``experiment``, the row's overrides, the profile's, the

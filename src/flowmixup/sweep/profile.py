@@ -27,11 +27,15 @@ def profile_names(conf_dir: str | os.PathLike | None = None) -> list[str]:
 def _profile_path(profile: str, conf_dir: Path) -> Path:
     path = Path(profile) if profile.endswith(".yaml") else conf_dir / "reproduce" / f"{profile}.yaml"
     if path.resolve() == (conf_dir / ROWS_FILE).resolve():
-        raise SystemExit(f"error: {path} defines the table rows, it is not a profile; known profiles: "
-                         f"{', '.join(profile_names(conf_dir))} (or a .yaml path)")
+        raise SystemExit(
+            f"error: {path} defines the table rows, it is not a profile; known profiles: "
+            f"{', '.join(profile_names(conf_dir))} (or a .yaml path)"
+        )
     if not path.is_file():
-        raise SystemExit(f"error: profile '{profile}' not found; known profiles: {', '.join(profile_names(conf_dir))} "
-                         "(or a .yaml path)")
+        raise SystemExit(
+            f"error: profile '{profile}' not found; known profiles: {', '.join(profile_names(conf_dir))} "
+            "(or a .yaml path)"
+        )
     return path
 
 
@@ -44,12 +48,16 @@ def _resolve_rows(path: Path, entries: list, conf_dir: Path) -> list[dict]:
             rows.append({"name": row, "overrides": list(defined[row])})
         elif isinstance(row, dict) and isinstance(row.get("name"), str) and isinstance(row.get("overrides", []), list):
             if row["name"] in defined:
-                raise SystemExit(f"error: {path}: row {row['name']!r} is defined in {conf_dir / ROWS_FILE}; list it "
-                                 "by its name alone, or give yours another name")
+                raise SystemExit(
+                    f"error: {path}: row {row['name']!r} is defined in {conf_dir / ROWS_FILE}; list it "
+                    "by its name alone, or give yours another name"
+                )
             rows.append({"name": row["name"], "overrides": [str(o) for o in row.get("overrides", [])]})
         else:
-            raise SystemExit(f"error: {path}: row {row!r} is neither a row {conf_dir / ROWS_FILE} defines "
-                             f"({', '.join(defined)}) nor {{name: ..., overrides: [...]}}")
+            raise SystemExit(
+                f"error: {path}: row {row!r} is neither a row {conf_dir / ROWS_FILE} defines "
+                f"({', '.join(defined)}) nor {{name: ..., overrides: [...]}}"
+            )
     names = [r["name"] for r in rows]
     if len(set(names)) != len(names):
         raise SystemExit(f"error: {path}: rows named twice: {sorted({n for n in names if names.count(n) > 1})}")
@@ -62,8 +70,11 @@ def load_profile(profile: str, conf_dir: str | os.PathLike | None = None) -> dic
     conf_dir = Path(conf_dir) if conf_dir is not None else find_conf_dir()
     path = _profile_path(profile, conf_dir)
     prof = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
-    if not isinstance(prof, dict) or not isinstance(prof.get("rows"), list) or not isinstance(prof.get("datasets"),
-                                                                                               list):
+    if (
+        not isinstance(prof, dict)
+        or not isinstance(prof.get("rows"), list)
+        or not isinstance(prof.get("datasets"), list)
+    ):
         raise SystemExit(f"error: {path}: a profile needs 'rows' (a list) and 'datasets' (a list)")
     prof["rows"] = _resolve_rows(path, prof["rows"], conf_dir)
     return prof

@@ -52,9 +52,11 @@ def timing_name(regularizer: str, keep_original: bool | None) -> str:
 
 def row_fields(cfg: Any) -> dict:
     """What a composed config's runs write to summary.json and grid.json about the regularizer (and their cell)."""
-    return {"regularizer": str(OmegaConf.select(cfg, "regularizer.name", default=None)),
-            "alpha": OmegaConf.select(cfg, "regularizer.alpha", default=None),
-            "keep_original": OmegaConf.select(cfg, "regularizer.keep_original", default=None)}
+    return {
+        "regularizer": str(OmegaConf.select(cfg, "regularizer.name", default=None)),
+        "alpha": OmegaConf.select(cfg, "regularizer.alpha", default=None),
+        "keep_original": OmegaConf.select(cfg, "regularizer.keep_original", default=None),
+    }
 
 
 def rows_file(conf_dir: str | os.PathLike | None = None) -> Path:
@@ -69,8 +71,10 @@ def row_overrides(conf_dir: str | os.PathLike | None = None) -> dict[str, tuple[
     except (OSError, AttributeError) as exc:
         raise SystemExit(f"error: {path}: cannot read the table rows ({exc})") from None
     if not isinstance(rows, dict) or not all(isinstance(v, list) and v for v in rows.values()):
-        raise SystemExit(f"error: {path}: 'rows' must map each row's name to its overrides, e.g. "
-                         "mixup_a1: [regularizer=mixup, regularizer.alpha=1.0]")
+        raise SystemExit(
+            f"error: {path}: 'rows' must map each row's name to its overrides, e.g. "
+            "mixup_a1: [regularizer=mixup, regularizer.alpha=1.0]"
+        )
     return {str(name): tuple(str(o) for o in overrides) for name, overrides in rows.items()}
 
 
