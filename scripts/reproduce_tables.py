@@ -28,7 +28,8 @@ from flowmixup.sweep.plan import PreflightError
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--profile", default="mini", help="mini | paper | a profile .yaml (conf/reproduce/)")
+    ap.add_argument("--profile", default="mini",
+                    help="a profile of conf/reproduce/ (mini, paper, ptbxl) or a profile .yaml path")
     ap.add_argument("--seeds", default="0", help="comma-separated seeds, e.g. 0,1,2")
     ap.add_argument("--sweep-dir", default=None, help="default: outputs/tables/<profile>")
     ap.add_argument("--launcher", default=None, help="hydra launcher: joblib | slurm | submitit_local | ...")

@@ -91,14 +91,14 @@ def count_done(sweep: Path) -> int:
     return sum(1 for _ in sweep.rglob("summary.json")) if sweep.exists() else 0
 
 
-def _row_of(cell: dict) -> str:
+def _row_of(cell: dict, conf_dir: str | os.PathLike | None = None) -> str:
     """A grid cell's row name (grid.json names it; older grids: the defined row with the same fields)."""
     if "row" in cell:
         return str(cell["row"])
     from .rows import table_rows
 
     wanted = {k: cell.get(k) for k in ("regularizer", "alpha", "keep_original")}
-    return next((name for name, row in table_rows().items() if row.fields == wanted), str(cell["regularizer"]))
+    return next((name for name, row in table_rows(conf_dir).items() if row.fields == wanted), str(cell["regularizer"]))
 
 
 def _why_failed(folder: Path) -> str | None:
@@ -117,16 +117,20 @@ def _why_failed(folder: Path) -> str | None:
     return f"status {status}" + (f": {reason}" if reason else "")
 
 
-def failed_cells(sweep: Path, grid: list[dict]) -> list[tuple[Path, str, Path]]:
+def failed_cells(
+    sweep: Path, grid: list[dict], conf_dir: str | os.PathLike | None = None
+) -> list[tuple[Path, str, Path]]:
     """``(cell folder, why, log)`` for each cell of ``grid`` without ``summary.json`` or whose status is not ok.
 
     ``log`` is the cell's own Hydra log (``<cell>/train.log``) where there is one, else its block's log.
     """
     failed = []
     for cell in grid:
-        folder = cell_dir(sweep, cell["dataset"], cell, cell["noise"], cell["seed"])
+        folder = cell_dir(sweep, cell["dataset"], cell, cell["noise"], cell["seed"], conf_dir)
         why = _why_failed(folder)
         if why is not None:
             logs = sorted(folder.glob("*.log")) if folder.is_dir() else []
-            failed.append((folder, why, logs[0] if logs else block_log(sweep, cell["dataset"], _row_of(cell))))
+            failed.append(
+                (folder, why, logs[0] if logs else block_log(sweep, cell["dataset"], _row_of(cell, conf_dir)))
+            )
     return failed

@@ -126,11 +126,11 @@ def check_profile(
     return checked
 
 
-def _blocks_to_run(checked: Plan, sweep: Path) -> list[tuple[int, Block]]:
+def _blocks_to_run(checked: Plan, sweep: Path, conf_dir: Path) -> list[tuple[int, Block]]:
     """The (number, block) pairs with a cell still to finish; the others are said to be skipped."""
     todo = []
     for i, b in enumerate(checked.blocks, 1):
-        cells = [cell_dir(sweep, b.dataset, b.fields, n, s) for n in b.noise for s in b.seeds]
+        cells = [cell_dir(sweep, b.dataset, b.fields, n, s, conf_dir) for n in b.noise for s in b.seeds]
         if all((cell / "summary.json").is_file() for cell in cells):
             print(
                 f"[reproduce] block {i}/{len(checked.blocks)} {b.dataset} {b.row}: all cells finished, skipped",
@@ -194,7 +194,8 @@ def run_profile(
         f"into {sweep}",
         flush=True,
     )
-    run_blocks(_blocks_to_run(checked, sweep), len(blocks), total, sweep, root, launcher, hydra_args, blocks_at_once)
+    todo = _blocks_to_run(checked, sweep, root / "conf")
+    run_blocks(todo, len(blocks), total, sweep, root, launcher, hydra_args, blocks_at_once)
     tables.make_report(sweep)
     figs = figures.make_figures(sweep)
     print((sweep / "report" / "report.md").read_text(), flush=True)
@@ -205,7 +206,7 @@ def run_profile(
     )
     write_json(sweep / "report" / "wall_time.json", {"wall_time_s": round(time.time() - started, 1)})
 
-    failed = failed_cells(sweep, grid)
+    failed = failed_cells(sweep, grid, root / "conf")
     if failed:
         _say_failed(failed, total, sweep)
     return len(failed)
