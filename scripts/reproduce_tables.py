@@ -7,8 +7,9 @@
 
     python scripts/reproduce_tables.py --profile paper --plan --gpus 8   # the cost, without training
 
-Runs go to outputs/tables/<profile>/<dataset>/<row>/noise<n>_seed<s>/; the report to outputs/tables/<profile>/report/.
-Re-running skips every finished cell and re-aggregates.
+Runs go to outputs/tables/<profile>/<dataset>/<regularizer>_a<alpha>_op<Op>/noise<n>_seed<s>/ (the template is
+paths.cell in conf/config.yaml); the report to outputs/tables/<profile>/report/. The rows a profile names are defined
+in conf/reproduce/rows.yaml. Re-running skips every finished cell and re-aggregates.
 
 Before anything is launched, every block's config is composed and checked (overrides, values, each dataset's
 dataset.root or prepared cache): each problem is one line on stderr and the exit status is 2. After the sweep, the
@@ -20,12 +21,15 @@ import argparse
 import sys
 from pathlib import Path
 
-from flowmixup.report.reproduce import PreflightError, find_project_root, run_profile
+from flowmixup.project import project_root
+from flowmixup.sweep.launch import run_profile
+from flowmixup.sweep.plan import PreflightError
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--profile", default="mini", help="mini | paper | a profile .yaml (conf/reproduce/)")
+    ap.add_argument("--profile", default="mini",
+                    help="a profile of conf/reproduce/ (mini, paper, ptbxl) or a profile .yaml path")
     ap.add_argument("--seeds", default="0", help="comma-separated seeds, e.g. 0,1,2")
     ap.add_argument("--sweep-dir", default=None, help="default: outputs/tables/<profile>")
     ap.add_argument("--launcher", default=None, help="hydra launcher: joblib | slurm | submitit_local | ...")
@@ -56,9 +60,9 @@ def main(argv=None) -> int:
             print(f"error: --hydra takes KEY=VALUE, got {h!r}", file=sys.stderr)
         return 2
     try:
-        root = find_project_root(Path(__file__).resolve().parent)
+        root = project_root(Path(__file__).resolve().parent)
         if args.plan:
-            from flowmixup.report.planner import plan_profile
+            from flowmixup.sweep.planner import plan_profile
 
             text, _, problems = plan_profile(args.profile, seeds, args.gpus, args.timings, args.set, args.launcher,
                                              args.hydra, root)

@@ -10,7 +10,7 @@ import runpy
 import pytest
 from omegaconf import OmegaConf
 
-from flowmixup.report.planner import pick_timing, plan_profile
+from flowmixup.sweep.planner import pick_timing, plan_profile
 from project_config import PROJECT_ROOT
 
 SCRIPT = PROJECT_ROOT / "scripts" / "reproduce_tables.py"
@@ -72,7 +72,8 @@ def test_numbers_from_a_bench_file(tmp_path, gpus):
     assert est.wall_hours == pytest.approx(wall_h)
     assert est.packed_wall_hours == pytest.approx(packed_h)
     # the printout names the file and the rows used, and states the evaluation assumption
-    assert str(bench) in text and "regularizers[0]: resnet1d erm" in text and "regularizers[1]: resnet1d flowmixup_op_true" in text
+    assert str(bench) in text and "regularizers[0]: resnet1d erm" in text
+    assert "regularizers[1]: resnet1d flowmixup_op_true" in text
     assert "scaled to batch 50" in text and "1/3 of a training step" in text
     assert f"Total: 8 runs, {gpu_h:,.1f} h GPU-hours" in text
 
@@ -94,7 +95,7 @@ def test_gpu_check_rows_precision_compile_and_batch(tmp_path):
     assert est.gpu_hours == pytest.approx(gpu_h) and est.wall_hours == pytest.approx(wall_h)
     assert "Test GPU (cuda)" in text and "steps[0]: resnet1d on 1x500 erm fp32 batch 64: 100.0 ms/step" in text
     # the config's precision and compile pick the row; a missing precision falls back to fp32, said so
-    from flowmixup.report.planner import load_timings
+    from flowmixup.sweep.planner import load_timings
 
     loaded = load_timings(timings)
 

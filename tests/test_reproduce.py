@@ -10,8 +10,12 @@ import sys
 
 import pytest
 
-from flowmixup.report.reproduce import (PROJECT_ENV, cell_dir, failed_cells, find_project_root, known_rows,
-                                        load_profile, plan, run_profile)
+from flowmixup.project import PROJECT_ENV, project_root
+from flowmixup.sweep.cells import cell_dir, failed_cells
+from flowmixup.sweep.launch import run_profile
+from flowmixup.sweep.plan import plan
+from flowmixup.sweep.profile import load_profile
+from flowmixup.sweep.rows import table_rows
 from project_config import PROJECT_ROOT, TINY
 
 PAPER_ROWS = ["erm", "mixup_a1", "mixup_a3", "manifold_mixup_a3", "flowmixup_a3_op_false", "flowmixup_a3_op_true"]
@@ -30,12 +34,13 @@ def test_profiles_name_known_rows_and_experiments():
             assert (CONF_DIR / "experiment" / f"{entry['experiment']}.yaml").is_file()
     with pytest.raises(SystemExit, match="profile 'nope' not found; known profiles: mini, paper, ptbxl"):
         load_profile("nope")
-    assert list(known_rows()) == PAPER_ROWS
+    assert list(table_rows()) == PAPER_ROWS
 
 
 def test_rows_come_from_the_profile(tmp_path):
-    """A row is a name and its overrides in the profile (no Python list to extend); bare names refer to rows that
-    conf/reproduce's profiles define; the grid and the cell folders follow the composed config."""
+    """A row is a name and its overrides (no Python list to extend): bare names refer to the rows of
+    conf/reproduce/rows.yaml, a profile of one's own may write others inline; the grid and the cell folders follow
+    the composed config."""
     profile = tmp_path / "p.yaml"
     profile.write_text("rows:\n  - erm\n  - {name: mixup_a2, overrides: [regularizer=mixup, regularizer.alpha=2.0]}\n"
                        "datasets:\n  - experiment: mini_synth_ecg\n    noise: [0.1]\n")
@@ -100,7 +105,7 @@ def test_paper_profile_without_roots_stops_before_launching(tmp_path):
     assert res.returncode == 2, res.stderr
     lines = res.stderr.strip().splitlines()
     assert "Traceback" not in res.stderr and len(lines) == 3, lines
-    for line, name in zip(lines, ("chestxray14", "ecg12", "ecg55")):
+    for line, name in zip(lines, ("chestxray14", "ecg12", "ecg55"), strict=True):
         assert line.startswith(f"error: {name}: dataset.root is not set") and \
             line.endswith(f"pass --set {name}:dataset.root=/path"), line
     assert "nothing was run" in res.stdout
@@ -161,12 +166,13 @@ def test_failed_cells_are_those_without_an_ok_summary(tmp_path):
 
 def test_project_root_is_found_without_parents_arithmetic(tmp_path, monkeypatch):
     monkeypatch.delenv(PROJECT_ENV, raising=False)
-    assert find_project_root() == PROJECT_ROOT.resolve()
+    assert project_root() == PROJECT_ROOT.resolve()
+    assert project_root(PROJECT_ROOT / "scripts") == PROJECT_ROOT.resolve()  # a script's folder: the one above
     monkeypatch.setenv(PROJECT_ENV, str(tmp_path))
-    with pytest.raises(SystemExit, match="holds no train.py"):
-        find_project_root()
+    with pytest.raises(SystemExit, match="holds no conf/config.yaml"):
+        project_root()
     monkeypatch.setenv(PROJECT_ENV, str(PROJECT_ROOT))
-    assert find_project_root(tmp_path) == PROJECT_ROOT.resolve()
+    assert project_root(tmp_path) == PROJECT_ROOT.resolve()
 
 
 @pytest.mark.slow
@@ -196,7 +202,7 @@ def test_a_failed_cell_makes_the_sweep_exit_non_zero(tmp_path):
 def test_local_gpus_is_a_launcher_of_this_machine(tmp_path):
     """hydra/launcher=local_gpus runs here: its runs' configs are checked as local ones (a remote launcher's are not
     checked against this machine's devices)."""
-    from flowmixup.report.reproduce import LOCAL_LAUNCHERS
+    from flowmixup.sweep.plan import LOCAL_LAUNCHERS
 
     assert "local_gpus" in LOCAL_LAUNCHERS
     profile = tmp_path / "p.yaml"

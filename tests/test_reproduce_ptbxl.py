@@ -15,9 +15,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from flowmixup.report.reproduce import cell_dir, load_profile, plan
 from flowmixup.report.paper import load_published
 from flowmixup.report.pipeline import ReportOptions, build_report, write_report
+from flowmixup.sweep.cells import cell_dir
+from flowmixup.sweep.plan import plan
+from flowmixup.sweep.profile import load_profile
 from project_config import PROJECT_ROOT
 
 SCRIPT = PROJECT_ROOT / "scripts" / "reproduce_tables.py"
@@ -90,7 +92,8 @@ def test_report_has_both_metrics_and_the_published_number_beside_erm_0(tmp_path)
                        & (f1_table["noise"] == noise)]
         assert row["mean"].tolist() == pytest.approx([f1]) and row["quantity"].tolist() == ["best"]
     shown = t1.dropna(subset=["published"])
-    assert sorted(zip(shown["dataset"], shown["regularizer"], shown["noise"], shown["quantity"], shown["published"])) \
+    assert sorted(zip(shown["dataset"], shown["regularizer"], shown["noise"], shown["quantity"], shown["published"],
+                      strict=True)) \
         == [("ptbxl_all", "erm", 0.0, "best", pytest.approx(92.5)),
             ("ptbxl_superdiagnostic", "erm", 0.0, "best", pytest.approx(93.0))]
     assert "published" not in f1_table.columns  # no macro-F1 was published here
@@ -147,7 +150,8 @@ def test_reproduce_ptbxl_profile_end_to_end(shared_data, tmp_path):
     assert set(table1["dataset"]) == set(f1["dataset"]) == {"ptbxl_superdiagnostic", "ptbxl_all"}
     assert set(table1["primary_metric"]) == {"auc"} and set(f1["primary_metric"]) == {"macro_f1"}
     erm0 = table1[(table1["regularizer"] == "erm") & (table1["noise"] == 0.0) & (table1["quantity"] == "best")]
-    assert sorted(zip(erm0["dataset"], erm0["published"])) == [("ptbxl_all", 92.5), ("ptbxl_superdiagnostic", 93.0)]
+    published = sorted(zip(erm0["dataset"], erm0["published"], strict=True))
+    assert published == [("ptbxl_all", 92.5), ("ptbxl_superdiagnostic", 93.0)]
     assert (erm0["status"] == "ok").all()
     md = (sweep / "report" / "report.md").read_text()
     assert md.count("(published ") == 2 and "ANOTHER paper's model" in md and "## Table macro-F1" in md

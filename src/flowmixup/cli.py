@@ -14,24 +14,22 @@ import os
 import sys
 from pathlib import Path
 
+from .project import PROJECT_ENV, ProjectNotFound, project_root
+
 GROUPS = ("dataset", "backbone", "regularizer", "loss", "logger", "paths", "experiment", "hydra/launcher")
 
 
 def find_conf_dir(script_dir: str | os.PathLike | None = None) -> Path:
-    """The project's ``conf/``: under ``$FLOWMIXUP_PROJECT_ROOT`` if set, else beside the calling script (train.py
-    passes its own folder), else under the current directory, else beside ``src/`` (an editable install). Never only
-    the installed module's location: a non-editable ``pip install .`` puts the module in site-packages."""
-    env = os.environ.get("FLOWMIXUP_PROJECT_ROOT")
-    roots = [Path(env)] if env else []
-    roots += [Path(script_dir)] if script_dir else []
-    roots += [Path.cwd(), Path(__file__).resolve().parents[2]]
-    for root in roots:
-        if (root / "conf" / "config.yaml").is_file():
-            return (root / "conf").resolve()
-    return roots[0] / "conf"
-
-
-CONF_DIR = find_conf_dir()
+    """The project's ``conf/``, found by :func:`flowmixup.project.project_root`'s rules (``script_dir``: the calling
+    script's folder; train.py passes its own). Where there is no project (the package installed and run away from
+    the repository) a ``conf/`` that does not exist: the preflight then has nothing to check against. A wrong
+    ``$FLOWMIXUP_PROJECT_ROOT`` is one line (:class:`~flowmixup.project.ProjectNotFound`)."""
+    try:
+        return project_root(*([script_dir] if script_dir else [])) / "conf"
+    except ProjectNotFound:
+        if os.environ.get(PROJECT_ENV):
+            raise
+        return Path(script_dir or Path.cwd()).resolve() / "conf"
 
 
 def search_dirs(args: list[str]) -> list[Path]:
@@ -47,22 +45,23 @@ def search_dirs(args: list[str]) -> list[Path]:
     return out
 
 
-def available_options(group: str, conf_dir: Path = CONF_DIR, extra_dirs: list[Path] = ()) -> list[str]:
+def available_options(group: str, conf_dir: Path | None = None, extra_dirs: list[Path] = ()) -> list[str]:
     """The options of a config group: its YAML files in ``conf_dir`` and in every searchpath folder (files whose
     name starts with ``_``, such as a shared base, are not options)."""
     found = set()
-    for root in [conf_dir, *extra_dirs]:
+    for root in [conf_dir or find_conf_dir(), *extra_dirs]:
         folder = Path(root) / group
         if folder.is_dir():
             found |= {p.stem for p in folder.glob("*.yaml") if not p.stem.startswith("_")}
     return sorted(found)
 
 
-def check_overrides(args: list[str], conf_dir: Path = CONF_DIR) -> None:
+def check_overrides(args: list[str], conf_dir: Path | None = None) -> None:
     """Exit with a one-line message if an override names an option that no config group has.
 
     Handles multirun lists (``regularizer=erm,flowmixup``); sweep functions (``choice(...)``) are left to Hydra.
     """
+    conf_dir = conf_dir or find_conf_dir()
     if not conf_dir.is_dir():  # installed without the repository's conf/: nothing to check against
         return
     extra_dirs = search_dirs(args)
@@ -81,7 +80,7 @@ def check_overrides(args: list[str], conf_dir: Path = CONF_DIR) -> None:
     check_keys(args, conf_dir)
 
 
-def check_keys(args: list[str], conf_dir: Path = CONF_DIR) -> None:
+def check_keys(args: list[str], conf_dir: Path | None = None) -> None:
     """Exit with a one-line message, with the closest existing key, if an override names a key the config lacks."""
     plain = [a for a in args if "=" in a and not a.startswith(("-", "+", "~"))]
     keys = [a.split("=", 1)[0] for a in plain if a.split("=", 1)[0] not in GROUPS and not a.startswith("hydra")]
@@ -92,7 +91,7 @@ def check_keys(args: list[str], conf_dir: Path = CONF_DIR) -> None:
     groups = [f"{k}={v.split(',')[0]}" for k, v in (a.split("=", 1) for a in plain)
               if k in GROUPS and k != "hydra/launcher" and "(" not in v]
     groups += [a for a in args if a.split("=", 1)[0] == "hydra.searchpath"]
-    with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(conf_dir or find_conf_dir()), version_base="1.3"):
         cfg = compose("config", overrides=groups)
     for key in keys:
         gap = where_key_leaves(cfg, key)
@@ -177,9 +176,10 @@ def check_syntax(args: list[str]) -> None:
             fail(f"{arg}: Hydra cannot read this value ({str(err).splitlines()[0]}); {way}", 2)
 
 
-def preflight(args: list[str], conf_dir: Path = CONF_DIR, config_name: str = "config", run: bool = True) -> None:
+def preflight(args: list[str], conf_dir: Path | None = None, config_name: str = "config", run: bool = True) -> None:
     """Check the command before Hydra starts: exit 2 on an unknown option or key, exit 1 on an impossible value
     (of any cell of a multirun) or an unwritable run directory, each as one line."""
+    conf_dir = conf_dir or find_conf_dir()
     if any(a.split("=", 1)[0] in _INFO_FLAGS for a in args) or not conf_dir.is_dir():
         return
     check_syntax(args)

@@ -37,10 +37,10 @@ COMPILED = ("erm", "flowmixup_op_false")
 # configs: the rows and the backbones
 # ----------------------------------------------------------------------------------------------------------------
 def conf_dir() -> Path:
-    """The project's ``conf/``, found as ``train.py`` finds it."""
-    from .cli import find_conf_dir
+    """The project's ``conf/``, found as ``train.py`` finds it (:func:`flowmixup.project.conf_dir`)."""
+    from .project import conf_dir as project_conf_dir
 
-    return find_conf_dir()
+    return project_conf_dir()
 
 
 def compose(overrides: Iterable[str]) -> DictConfig:
@@ -53,18 +53,19 @@ def compose(overrides: Iterable[str]) -> DictConfig:
 
 
 def paper_rows() -> dict[str, list[str]]:
-    """The paper's table rows in its order: row name -> the overrides that make it (``conf/reproduce/paper.yaml``)."""
-    rows = OmegaConf.load(conf_dir() / "reproduce" / "paper.yaml").rows
-    return {str(row.name): [str(o) for o in row.overrides] for row in rows}
+    """The paper's table rows in its order: row name -> the overrides that make it, as ``conf/reproduce/rows.yaml``
+    defines them once (:func:`flowmixup.sweep.rows.row_overrides`)."""
+    from .sweep.rows import row_overrides
+
+    return {name: list(overrides) for name, overrides in row_overrides(conf_dir()).items()}
 
 
 def timing_name(cfg: DictConfig) -> str:
-    """A composed config's regularizer as the timing files name it: the option's ``name``, and for Flow-Mixup its
-    Op (``flowmixup_op_true``/``_false``). Alpha is not in it: it changes the draw of lambda, not the step."""
-    name = str(cfg.regularizer.name)
-    if name == "flowmixup":
-        name += "_op_" + str(bool(cfg.regularizer.keep_original)).lower()
-    return name
+    """A composed config's regularizer as the timing files name it (:func:`flowmixup.sweep.rows.timing_name`: the
+    option's ``name``, and for Flow-Mixup its Op). Alpha is not in it: it changes the draw of lambda, not the step."""
+    from .sweep.rows import timing_name as name_of
+
+    return name_of(str(cfg.regularizer.name), OmegaConf.select(cfg, "regularizer.keep_original", default=None))
 
 
 @dataclass(frozen=True)
