@@ -1,4 +1,5 @@
 """Train one configuration: ``python train.py regularizer=flowmixup noise=0.3`` (see conf/ and the README)."""
+
 import sys
 from pathlib import Path
 

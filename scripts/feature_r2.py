@@ -13,6 +13,7 @@ Put the run without mixing (ERM) first, as the paper's ratio does.
 Bad input (a folder without checkpoint, an unknown hidden state, k above the number of samples) stops with one
 line ``error: ...`` and exit status 2, before any clustering; an unreadable checkpoint or dataset, exit status 1.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,7 +32,9 @@ def _labels(runs: list[dict], given: list[str] | None) -> list[str]:
     return [f"{n} ({r['dir'].name})" if names.count(n) > 1 else n for n, r in zip(names, runs)]
 
 
-def write_figure(path: Path, labels: list[str], points: list[str], r2: dict[str, list[float]], k: int, split: str) -> None:
+def write_figure(
+    path: Path, labels: list[str], points: list[str], r2: dict[str, list[float]], k: int, split: str
+) -> None:
     """Fig. 4's layout: R² per hidden state per run (top); R²_first / R²_other per hidden state (bottom)."""
     import matplotlib
 
@@ -52,8 +55,13 @@ def write_figure(path: Path, labels: list[str], points: list[str], r2: dict[str,
     first = np.asarray(r2[labels[0]], dtype=float)
     for i, label in enumerate(labels[1:], start=1):  # each run keeps its colour from the top panel
         with np.errstate(divide="ignore", invalid="ignore"):
-            bottom.plot(x, first / np.asarray(r2[label], dtype=float), marker="s", color=f"C{i % 10}",
-                        label=f"{labels[0]} / {label}")
+            bottom.plot(
+                x,
+                first / np.asarray(r2[label], dtype=float),
+                marker="s",
+                color=f"C{i % 10}",
+                label=f"{labels[0]} / {label}",
+            )
     bottom.axhline(1.0, color="grey", lw=1, ls="--")
     bottom.set_ylabel(r"$R^2$ ratio $R_1^2/R_2^2$")
     bottom.grid(alpha=0.3)
@@ -73,18 +81,33 @@ def write_figure(path: Path, labels: list[str], points: list[str], r2: dict[str,
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", type=Path, help="training run folders (the first is the reference: ERM)")
-    parser.add_argument("--points", default=None,
-                        help="comma-separated hidden states: submodule names (their output) or 'output' "
-                             "(default: every residual/dense block, then output)")
+    parser.add_argument(
+        "--points",
+        default=None,
+        help="comma-separated hidden states: submodule names (their output) or 'output' "
+        "(default: every residual/dense block, then output)",
+    )
     parser.add_argument("--k", type=int, default=10, help="k-means clusters (default 10, the paper's)")
-    parser.add_argument("--split", default="train", choices=["train", "val", "test"],
-                        help="which split's samples (default train, the paper's)")
-    parser.add_argument("--max-samples", type=int, default=None,
-                        help="a seeded random subset of the split of this size (default: all of it)")
+    parser.add_argument(
+        "--split",
+        default="train",
+        choices=["train", "val", "test"],
+        help="which split's samples (default train, the paper's)",
+    )
+    parser.add_argument(
+        "--max-samples",
+        type=int,
+        default=None,
+        help="a seeded random subset of the split of this size (default: all of it)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seeds k-means and the --max-samples subset")
     parser.add_argument("--labels", default=None, help="comma-separated run names (default: each run's regularizer)")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="output folder (default: $FLOWMIXUP_OUTPUT_DIR or outputs, then /feature_r2)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="output folder (default: $FLOWMIXUP_OUTPUT_DIR or outputs, then /feature_r2)",
+    )
     parser.add_argument("--data-dir", default=None, help="where the runs' data caches are now (default: as trained)")
     parser.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (default cpu)")
     parser.add_argument("--batch-size", type=int, default=256, help="evaluation batch size (default 256)")
@@ -147,8 +170,10 @@ def main(argv: list[str] | None = None) -> int:
             return fail(str(err))
         n_used = min(n, args.max_samples) if args.max_samples else n
         if args.k > n_used:
-            return fail(f"--k {args.k} is larger than the number of samples ({n_used} in the {args.split} split of "
-                        f"{run_dir}); allowed: 1 <= k <= {n_used}")
+            return fail(
+                f"--k {args.k} is larger than the number of samples ({n_used} in the {args.split} split of "
+                f"{run_dir}); allowed: 1 <= k <= {n_used}"
+            )
         runs.append({"dir": Path(run_dir), "n": n_used, **run})
     labels = _labels(runs, labels_given)
 
@@ -159,8 +184,9 @@ def main(argv: list[str] | None = None) -> int:
     bar = progress(total=len(runs) * len(points), desc="hidden states", unit="state", enabled=not args.no_progress)
     with threadpool_limits(limits=args.num_threads):
         for label, run in zip(labels, runs):
-            loader = split_loader(run["data"], args.split, batch_size=args.batch_size, max_samples=args.max_samples,
-                                  seed=args.seed)
+            loader = split_loader(
+                run["data"], args.split, batch_size=args.batch_size, max_samples=args.max_samples, seed=args.seed
+            )
             for point in points:  # one pass per hidden state: only one state's features are held at a time
                 bar.set_postfix_str(f"{label}: {point}")
                 feats = collect_features(run["model"], loader, [point], device=args.device, prepare=run["prepare"])
@@ -185,11 +211,16 @@ def main(argv: list[str] | None = None) -> int:
     width = max(len(p) for p in points)
     sizes = ", ".join(f"{label}: n={run['n']}" for label, run in zip(labels, runs))
     print(f"R² of k-means (k={args.k}) clusterings, {args.split} split ({sizes})")
-    print(f"{'hidden state':<{width}}  " + "  ".join(f"{l:>12}" for l in labels)
-          + "".join(f"  {labels[0] + '/' + l:>16}" for l in labels[1:]))
+    print(
+        f"{'hidden state':<{width}}  "
+        + "  ".join(f"{lab:>12}" for lab in labels)
+        + "".join(f"  {labels[0] + '/' + lab:>16}" for lab in labels[1:])
+    )
     for i, p in enumerate(points):
-        cells = "  ".join(f"{r2[l][i]:>12.4f}" for l in labels)
-        ratios = "".join(f"  {r2[labels[0]][i] / r2[l][i] if r2[l][i] else float('nan'):>16.3f}" for l in labels[1:])
+        cells = "  ".join(f"{r2[lab][i]:>12.4f}" for lab in labels)
+        ratios = "".join(
+            f"  {r2[labels[0]][i] / r2[lab][i] if r2[lab][i] else float('nan'):>16.3f}" for lab in labels[1:]
+        )
         print(f"{p:<{width}}  {cells}{ratios}")
     print(f"wrote {out / 'feature_r2.csv'} and {out / 'feature_r2.png'} ({time.time() - started:.1f} s)")
     return 0

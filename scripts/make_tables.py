@@ -11,6 +11,7 @@ Prints the Markdown tables and the paths written (under ``<sweep_dir>/report/`` 
 is computed first and written at the end, so a failure never leaves half a report. Exits with status 2 and a
 one-line message when the folder does not exist or holds no run (``no runs found under <dir>``).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,20 +28,35 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("sweep_dir", type=Path, help="folder holding the runs (summary.json at any depth)")
     parser.add_argument("--paper-csv", type=Path, default=None, help="the paper's numbers (default: packaged copy)")
     parser.add_argument("--out-dir", type=Path, default=None, help="where to write (default: <sweep_dir>/report)")
-    parser.add_argument("--best-from", choices=["best", "at_best_val"], default="best",
-                        help="'Best' columns: best test metric over epochs (paper) or test metric at best validation")
+    parser.add_argument(
+        "--best-from",
+        choices=["best", "at_best_val"],
+        default="best",
+        help="'Best' columns: best test metric over epochs (paper) or test metric at best validation",
+    )
     parser.add_argument("--fig6-noise", type=float, default=0.1, help="Fig. 6 uses the noise level closest to this")
     parser.add_argument("--fig6-r", type=float, default=None, help="Fig. 6 exponent r (default: 10 AUC, 1 macro-F1)")
-    parser.add_argument("--fig6-normalization", choices=["joint", "none", "per_method"], default="joint",
-                        help="how Fig. 6 normalises performances before the ratio (default joint: keeps every class; "
-                             "the Spearman rho of all three is printed in report.md either way)")
-    parser.add_argument("--fig6-count", choices=["ignore_rhythm", "literal"], default="ignore_rhythm",
-                        help="how Fig. 6 counts records with only class c (default: ignoring rhythm/normal labels)")
+    parser.add_argument(
+        "--fig6-normalization",
+        choices=["joint", "none", "per_method"],
+        default="joint",
+        help="how Fig. 6 normalises performances before the ratio (default joint: keeps every class; "
+        "the Spearman rho of all three is printed in report.md either way)",
+    )
+    parser.add_argument(
+        "--fig6-count",
+        choices=["ignore_rhythm", "literal"],
+        default="ignore_rhythm",
+        help="how Fig. 6 counts records with only class c (default: ignoring rhythm/normal labels)",
+    )
     parser.add_argument("--fig6-eps", type=float, default=0.0, help="added to both normalised performances")
     parser.add_argument("--no-figures", action="store_true", help="write the tables only")
-    parser.add_argument("--skip-bad", action="store_true",
-                        help="leave out bad summary.json / metrics.csv / per_class.csv / grid.json (each is named) "
-                             "and build the report from the rest; without it, any bad file stops with nothing written")
+    parser.add_argument(
+        "--skip-bad",
+        action="store_true",
+        help="leave out bad summary.json / metrics.csv / per_class.csv / grid.json (each is named) "
+        "and build the report from the rest; without it, any bad file stops with nothing written",
+    )
     return parser
 
 
@@ -60,8 +76,13 @@ def _usage_problem(args: argparse.Namespace) -> str | None:
     except (OSError, ValueError) as exc:
         return f"paper CSV unusable: {str(exc).strip().splitlines()[0]}"
     try:
-        args.fig6 = Fig6Options(target_noise=args.fig6_noise, r=args.fig6_r, normalization=args.fig6_normalization,
-                                eps=args.fig6_eps, count=args.fig6_count)
+        args.fig6 = Fig6Options(
+            target_noise=args.fig6_noise,
+            r=args.fig6_r,
+            normalization=args.fig6_normalization,
+            eps=args.fig6_eps,
+            count=args.fig6_count,
+        )
     except ValueError as exc:
         return f"Fig. 6 options: {exc}"
     return None
@@ -82,11 +103,14 @@ def _checked(args: argparse.Namespace):
     what = " and ".join(parts)
     if not args.skip_bad:
         verb = "is" if len(check.problems) == 1 else "are"
-        print(f"error: {what} {verb} bad; nothing written (pass --skip-bad to build the report from the rest)",
-              file=sys.stderr)
+        print(
+            f"error: {what} {verb} bad; nothing written (pass --skip-bad to build the report from the rest)",
+            file=sys.stderr,
+        )
         return None
-    print(f"warning: left out {what}; the report is built from the {len(check.runs)} valid summary.json",
-          file=sys.stderr)
+    print(
+        f"warning: left out {what}; the report is built from the {len(check.runs)} valid summary.json", file=sys.stderr
+    )
     if check.runs.empty:
         print("error: no valid summary.json left; nothing written", file=sys.stderr)
         return None
@@ -105,8 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     if check is None:
         return 1
     # 2. compute the tables and the figures in memory, 3. write everything at once
-    options = ReportOptions(paper_csv=args.paper_csv, best_from=args.best_from, figures=not args.no_figures,
-                            fig6=args.fig6)
+    options = ReportOptions(
+        paper_csv=args.paper_csv, best_from=args.best_from, figures=not args.no_figures, fig6=args.fig6
+    )
     report = build_report(args.sweep_dir, options, check=check)
     written = write_report(report, args.out_dir)
     print(report.report_md)

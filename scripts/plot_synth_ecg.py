@@ -1,7 +1,8 @@
 """Plot example records of the embedded synth_ecg dataset, one per chosen label, leads II and V1.
 
-    python scripts/plot_synth_ecg.py [--out outputs/synth_ecg_examples.png] [--fs 250] [--duration 5]
+python scripts/plot_synth_ecg.py [--out outputs/synth_ecg_examples.png] [--fs 250] [--duration 5]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -13,8 +14,16 @@ from matplotlib.figure import Figure
 
 from flowmixup.data.synth_ecg import CLASSES, LEADS, sample_labels, synthesize_record
 
-SHOWN = ["sinus_rhythm", "atrial_fibrillation", "sinus_tachycardia", "left_bundle_branch_block",
-         "premature_ventricular_contraction", "st_elevation", "t_wave_inversion", "low_qrs_voltage"]
+SHOWN = [
+    "sinus_rhythm",
+    "atrial_fibrillation",
+    "sinus_tachycardia",
+    "left_bundle_branch_block",
+    "premature_ventricular_contraction",
+    "st_elevation",
+    "t_wave_inversion",
+    "low_qrs_voltage",
+]
 
 
 def main(argv=None) -> None:

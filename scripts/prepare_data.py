@@ -10,6 +10,7 @@ continues where it stopped, a complete cache is reused. Layouts and selection ru
 One builder per cache: a second prepare of the same cache (two SLURM jobs starting together) waits for the first and
 then finds the cache ready; ``--no-wait`` makes it stop at once instead (exit 1, one line naming the builder).
 """
+
 from __future__ import annotations
 
 import logging
@@ -37,11 +38,15 @@ def has_prepare(name: str) -> bool:
 def main(cfg: DictConfig) -> None:
     if "prepare" not in cfg.dataset:
         with_prepare = [name for name in available_options("dataset", CONF_DIR) if has_prepare(name)]
-        fail(f"dataset: {cfg.dataset.name} has no prepare step (it is generated on first use); allowed: "
-             f"{', '.join(with_prepare)}", 2)
+        fail(
+            f"dataset: {cfg.dataset.name} has no prepare step (it is generated on first use); allowed: "
+            f"{', '.join(with_prepare)}",
+            2,
+        )
     if cfg.dataset.get("root") in (None, ""):
-        fail(f"dataset.root: is not set; allowed: the folder of the raw {cfg.dataset.name} data "
-             "(dataset.root=/path)", 2)
+        fail(
+            f"dataset.root: is not set; allowed: the folder of the raw {cfg.dataset.name} data (dataset.root=/path)", 2
+        )
     from flowmixup.training.build import instantiate  # lets the reader's own one-line DataError through
 
     path = instantiate(cfg.dataset.prepare)

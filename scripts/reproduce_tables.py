@@ -15,6 +15,7 @@ Before anything is launched, every block's config is composed and checked (overr
 dataset.root or prepared cache): each problem is one line on stderr and the exit status is 2. After the sweep, the
 exit status is 1 when cells failed (each is named with its log), else 0.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,23 +29,41 @@ from flowmixup.sweep.plan import PreflightError
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--profile", default="mini",
-                    help="a profile of conf/reproduce/ (mini, paper, ptbxl) or a profile .yaml path")
+    ap.add_argument(
+        "--profile", default="mini", help="a profile of conf/reproduce/ (mini, paper, ptbxl) or a profile .yaml path"
+    )
     ap.add_argument("--seeds", default="0", help="comma-separated seeds, e.g. 0,1,2")
     ap.add_argument("--sweep-dir", default=None, help="default: outputs/tables/<profile>")
     ap.add_argument("--launcher", default=None, help="hydra launcher: joblib | slurm | submitit_local | ...")
-    ap.add_argument("--set", action="append", default=[], metavar="DATASET:KEY=VALUE",
-                    help="an override for one dataset's runs (dataset = ecg12, chestxray14, synth_ecg, ...)")
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="DATASET:KEY=VALUE",
+        help="an override for one dataset's runs (dataset = ecg12, chestxray14, synth_ecg, ...)",
+    )
     ap.add_argument("--hydra", action="append", default=[], metavar="KEY=VALUE", help="an override for every run")
-    ap.add_argument("--blocks-at-once", type=int, default=1, metavar="K",
-                    help="run K blocks (dataset x row) side by side (default 1); with --launcher local_gpus their "
-                         "jobs share the GPUs, so a block smaller than the GPU count leaves none idle")
-    ap.add_argument("--plan", action="store_true",
-                    help="print runs, steps, GPU-hours and the wall time on --gpus GPUs; train nothing")
+    ap.add_argument(
+        "--blocks-at-once",
+        type=int,
+        default=1,
+        metavar="K",
+        help="run K blocks (dataset x row) side by side (default 1); with --launcher local_gpus their "
+        "jobs share the GPUs, so a block smaller than the GPU count leaves none idle",
+    )
+    ap.add_argument(
+        "--plan",
+        action="store_true",
+        help="print runs, steps, GPU-hours and the wall time on --gpus GPUs; train nothing",
+    )
     ap.add_argument("--gpus", type=int, default=1, help="--plan: GPUs to spread the runs over (default 1)")
-    ap.add_argument("--timings", default=None, metavar="FILE",
-                    help="--plan: a gpu_check.json or bench.json (default: outputs/gpu_check/gpu_check.json, else "
-                         "outputs/bench/bench.json)")
+    ap.add_argument(
+        "--timings",
+        default=None,
+        metavar="FILE",
+        help="--plan: a gpu_check.json or bench.json (default: outputs/gpu_check/gpu_check.json, else "
+        "outputs/bench/bench.json)",
+    )
     args = ap.parse_args(argv)
     try:
         seeds = [int(s) for s in args.seeds.split(",") if s.strip() != ""]
@@ -64,16 +83,25 @@ def main(argv=None) -> int:
         if args.plan:
             from flowmixup.sweep.planner import plan_profile
 
-            text, _, problems = plan_profile(args.profile, seeds, args.gpus, args.timings, args.set, args.launcher,
-                                             args.hydra, root)
+            text, _, problems = plan_profile(
+                args.profile, seeds, args.gpus, args.timings, args.set, args.launcher, args.hydra, root
+            )
             print(text, flush=True)
             for problem in problems:
                 print(f"problem: {problem}", file=sys.stderr)
             return 2 if problems else 0
         name = Path(args.profile).stem
         sweep = Path(args.sweep_dir) if args.sweep_dir else root / "outputs" / "tables" / name
-        failed = run_profile(args.profile, seeds, sweep.resolve(), args.launcher, args.hydra, sets=args.set,
-                             project_root=root, blocks_at_once=args.blocks_at_once)
+        failed = run_profile(
+            args.profile,
+            seeds,
+            sweep.resolve(),
+            args.launcher,
+            args.hydra,
+            sets=args.set,
+            project_root=root,
+            blocks_at_once=args.blocks_at_once,
+        )
     except PreflightError as err:
         for problem in err.problems:
             print(f"error: {problem}", file=sys.stderr)

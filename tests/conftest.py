@@ -1,5 +1,6 @@
 """Shared pytest fixtures. Constants and helper functions live in plain modules beside this file
 (project_config.py, wfdb_records.py, journey_layouts.py), which test modules import directly."""
+
 from __future__ import annotations
 
 from pathlib import Path

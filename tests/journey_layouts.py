@@ -3,6 +3,7 @@
 Only the fixture *layout* is built in Python here; everything the journeys then do goes through the README's
 commands.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -72,7 +73,7 @@ def build_tianchi_root(tianchi: Path, root: Path) -> dict[str, list[str]]:
                 (folder / name).write_bytes((tianchi / real).read_bytes())
             else:  # generated, in the real format
                 start = (n * 7919) % TIANCHI_ROWS
-                (folder / name).write_bytes(TIANCHI_HEADER + b"\n".join(pool[start:start + TIANCHI_ROWS]) + b"\n")
+                (folder / name).write_bytes(TIANCHI_HEADER + b"\n".join(pool[start : start + TIANCHI_ROWS]) + b"\n")
                 n += 1
         written[records_dir] = names
     return written

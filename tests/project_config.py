@@ -4,6 +4,7 @@
 A plain module (tests/ is on ``sys.path``: pyproject's ``[tool.pytest.ini_options] pythonpath``), imported by test
 modules and by conftest.py's fixtures alike: ``from project_config import PROJECT_ROOT, TINY, compose_config``.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

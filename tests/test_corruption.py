@@ -1,4 +1,5 @@
 """Label corruption: statistics, determinism, and the contract that inputs are never modified."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -57,9 +58,14 @@ def test_input_untouched_and_edge_rates(labels):
     assert not np.any(np.all(corrupt_labels(small, 1.0, "resample", seed=0) == small, axis=1))
 
 
-@pytest.mark.parametrize("rate,kind,match", [(1.5, "resample", r"noise must be a probability in \[0, 1\]"),
-                                             (-0.1, "flip", r"noise must be"),
-                                             (0.2, "swap", r"corruption.kind must be one of resample, flip")])
+@pytest.mark.parametrize(
+    "rate,kind,match",
+    [
+        (1.5, "resample", r"noise must be a probability in \[0, 1\]"),
+        (-0.1, "flip", r"noise must be"),
+        (0.2, "swap", r"corruption.kind must be one of resample, flip"),
+    ],
+)
 def test_bad_arguments(labels, rate, kind, match):
     with pytest.raises(ValueError, match=match):
         corrupt_labels(labels, rate, kind)

@@ -1,5 +1,6 @@
 """The shared HDF5 cache builder (parallel, resumable, never a half-written cache that looks complete) and the
 contract every cached dataset follows (CachedSource), on a toy dataset written as a reader plus a small class."""
+
 from __future__ import annotations
 
 import json
@@ -126,8 +127,16 @@ def test_partial_build_for_another_config_is_started_again(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         _build(path, list(range(20)), reader=_interrupted_reader, chunk_rows=4)
     CALLS.clear()
-    build_cache(path, items=list(range(20)), reader=_recording_reader, row_shape=(2, 3), dtype=np.float32,
-                row_data={"y": np.zeros(20)}, config={"dataset": "toy", "resolution": 4}, prepare_workers=0)
+    build_cache(
+        path,
+        items=list(range(20)),
+        reader=_recording_reader,
+        row_shape=(2, 3),
+        dtype=np.float32,
+        row_data={"y": np.zeros(20)},
+        config={"dataset": "toy", "resolution": 4},
+        prepare_workers=0,
+    )
     assert CALLS == list(range(20))
 
 
@@ -358,15 +367,25 @@ class ToySource(CachedSource):
     def contents(self) -> CacheContents:
         rows = self._rows()
         return CacheContents(
-            items=[str(Path(self.root) / "rec" / f"{name}.txt") for name, _ in rows], reader=read_toy_record,
-            row_shape=(3,), dtype=np.float32, row_data={"y": np.array([[int(y)] for _, y in rows])},
-            config=self.cache_config(), fingerprint=self.fingerprint(), item_names=[name for name, _ in rows])
+            items=[str(Path(self.root) / "rec" / f"{name}.txt") for name, _ in rows],
+            reader=read_toy_record,
+            row_shape=(3,),
+            dtype=np.float32,
+            row_data={"y": np.array([[int(y)] for _, y in rows])},
+            config=self.cache_config(),
+            fingerprint=self.fingerprint(),
+            item_names=[name for name, _ in rows],
+        )
 
     def arrays(self, path: Path, manifest: dict) -> LabeledArrays:
         y = read_row_data(path, ["y"])["y"].astype(np.float32)
-        return LabeledArrays(x=LazyH5Array(path, "x"), y=y, class_names=["positive"],
-                             splits=random_split_indices(len(y), (0.6, 0.2, 0.2), self.split_seed),
-                             info={"skipped": len(manifest["skipped"])})
+        return LabeledArrays(
+            x=LazyH5Array(path, "x"),
+            y=y,
+            class_names=["positive"],
+            splits=random_split_indices(len(y), (0.6, 0.2, 0.2), self.split_seed),
+            info={"skipped": len(manifest["skipped"])},
+        )
 
 
 def _toy_root(root: Path, n: int = 10) -> Path:
@@ -381,8 +400,9 @@ def test_a_dataset_is_a_reader_plus_a_small_class(tmp_path):
     root, cache = _toy_root(tmp_path / "raw"), tmp_path / "cache"
     with pytest.raises(DataError) as err:
         ToySource.load(root, cache, scale=2)
-    assert str(err.value).endswith(f"Build it with: python scripts/prepare_data.py dataset=toy dataset.root={root} "
-                                   "dataset.scale=2")
+    assert str(err.value).endswith(
+        f"Build it with: python scripts/prepare_data.py dataset=toy dataset.root={root} dataset.scale=2"
+    )
     path = ToySource.prepare(root, cache, scale=2, prepare_workers=0)
     data = ToySource.load(root, cache, scale=2)
     assert path == cache / "toy_2.h5" and data.x[np.arange(10)][:, 0].tolist() == list(range(10))
@@ -405,8 +425,9 @@ def test_the_contract_refuses_other_data_and_rebuilds_it_when_asked(tmp_path):
         ToySource.load(root, cache)
     msg = str(err.value)
     assert "\n" not in msg and "built from other data" in msg and "differs in labels.txt" in msg
-    assert msg.endswith(f"Rebuild it for this data with: python scripts/prepare_data.py dataset=toy "
-                        f"dataset.root={root}")
+    assert msg.endswith(
+        f"Rebuild it for this data with: python scripts/prepare_data.py dataset=toy dataset.root={root}"
+    )
     data = ToySource.load(root, cache, prepare_if_missing=True, prepare_workers=0)
     assert data.y[:, 0].tolist() == [1] * 10
     with pytest.raises(DataError, match=r"^no complete cache at .*toy_3.h5 and no dataset.root to build it from$"):
@@ -418,8 +439,13 @@ def test_the_contract_keeps_on_bad_record_and_a_prepare_node(tmp_path):
     (root / "rec" / "r4.txt").write_text("not a number\n")
     with pytest.raises(DataError, match="r4.txt: unreadable toy record"):
         ToySource.prepare(root, cache, prepare_workers=0)
-    node = {"_target_": f"{__name__}.ToySource.load", "root": str(root), "cache_dir": str(cache),
-            "on_bad_record": "skip", "prepare_workers": 0}
+    node = {
+        "_target_": f"{__name__}.ToySource.load",
+        "root": str(root),
+        "cache_dir": str(cache),
+        "on_bad_record": "skip",
+        "prepare_workers": 0,
+    }
     path = prepare(node)  # what dataset.prepare does with the dataset.loader node
     assert read_manifest(path)["rows"] == 9 and [s["record"] for s in read_manifest(path)["skipped"]] == ["r4"]
     with pytest.raises(DataError, match=r"was built with on_bad_record=skip and leaves out 1 records"):

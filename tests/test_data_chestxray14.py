@@ -1,4 +1,5 @@
 """ChestX-ray14: the label table and split against the published counts, image decoding, the cache round trip."""
+
 from __future__ import annotations
 
 import gzip
@@ -16,9 +17,20 @@ from flowmixup.data.base import DataError, LazyH5Array
 from flowmixup.data.cache import read_manifest
 
 PUBLISHED = {
-    "Infiltration": 19894, "Effusion": 13317, "Atelectasis": 11559, "Nodule": 6331, "Mass": 5782,
-    "Pneumothorax": 5302, "Consolidation": 4667, "Pleural_Thickening": 3385, "Cardiomegaly": 2776,
-    "Emphysema": 2516, "Edema": 2303, "Fibrosis": 1686, "Pneumonia": 1431, "Hernia": 227,
+    "Infiltration": 19894,
+    "Effusion": 13317,
+    "Atelectasis": 11559,
+    "Nodule": 6331,
+    "Mass": 5782,
+    "Pneumothorax": 5302,
+    "Consolidation": 4667,
+    "Pleural_Thickening": 3385,
+    "Cardiomegaly": 2776,
+    "Emphysema": 2516,
+    "Edema": 2303,
+    "Fibrosis": 1686,
+    "Pneumonia": 1431,
+    "Hernia": 227,
 }
 CSV_HEADER = "Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position\n"
 
@@ -30,8 +42,20 @@ def full_table(shared_data):
 
 def test_class_order_is_the_papers():
     assert cx.CLASSES == [
-        "Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule", "Pneumonia", "Pneumothorax",
-        "Consolidation", "Edema", "Emphysema", "Fibrosis", "Pleural_Thickening", "Hernia",
+        "Atelectasis",
+        "Cardiomegaly",
+        "Effusion",
+        "Infiltration",
+        "Mass",
+        "Nodule",
+        "Pneumonia",
+        "Pneumothorax",
+        "Consolidation",
+        "Edema",
+        "Emphysema",
+        "Fibrosis",
+        "Pleural_Thickening",
+        "Hernia",
     ]
 
 
@@ -91,8 +115,12 @@ def test_read_metadata_small_table(tmp_path, table):
     "rows, train_val, test, match",
     [
         (ROWS, ["a.png", "b.png", "c.png"], [], r"Data_Entry_2017_v2020.csv, line 5: image d.png is in neither"),
-        (ROWS[:2] + [("c.png", "Effusion|Tumour", 2)], ["a.png", "b.png", "c.png"], [],
-         r"Data_Entry_2017_v2020.csv, line 4: label\(s\) \['Tumour'\]"),
+        (
+            ROWS[:2] + [("c.png", "Effusion|Tumour", 2)],
+            ["a.png", "b.png", "c.png"],
+            [],
+            r"Data_Entry_2017_v2020.csv, line 4: label\(s\) \['Tumour'\]",
+        ),
         (ROWS[:1] + [("b.png", "", 1)], ["a.png", "b.png"], [], r"Data_Entry_2017_v2020.csv, line 3: empty 'Finding"),
         (ROWS, ["a.png", "b.png", "c.png", "d.png"], ["d.png"], r"test_list.txt, line 1: d.png is also in"),
         (ROWS + [("a.png", "Mass", 1)], ["a.png", "b.png", "c.png", "d.png"], [], r"line 6: image a.png appears twice"),
@@ -164,7 +192,10 @@ def test_find_images_accepts_both_layouts(tmp_path):
         Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / sub / name)
     found = cx.find_images(tmp_path)
     assert {k: v.relative_to(tmp_path).as_posix() for k, v in found.items()} == {
-        "a.png": "images/a.png", "b.png": "images_001/images/b.png", "c.png": "images_012/images/c.png"}
+        "a.png": "images/a.png",
+        "b.png": "images_001/images/b.png",
+        "c.png": "images_012/images/c.png",
+    }
     shutil.copy(tmp_path / "images/a.png", tmp_path / "images_012/images/a.png")
     with pytest.raises(DataError, match="a.png"):
         cx.find_images(tmp_path)
@@ -328,8 +359,9 @@ def test_a_replaced_image_of_another_size_is_other_data(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="flowmixup.data.cache"):
         cx.prepare(root, tmp_path / "cache", resolution=16, prepare_workers=0)
     assert "other data" in caplog.text and "differs in the record files" in caplog.text
-    assert np.array_equal(cx.load(root, tmp_path / "cache", resolution=16).x[np.array([2])][0, 0],
-                          np.zeros((16, 16), np.uint8))
+    assert np.array_equal(
+        cx.load(root, tmp_path / "cache", resolution=16).x[np.array([2])][0, 0], np.zeros((16, 16), np.uint8)
+    )
     assert path.is_file()
 
 

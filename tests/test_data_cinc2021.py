@@ -1,6 +1,7 @@
 """PhysioNet/CinC 2021 (flowmixup.data.cinc2021) on the 30 real records of ../shared/data/cinc2021 (Georgia E075xx,
 PTB-XL HR060xx) and the challenge's real weights.csv; GENERATED records (said where) for other rates and lengths.
 """
+
 from __future__ import annotations
 
 import json
@@ -100,7 +101,8 @@ def test_challenge_score_hand_computed():
     assert cinc.challenge_score(labels, only_normal, w, classes) == pytest.approx(0.0)
     # an empty output row adds nothing; the normal class found inside a joined name
     assert cinc.challenge_score(labels, np.zeros_like(labels), w, ["426783006|9", "1", "2"]) == pytest.approx(
-        (0 - 7 / 6) / (3.5 - 7 / 6))
+        (0 - 7 / 6) / (3.5 - 7 / 6)
+    )
 
 
 def test_challenge_score_callable_reorders_and_thresholds(shared_data, tmp_path):
@@ -139,9 +141,18 @@ def test_resample_then_crop_or_pad():
 
 
 def test_source_rule():
-    expected = {"A0001": "cpsc", "Q3581": "cpsc_extra", "I0075": "st_petersburg", "S0549": "ptb",
-                "HR21837": "ptb_xl", "E10344": "georgia", "JS00001": "chapman_shaoxing",
-                "JS10646": "chapman_shaoxing", "JS10647": "ningbo", "JS45551": "ningbo"}
+    expected = {
+        "A0001": "cpsc",
+        "Q3581": "cpsc_extra",
+        "I0075": "st_petersburg",
+        "S0549": "ptb",
+        "HR21837": "ptb_xl",
+        "E10344": "georgia",
+        "JS00001": "chapman_shaoxing",
+        "JS10646": "chapman_shaoxing",
+        "JS10647": "ningbo",
+        "JS45551": "ningbo",
+    }
     assert {n: cinc.source_of(n) for n in expected} == expected
     with pytest.raises(DataError) as err:
         cinc.source_of("X001")
@@ -229,8 +240,7 @@ def test_bad_records_one_line_and_skip(shared_data, tmp_path):
     assert "\n" not in str(err.value) and "shape (12, 5000)" in str(err.value) and "12 leads x 4000" in str(err.value)
     with pytest.raises(DataError):
         cinc.prepare(tmp_path / "training", tmp_path / "c", classes=names, prepare_workers=0)
-    path = cinc.prepare(tmp_path / "training", tmp_path / "c", classes=names, prepare_workers=0,
-                        on_bad_record="skip")
+    path = cinc.prepare(tmp_path / "training", tmp_path / "c", classes=names, prepare_workers=0, on_bad_record="skip")
     manifest = json.loads(path.with_suffix(".json").read_text())
     assert [Path(s["record"]).name for s in manifest["skipped"]] == ["E00002", "E00004"]
     assert manifest["rows"] == 4

@@ -5,6 +5,7 @@ the release's name ptbxl_database.csv through a symlink) and the one native reco
 Generated (said where it happens): records written with ``wfdb.wrsamp`` in the release's layout, for the cache and
 for bad input.
 """
+
 from __future__ import annotations
 
 import ast
@@ -70,8 +71,9 @@ def test_label_counts_per_task_on_the_real_slice(slice_root, shared_data, task):
     df = ptbxl.read_metadata(slice_root)
     scp = pd.read_csv(shared_data / "ptbxl" / "scp_statements.csv", index_col=0)
     y, names = ptbxl.labels(df, scp, task)
-    expected, unlabelled = independent_counts(shared_data / "ptbxl" / SLICE,
-                                              shared_data / "ptbxl" / "scp_statements.csv", task)
+    expected, unlabelled = independent_counts(
+        shared_data / "ptbxl" / SLICE, shared_data / "ptbxl" / "scp_statements.csv", task
+    )
     got = {n: int(c) for n, c in zip(names, y.sum(axis=0)) if c}
     assert got == dict(expected)
     assert int((y.sum(axis=1) == 0).sum()) == unlabelled
@@ -83,8 +85,7 @@ def test_label_counts_per_task_on_the_real_slice(slice_root, shared_data, task):
 def test_class_counts_on_the_full_statement_table(shared_data):
     scp = pd.read_csv(shared_data / "ptbxl" / "scp_statements.csv", index_col=0)
     counts = {t: len(ptbxl.task_classes(scp, t)) for t in ptbxl.TASKS}
-    assert counts == {"all": 71, "diagnostic": 44, "subdiagnostic": 23, "superdiagnostic": 5, "form": 19,
-                      "rhythm": 12}
+    assert counts == {"all": 71, "diagnostic": 44, "subdiagnostic": 23, "superdiagnostic": 5, "form": 19, "rhythm": 12}
     assert ptbxl.task_classes(scp, "superdiagnostic") == ["CD", "HYP", "MI", "NORM", "STTC"]
 
 
@@ -199,8 +200,17 @@ def test_nan_filled_record(tmp_path):
     rec = tmp_path / "r" / "00005_lr"
     sig = write_record(rec, 100)  # GENERATED, then rewritten with missing samples (WFDB's invalid value)
     sig[10:20, 3] = np.nan
-    wfdb.wrsamp(rec.name, fs=100, units=["mV"] * 12, sig_name=LEADS, p_signal=sig, fmt=["16"] * 12,
-                adc_gain=[1000.0] * 12, baseline=[0] * 12, write_dir=str(rec.parent))
+    wfdb.wrsamp(
+        rec.name,
+        fs=100,
+        units=["mV"] * 12,
+        sig_name=LEADS,
+        p_signal=sig,
+        fmt=["16"] * 12,
+        adc_gain=[1000.0] * 12,
+        baseline=[0] * 12,
+        write_dir=str(rec.parent),
+    )
     with pytest.raises(DataError) as err:
         ptbxl.read_record(rec)
     assert "10 samples are missing" in one_line(err) and "lead aVR" in str(err.value)

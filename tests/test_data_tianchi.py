@@ -1,4 +1,5 @@
 """Tianchi ECG: record and label readers, the ECG-55 / ECG-12 selections, the cache round trip, the configs."""
+
 from __future__ import annotations
 
 import collections
@@ -8,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from omegaconf import OmegaConf
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 from flowmixup.data import tianchi as tc
 from flowmixup.data.base import DataError, LazyH5Array
@@ -20,7 +21,8 @@ HEADER = "I II V1 V2 V3 V4 V5 V6\n"
 
 
 def _cfg(name):
-    """The dataset's config as Hydra composes it (its own file over the shared conf/dataset_shared/tianchi.yaml), unresolved."""
+    """The dataset's config as Hydra composes it (its own file over the shared conf/dataset_shared/tianchi.yaml),
+    unresolved."""
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose("config", overrides=[f"dataset={name}"])
     return OmegaConf.to_container(cfg.dataset)
@@ -67,8 +69,11 @@ def test_config_class_lists(shared_data):
     t = shared_data / "tianchi"
     c55, c12 = _cfg("ecg55"), _cfg("ecg12")
     counts = collections.Counter()
-    label_files = [c55["sources"]["round1_train"]["label_file"], c55["sources"]["round1_testA"]["label_file"],
-                   c12["sources"]["round2_train"]["label_file"]]  # the classes are counted over all labelled data
+    label_files = [
+        c55["sources"]["round1_train"]["label_file"],
+        c55["sources"]["round1_testA"]["label_file"],
+        c12["sources"]["round2_train"]["label_file"],
+    ]  # the classes are counted over all labelled data
     for label_file in label_files:
         for labs in tc.read_labels(t / label_file).values():
             counts.update(labs)
@@ -89,7 +94,10 @@ def test_selection_counts(shared_data):
     assert s55.paths[0] == root / "train" / "2.txt"
     s12 = tc.select_records(root, c12["sources"], c12["classes"], c12["other_labels"], c12["duplicates"])
     assert s12.counts["records"] == 34_796  # paper: 34,664 (docs/datasets.md)
-    assert {k: v["selected"] for k, v in s12.counts["sources"].items()} == {"round1_train": 17_242, "round2_train": 17_554}
+    assert {k: v["selected"] for k, v in s12.counts["sources"].items()} == {
+        "round1_train": 17_242,
+        "round2_train": 17_554,
+    }
     assert s12.paths[-1].parent == root / "round2" / "train"
     three = {**c12["sources"], "round1_testA": c55["sources"]["round1_testA"]}
     assert tc.select_records(root, three, c12["classes"], "drop_record").counts["records"] == 40_204
@@ -115,8 +123,10 @@ def test_read_written_record(tmp_path):
     [
         (lambda lines: lines.__setitem__(7, lines[7] + " 5"), r"r.txt, line 8: 9 values, expected 8"),
         (lambda lines: lines.__setitem__(9, " ".join(lines[9].split()[:7])), r"r.txt, line 10: 7 values"),
-        (lambda lines: lines.__setitem__(12, lines[12].replace(lines[12].split()[2], "abc", 1)),
-         r"r.txt, line 13: value 'abc' for lead V1 is not an integer"),
+        (
+            lambda lines: lines.__setitem__(12, lines[12].replace(lines[12].split()[2], "abc", 1)),
+            r"r.txt, line 13: value 'abc' for lead V1 is not an integer",
+        ),
         (lambda lines: lines.__setitem__(3, lines[3].replace(lines[3].split()[0], "1.5", 1)), r"r.txt, line 4"),
         (lambda lines: lines.pop(), r"r.txt, line 5001: 4999 rows of samples, expected 5000"),
         (lambda lines: lines.append(lines[-1]), r"r.txt, line 5002: 5001 rows"),
@@ -140,8 +150,10 @@ def test_missing_record(tmp_path):
 
 def test_read_labels_written(tmp_path):
     p = tmp_path / "labels.txt"
-    p.write_text("1.txt\t\t\t窦性心律\tQRS低电压\t\t\t\n2.txt\t34\tMALE\t房性早搏\t\n\n3.txt\t\tFEMALE\t窦性心律\n",
-                 encoding="utf-8")
+    p.write_text(
+        "1.txt\t\t\t窦性心律\tQRS低电压\t\t\t\n2.txt\t34\tMALE\t房性早搏\t\n\n3.txt\t\tFEMALE\t窦性心律\n",
+        encoding="utf-8",
+    )
     assert tc.read_labels(p) == {"1.txt": ["窦性心律", "QRS低电压"], "2.txt": ["房性早搏"], "3.txt": ["窦性心律"]}
     rows = tc.read_label_rows(p)
     assert [r.line for r in rows] == [1, 2, 4] and rows[1].age == "34" and rows[2].sex == "FEMALE"
@@ -185,8 +197,10 @@ def _tiny_root(tmp_path, n1=12, n2=8):
         lab2.append(f"{100001 + i}.txt\t\t\t" + "\t".join(labs) + "\t\n")
     (root / "r1.txt").write_text("".join(lab1), encoding="utf-8")
     (root / "r2.txt").write_text("".join(lab2), encoding="utf-8")
-    sources = {"round1": {"label_file": "r1.txt", "records_dir": "train"},
-               "round2": {"label_file": "r2.txt", "records_dir": "round2/train"}}
+    sources = {
+        "round1": {"label_file": "r1.txt", "records_dir": "train"},
+        "round2": {"label_file": "r2.txt", "records_dir": "round2/train"},
+    }
     return root, sources
 
 
@@ -234,8 +248,9 @@ def test_prepare_bad_record_error_and_skip(tmp_path, caplog):
     with pytest.raises(DataError, match=r"3.txt, line 2: 3 values"):
         tc.prepare(root, tmp_path / "cache", "toy", sources, CLASSES, "drop_record", prepare_workers=0)
     with caplog.at_level(logging.WARNING):
-        path = tc.prepare(root, tmp_path / "cache", "toy", sources, CLASSES, "drop_record", prepare_workers=0,
-                          on_bad_record="skip")
+        path = tc.prepare(
+            root, tmp_path / "cache", "toy", sources, CLASSES, "drop_record", prepare_workers=0, on_bad_record="skip"
+        )
     assert "3.txt" in caplog.text and "100004.txt" in caplog.text and "skipped 2 of 18" in caplog.text
     assert sorted(s["record"] for s in read_manifest(path)["skipped"]) == ["round1/3.txt", "round2/100004.txt"]
     data = tc.load(root, tmp_path / "cache", "toy", sources, CLASSES, "drop_record", on_bad_record="skip")
@@ -251,17 +266,26 @@ def test_hydra_configs_prepare_and_load(tmp_path, shared_data):
     for name in ("hf_round1_label.txt", "heifei_round1_ansA_20191008.txt"):
         (root / name).parent.mkdir(parents=True, exist_ok=True)
     t = shared_data / "tianchi"
-    (root / "hf_round1_label.txt").write_text((t / "hf_round1_label.txt").read_text(encoding="utf-8").splitlines()[0]
-                                              + "\n", encoding="utf-8")
+    (root / "hf_round1_label.txt").write_text(
+        (t / "hf_round1_label.txt").read_text(encoding="utf-8").splitlines()[0] + "\n", encoding="utf-8"
+    )
     (root / "heifei_round1_ansA_20191008.txt").write_text(
-        (t / "heifei_round1_ansA_20191008.txt").read_text(encoding="utf-8").splitlines()[0] + "\n", encoding="utf-8")
+        (t / "heifei_round1_ansA_20191008.txt").read_text(encoding="utf-8").splitlines()[0] + "\n", encoding="utf-8"
+    )
     (root / "train").mkdir()
     (root / "testA").mkdir()
     shutil.copy(t / "records" / "2.txt", root / "train" / "2.txt")
     shutil.copy(t / "records" / "testA" / "1.txt", root / "testA" / "1.txt")
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("config", overrides=["dataset=ecg55", f"dataset.root={root}",
-                                           f"paths.data_dir={tmp_path / 'data'}", "dataset.prepare_workers=0"])
+        cfg = compose(
+            "config",
+            overrides=[
+                "dataset=ecg55",
+                f"dataset.root={root}",
+                f"paths.data_dir={tmp_path / 'data'}",
+                "dataset.prepare_workers=0",
+            ],
+        )
         # (Hydra wraps the loader's DataError; its message is kept)
         with pytest.raises(Exception, match=f"python scripts/prepare_data.py dataset=ecg55 dataset.root={root}"):
             hydra.utils.instantiate(cfg.dataset.loader)

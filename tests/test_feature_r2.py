@@ -1,5 +1,6 @@
 """The paper's Fig. 4 analysis: R² = 1 - SSI/SST (Eq. 7) of k-means clusterings of hidden features, the hooks that
 collect them, and scripts/feature_r2.py on runs (a hand-saved plain checkpoint; two trained tiny runs)."""
+
 from __future__ import annotations
 
 import csv
@@ -13,8 +14,16 @@ import pytest
 import torch
 from torch import nn
 
-from flowmixup.analysis import (AnalysisError, check_points, cluster_r2, collect_features, default_points,
-                                kmeans_assign, load_run, r2_table)
+from flowmixup.analysis import (
+    AnalysisError,
+    check_points,
+    cluster_r2,
+    collect_features,
+    default_points,
+    kmeans_assign,
+    load_run,
+    r2_table,
+)
 from project_config import PROJECT_ROOT, TINY, compose_config
 
 
@@ -201,8 +210,24 @@ def test_load_run_rebuilds_the_model_with_its_weights(tmp_path):
 def test_script_csv_equals_r2_recomputed_from_the_model(tmp_path, capsys):
     a, b = make_plain_run(tmp_path, "a", seed=1), make_plain_run(tmp_path, "b", seed=2)
     out = tmp_path / "fig"
-    assert _script().main([str(a), str(b), "--out", str(out), "--k", "3", "--num-threads", "1", "--no-progress",
-                           "--labels", "first,second"]) == 0
+    assert (
+        _script().main(
+            [
+                str(a),
+                str(b),
+                "--out",
+                str(out),
+                "--k",
+                "3",
+                "--num-threads",
+                "1",
+                "--no-progress",
+                "--labels",
+                "first,second",
+            ]
+        )
+        == 0
+    )
     rows = list(csv.DictReader(open(out / "feature_r2.csv")))
     assert (out / "feature_r2.png").stat().st_size > 1000
     points = ["layer1.0", "layer1.1", "layer2.0", "layer3.0", "layer4.0", "output"]  # TINY: blocks [2,1,1,1]
@@ -232,8 +257,10 @@ def test_script_bad_input_is_one_line(tmp_path, capsys):
     cases = [
         ([str(a), str(empty)], f"error: {empty}: no checkpoint.pt"),
         ([str(a), "--points", "layer1.0,layer9"], "error: --points: unknown hidden state 'layer9'"),
-        ([str(a), "--k", str(n_train + 1)],
-         f"error: --k {n_train + 1} is larger than the number of samples ({n_train} in the train split"),
+        (
+            [str(a), "--k", str(n_train + 1)],
+            f"error: --k {n_train + 1} is larger than the number of samples ({n_train} in the train split",
+        ),
         ([str(a), "--k", "5", "--max-samples", "4"], "error: --k 5 is larger than the number of samples (4 "),
     ]
     for args, expected in cases:
@@ -258,19 +285,45 @@ def test_two_trained_runs_end_to_end(tmp_path):
     dirs = []
     for reg in ("erm", "manifold_mixup"):
         run_dir = tmp_path / reg
-        res = subprocess.run([sys.executable, "train.py", *TINY, data, f"regularizer={reg}", "trainer.epochs=1",
-                              f"hydra.run.dir={run_dir}"], cwd=PROJECT_ROOT, capture_output=True, text=True,
-                             timeout=600)
+        res = subprocess.run(
+            [
+                sys.executable,
+                "train.py",
+                *TINY,
+                data,
+                f"regularizer={reg}",
+                "trainer.epochs=1",
+                f"hydra.run.dir={run_dir}",
+            ],
+            cwd=PROJECT_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert res.returncode == 0, res.stderr[-2000:]
         dirs.append(run_dir)
     out = tmp_path / "fig4"
-    cmd = [sys.executable, "scripts/feature_r2.py", *map(str, dirs), "--out", str(out), "--points",
-           "layer1.1,layer3.0,output", "--k", "4", "--seed", "3", "--num-threads", "1"]
+    cmd = [
+        sys.executable,
+        "scripts/feature_r2.py",
+        *map(str, dirs),
+        "--out",
+        str(out),
+        "--points",
+        "layer1.1,layer3.0,output",
+        "--k",
+        "4",
+        "--seed",
+        "3",
+        "--num-threads",
+        "1",
+    ]
     res = subprocess.run(cmd, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-2000:]
     rows = list(csv.DictReader(open(out / "feature_r2.csv")))
-    assert [(r["run"], r["point"]) for r in rows] == [(reg, p) for reg in ("erm", "manifold_mixup")
-                                                      for p in ("layer1.1", "layer3.0", "output")]
+    assert [(r["run"], r["point"]) for r in rows] == [
+        (reg, p) for reg in ("erm", "manifold_mixup") for p in ("layer1.1", "layer3.0", "output")
+    ]
     assert (out / "feature_r2.png").is_file()
     # layer3.0 of the Manifold Mixup run, recomputed: weights read here, the block's output by hand
     run = load_run(dirs[1])
@@ -289,8 +342,13 @@ def test_two_trained_runs_end_to_end(tmp_path):
         ([str(dirs[0]), "--points", "layer1.7"], "unknown hidden state 'layer1.7'", 2),
         ([str(dirs[0]), "--k", "100000"], "is larger than the number of samples", 2),
     ]:
-        res = subprocess.run([sys.executable, "scripts/feature_r2.py", *args, "--out", str(tmp_path / "bad")],
-                             cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600)
+        res = subprocess.run(
+            [sys.executable, "scripts/feature_r2.py", *args, "--out", str(tmp_path / "bad")],
+            cwd=PROJECT_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert res.returncode == code and expected in res.stderr and res.stderr.count("\n") == 1, res.stderr
 
 

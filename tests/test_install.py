@@ -9,6 +9,7 @@ and every other dependency from this machine, so no network is needed, and
 This machine's site-packages may hold an editable install of the project (a .pth file adding its src/ to
 ``sys.path``): the test checks that the venv's own installed copy is the one imported, never a src/ folder.
 """
+
 from __future__ import annotations
 
 import json
@@ -25,8 +26,20 @@ from project_config import PROJECT_ROOT, TINY
 
 TIMEOUT = 600
 # what a copy without git leaves out: git's folder and what the project's .gitignore names as generated
-NOT_COPIED = (".git", "data", "outputs", "multirun", "wandb", "build", "dist", ".venv", "__pycache__", "*.egg-info",
-              ".pytest_cache", "*.pyc")
+NOT_COPIED = (
+    ".git",
+    "data",
+    "outputs",
+    "multirun",
+    "wandb",
+    "build",
+    "dist",
+    ".venv",
+    "__pycache__",
+    "*.egg-info",
+    ".pytest_cache",
+    "*.pyc",
+)
 
 
 def project_files() -> list[str] | None:
@@ -34,8 +47,10 @@ def project_files() -> list[str] | None:
     ignore); None where git or the repository is not available."""
     if shutil.which("git") is None:
         return None
-    res = subprocess.run(["git", "-C", str(PROJECT_ROOT), "ls-files", "-z", "--cached", "--others",
-                          "--exclude-standard"], capture_output=True)
+    res = subprocess.run(
+        ["git", "-C", str(PROJECT_ROOT), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        capture_output=True,
+    )
     if res.returncode != 0:
         return None
     return sorted({name for name in res.stdout.decode().split("\0") if name})
@@ -58,16 +73,21 @@ def copy_project(dst: Path) -> Path:
 def clean_env() -> dict[str, str]:
     """This environment without anything that points Python, pip or the project elsewhere: no PYTHONPATH (empty),
     no user site-packages, no FLOWMIXUP_* settings, no package index, no pip cache."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("FLOWMIXUP_", "PIP_")) and k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
-    env.update(PYTHONPATH="", PYTHONNOUSERSITE="1", PIP_NO_INDEX="1", PIP_NO_CACHE_DIR="1",
-               PIP_DISABLE_PIP_VERSION_CHECK="1")
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("FLOWMIXUP_", "PIP_")) and k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")
+    }
+    env.update(
+        PYTHONPATH="", PYTHONNOUSERSITE="1", PIP_NO_INDEX="1", PIP_NO_CACHE_DIR="1", PIP_DISABLE_PIP_VERSION_CHECK="1"
+    )
     return env
 
 
 def sh(args: list, cwd: Path) -> subprocess.CompletedProcess:
-    res = subprocess.run([str(a) for a in args], cwd=cwd, env=clean_env(), capture_output=True, text=True,
-                         timeout=TIMEOUT)
+    res = subprocess.run(
+        [str(a) for a in args], cwd=cwd, env=clean_env(), capture_output=True, text=True, timeout=TIMEOUT
+    )
     res.out = res.stdout + res.stderr
     assert res.returncode == 0, f"`{' '.join(map(str, args))}` (in {cwd}) exited {res.returncode}:\n{res.out[-4000:]}"
     return res
@@ -89,7 +109,8 @@ def installed(tmp_path_factory):
     purelib = "import sysconfig; print(sysconfig.get_paths()['purelib'])"
     venv_site = Path(sh([python, "-c", purelib], cwd=tmp).stdout.strip())
     (venv_site / "_outer_site_packages.pth").write_text(
-        "".join(f"import site; site.addsitedir({d!r})\n" for d in site.getsitepackages()))
+        "".join(f"import site; site.addsitedir({d!r})\n" for d in site.getsitepackages())
+    )
     res = sh([python, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index", copy], cwd=tmp)
     assert "Successfully installed flowmixup" in res.out, res.out[-4000:]
     return copy, python, venv_site
@@ -126,10 +147,27 @@ def test_train_then_make_tables_from_the_checkout(installed, tmp_path):
     copy, python, _ = installed
     run_dir = tmp_path / "run"
     overrides = [o for o in TINY if not o.startswith("trainer.epochs=")]
-    sh([python, "train.py", "trainer.epochs=1", *overrides, f"paths.data_dir={tmp_path / 'data'}",
-        f"hydra.run.dir={run_dir}"], cwd=copy)
-    for name in ("config.yaml", "metrics.csv", "per_class.csv", "predictions_test_last.npz",
-                 "predictions_test_best.npz", "labels_train_clean.npz", "checkpoint.pt", "summary.json"):
+    sh(
+        [
+            python,
+            "train.py",
+            "trainer.epochs=1",
+            *overrides,
+            f"paths.data_dir={tmp_path / 'data'}",
+            f"hydra.run.dir={run_dir}",
+        ],
+        cwd=copy,
+    )
+    for name in (
+        "config.yaml",
+        "metrics.csv",
+        "per_class.csv",
+        "predictions_test_last.npz",
+        "predictions_test_best.npz",
+        "labels_train_clean.npz",
+        "checkpoint.pt",
+        "summary.json",
+    ):
         assert (run_dir / name).is_file(), name
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "ok"

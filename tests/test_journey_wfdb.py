@@ -7,6 +7,7 @@
   all GENERATED: Georgia (E, 500 Hz, 10 s), PTB-XL (HR, 500 Hz), St Petersburg (I, 257 Hz, 30 s) and PTB (S,
   1,000 Hz, 20 s) records with real SNOMED-CT codes; the challenge's real weights.csv from ../shared/data.
 """
+
 from __future__ import annotations
 
 import json
@@ -22,15 +23,25 @@ from project_config import PROJECT_ROOT
 from wfdb_records import build_ptbxl_tree, write_challenge_record
 
 TIMEOUT = 600
-TINY = ["backbone.blocks=[2,1,1,1]", "backbone.width=4", "trainer.epochs=1", "trainer.batch_size=16",
-        "trainer.progress=false", "trainer.device=cpu", "trainer.num_threads=1", "trainer.num_workers=0",
-        "dataset.variance_epochs=2", "dataset.prepare_workers=1"]
+TINY = [
+    "backbone.blocks=[2,1,1,1]",
+    "backbone.width=4",
+    "trainer.epochs=1",
+    "trainer.batch_size=16",
+    "trainer.progress=false",
+    "trainer.device=cpu",
+    "trainer.num_threads=1",
+    "trainer.num_workers=0",
+    "dataset.variance_epochs=2",
+    "dataset.prepare_workers=1",
+]
 
 
 def cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "FLOWMIXUP_DATA_DIR": str(tmp_path / "data"), "FLOWMIXUP_OUTPUT_DIR": str(tmp_path / "out")}
-    res = subprocess.run([sys.executable, *args], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True,
-                         timeout=TIMEOUT)
+    res = subprocess.run(
+        [sys.executable, *args], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=TIMEOUT
+    )
     res.out = res.stdout + res.stderr
     return res
 
@@ -54,8 +65,9 @@ def test_ptbxl_prepare_then_train(shared_data, tmp_path):
     res = cli(tmp_path, "train.py", "experiment=ptbxl_benchmark", f"dataset.root={root}", *TINY)
     assert res.returncode != 0 and "Build it with: python scripts/prepare_data.py experiment=ptbxl_benchmark" in res.out
     assert f"dataset.root={root}" in res.out.split("Build it with:")[1]
-    res = ok(cli(tmp_path, "scripts/prepare_data.py", "dataset=ptbxl", f"dataset.root={root}",
-                 "dataset.prepare_workers=1"))
+    res = ok(
+        cli(tmp_path, "scripts/prepare_data.py", "dataset=ptbxl", f"dataset.root={root}", "dataset.prepare_workers=1")
+    )
     assert res.stdout.strip().splitlines()[-1] == str(tmp_path / "data" / "ptbxl" / "ptbxl_100hz.h5")
     ok(cli(tmp_path, "train.py", "experiment=ptbxl_benchmark", f"dataset.root={root}", *TINY))
     summary = only_summary(tmp_path)
@@ -79,14 +91,25 @@ def test_cinc2021_prepare_then_train(shared_data, tmp_path):
     write_challenge_record(root / "st_petersburg_incart", "I0001", 257, 257 * 30, ["164889003"], seed=7)
     write_challenge_record(root / "ptb", "S0001", 1000, 20000, ["426783006"], seed=8)
     weights = shared_data / "cinc2021" / "weights.csv"
-    ok(cli(tmp_path, "scripts/prepare_data.py", "dataset=cinc2021", f"dataset.root={root}",
-           "dataset.prepare_workers=1"))
+    ok(
+        cli(
+            tmp_path, "scripts/prepare_data.py", "dataset=cinc2021", f"dataset.root={root}", "dataset.prepare_workers=1"
+        )
+    )
     manifest = json.loads(next((tmp_path / "data" / "cinc2021").glob("*.json")).read_text())
     assert manifest["rows"] == 122 and manifest["row_shape"] == [12, 5000]
-    assert manifest["source"]["selection"]["per_source"] == {"georgia": 90, "ptb_xl": 30, "st_petersburg": 1,
-                                                             "ptb": 1}
-    ok(cli(tmp_path, "train.py", "experiment=cinc2021_noisy", f"dataset.root={root}", f"dataset.weights_csv={weights}",
-           "noise=0.2", *TINY))
+    assert manifest["source"]["selection"]["per_source"] == {"georgia": 90, "ptb_xl": 30, "st_petersburg": 1, "ptb": 1}
+    ok(
+        cli(
+            tmp_path,
+            "train.py",
+            "experiment=cinc2021_noisy",
+            f"dataset.root={root}",
+            f"dataset.weights_csv={weights}",
+            "noise=0.2",
+            *TINY,
+        )
+    )
     summary = only_summary(tmp_path)
     assert summary["dataset"] == "cinc2021" and summary["primary_metric"] == "macro_f1"
     # the challenge metric reaches metrics.csv and summary.json through dataset.extra_metrics: the last epoch's value

@@ -23,6 +23,7 @@ root in the real Tianchi layout built from the REAL label files, cut to 100-160 
 records from them, ECG-12 224), with the two real records and generated ones in the real text format
 (tests/journey_layouts.py).
 """
+
 from __future__ import annotations
 
 import csv
@@ -45,18 +46,41 @@ FAULT_ENV = "FLOWMIXUP_FAULT_AT"
 SWEEP = "regularizer=erm,mixup,manifold_mixup,flowmixup"
 OP_TRUE = ["regularizer=flowmixup", "regularizer.keep_original=true"]
 # (regularizer, alpha, keep_original) of the five cells, as summary.json and the report's tidy CSVs write them
-SETTINGS = {("erm", None, None), ("mixup", 1.0, None), ("manifold_mixup", 3.0, None), ("flowmixup", 3.0, False),
-            ("flowmixup", 3.0, True)}
-LABELS = ["ERM", "Mixup (α=1.0)", "Manifold Mixup (α=3.0)", "Flow-Mixup (α=3.0, Op=False)",
-          "Flow-Mixup (α=3.0, Op=True)"]
+SETTINGS = {
+    ("erm", None, None),
+    ("mixup", 1.0, None),
+    ("manifold_mixup", 3.0, None),
+    ("flowmixup", 3.0, False),
+    ("flowmixup", 3.0, True),
+}
+LABELS = [
+    "ERM",
+    "Mixup (α=1.0)",
+    "Manifold Mixup (α=3.0)",
+    "Flow-Mixup (α=3.0, Op=False)",
+    "Flow-Mixup (α=3.0, Op=True)",
+]
 # every run: two epochs on the CPU, no progress bars, one thread (tiny models gain nothing from a second one, and on
 # a busy 2-core machine two OpenMP threads that wait for each other made epochs 30x slower)
 RUN = ["trainer.epochs=2", "trainer.progress=false", "trainer.device=cpu", "trainer.num_threads=1"]
 # a tiny 1-D ResNet: 5 residual blocks, the fewest that have the paper's mix points (the 3rd and 5th block inputs)
 TINY_RESNET = ["backbone.width=4", "backbone.blocks=[2,1,1,1]"]
-CHESTXRAY14_CLASSES = ["Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule", "Pneumonia",
-                       "Pneumothorax", "Consolidation", "Edema", "Emphysema", "Fibrosis", "Pleural_Thickening",
-                       "Hernia"]
+CHESTXRAY14_CLASSES = [
+    "Atelectasis",
+    "Cardiomegaly",
+    "Effusion",
+    "Infiltration",
+    "Mass",
+    "Nodule",
+    "Pneumonia",
+    "Pneumothorax",
+    "Consolidation",
+    "Edema",
+    "Emphysema",
+    "Fibrosis",
+    "Pleural_Thickening",
+    "Hernia",
+]
 
 
 # ------------------------------------------------------------------------------------------------------- helpers
@@ -65,8 +89,9 @@ def run_cli(*args: str, fault: str | None = None) -> subprocess.CompletedProcess
     env = {k: v for k, v in os.environ.items() if k != FAULT_ENV}
     if fault is not None:
         env[FAULT_ENV] = fault
-    res = subprocess.run([sys.executable, *args], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True,
-                         timeout=TIMEOUT)
+    res = subprocess.run(
+        [sys.executable, *args], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=TIMEOUT
+    )
     res.out = res.stdout + res.stderr
     return res
 
@@ -112,8 +137,14 @@ def split_sizes(out: str, dataset: str) -> int:
     return sum(int(p.split()[0]) for p in parts)
 
 
-def journey(tmp_path: Path, dataset: str, args: list[str], n_classes: int, classes: list[str] | None = None,
-            n_records: int | None = None) -> None:
+def journey(
+    tmp_path: Path,
+    dataset: str,
+    args: list[str],
+    n_classes: int,
+    classes: list[str] | None = None,
+    n_records: int | None = None,
+) -> None:
     """Sweep every regularizer, kill and resume one run, and make the tables; ``args`` select data and model."""
     data = f"paths.data_dir={tmp_path / 'data'}"
     sweep = tmp_path / "sweep"
@@ -192,9 +223,15 @@ def test_journey_chestxray14_nih1000(tmp_path, shared_data):
     assert cache.name == "chestxray14_32.h5"
     built = cache.stat().st_mtime_ns
     # as conf/experiment/nih1000_cpu.yaml: no stride-2 stem convolutions for small images, lr 1e-3; smaller still
-    model = ["backbone=densenet_small", "backbone.stem_convs=0", "backbone.growth_rate=4",
-             "backbone.block_config=[1,1,1,1]", "backbone.num_init_features=8", "trainer.lr=1e-3",
-             "trainer.batch_size=64"]
+    model = [
+        "backbone=densenet_small",
+        "backbone.stem_convs=0",
+        "backbone.growth_rate=4",
+        "backbone.block_config=[1,1,1,1]",
+        "backbone.num_init_features=8",
+        "trainer.lr=1e-3",
+        "trainer.batch_size=64",
+    ]
     journey(tmp_path, "chestxray14", [*dataset, *model], n_classes=14, classes=CHESTXRAY14_CLASSES, n_records=1000)
     assert cache.stat().st_mtime_ns == built, "training rebuilt the prepared cache"
 
@@ -219,8 +256,14 @@ def test_journey_tianchi(tmp_path, tianchi_root, dataset):
     if dataset == "ecg12":
         # training before the prepare step stops and gives the command that builds the cache (checked once: ECG-55
         # goes through the same code); that command, with this test's paths.data_dir, is the prepare step below
-        early = run_cli("train.py", *args, *TINY_RESNET, *RUN, f"paths.data_dir={data_dir}",
-                        f"hydra.run.dir={tmp_path / 'too_early'}")
+        early = run_cli(
+            "train.py",
+            *args,
+            *TINY_RESNET,
+            *RUN,
+            f"paths.data_dir={data_dir}",
+            f"hydra.run.dir={tmp_path / 'too_early'}",
+        )
         hint = f"python scripts/prepare_data.py dataset={dataset} dataset.root={tianchi_root} paths.data_dir={data_dir}"
         assert early.returncode == 1 and early.stderr.strip().endswith(hint), early.out[-2000:]
         assert early.stderr.count("\n") == 1  # one line
@@ -232,6 +275,12 @@ def test_journey_tianchi(tmp_path, tianchi_root, dataset):
     assert len(classes) == {"ecg55": 55, "ecg12": 12}[dataset]
     n_records = expected_tianchi_selection(tianchi_root, CONF_DIR / "dataset" / f"{dataset}.yaml")
     assert 200 <= n_records <= 400  # the layout leaves a few hundred records to both selections
-    journey(tmp_path, dataset, [*args, *TINY_RESNET, "trainer.batch_size=32"], n_classes=len(classes),
-            classes=classes, n_records=n_records)
+    journey(
+        tmp_path,
+        dataset,
+        [*args, *TINY_RESNET, "trainer.batch_size=32"],
+        n_classes=len(classes),
+        classes=classes,
+        n_records=n_records,
+    )
     assert cache.stat().st_mtime_ns == built, "training rebuilt the prepared cache"

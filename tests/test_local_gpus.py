@@ -1,4 +1,5 @@
 """hydra/launcher=local_gpus: one job per GPU at a time, every GPU busy, on CPU with a faked device count."""
+
 from __future__ import annotations
 
 import os
@@ -18,13 +19,16 @@ def test_resolve_gpus_reads_null_count_and_ids():
     assert resolve_gpus([3, 1], count=4) == [3, 1]
 
 
-@pytest.mark.parametrize("gpus, count, words", [
-    (None, 0, "no CUDA device is visible"),
-    (5, 4, "got 5, this machine sees 4"),
-    ([0, 4], 4, "unknown or repeated ids [4]"),
-    ([1, 1], 4, "unknown or repeated"),
-    ("two", 4, "hydra.launcher.gpus: got 'two'"),
-])
+@pytest.mark.parametrize(
+    "gpus, count, words",
+    [
+        (None, 0, "no CUDA device is visible"),
+        (5, 4, "got 5, this machine sees 4"),
+        ([0, 4], 4, "unknown or repeated ids [4]"),
+        ([1, 1], 4, "unknown or repeated"),
+        ("two", 4, "hydra.launcher.gpus: got 'two'"),
+    ],
+)
 def test_resolve_gpus_refuses_in_one_line(gpus, count, words):
     with pytest.raises(NoGpus) as err:
         resolve_gpus(gpus, count=count)
@@ -37,11 +41,11 @@ def test_slot_order_starts_at_job_number_mod_n():
 
 
 def test_a_busy_slot_sends_the_job_to_the_next_gpu(tmp_path):
-    with GpuSlot(tmp_path, [0, 1, 2], 1, job_idx=4) as first:      # 4 mod 3 = 1
+    with GpuSlot(tmp_path, [0, 1, 2], 1, job_idx=4) as first:  # 4 mod 3 = 1
         assert first.device == 1
         with GpuSlot(tmp_path, [0, 1, 2], 1, job_idx=1) as second:  # wants 1, busy: takes 2
             assert second.device == 2
-    with GpuSlot(tmp_path, [0, 1, 2], 1, job_idx=1) as again:       # released: 1 is free again
+    with GpuSlot(tmp_path, [0, 1, 2], 1, job_idx=1) as again:  # released: 1 is free again
         assert again.device == 1
 
 
@@ -133,7 +137,8 @@ def test_a_multirun_keeps_every_gpu_busy_with_one_job_each(tmp_path):
         os.mkfifo(out / f"meet_{k}")
         os.mkfifo(out / f"go_{k}")
     (tmp_path / "app.py").write_text(APP)
-    (tmp_path / "cfg.yaml").write_text(textwrap.dedent(f'''
+    (tmp_path / "cfg.yaml").write_text(
+        textwrap.dedent(f"""
         defaults:
           - override hydra/launcher: local_gpus
           - _self_
@@ -146,10 +151,17 @@ def test_a_multirun_keeps_every_gpu_busy_with_one_job_each(tmp_path):
           searchpath: [file://{CONF_DIR}]
           sweep:
             dir: {tmp_path / "sweep"}
-    '''))
+    """)
+    )
     env = {**os.environ, "FLOWMIXUP_FAKE_GPU_COUNT": "4"}
-    proc = subprocess.run([sys.executable, "app.py", "-m", "i=0,1,2,3,4,5,6", "hydra.launcher.gpus=[0,2,3]"],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "app.py", "-m", "i=0,1,2,3,4,5,6", "hydra.launcher.gpus=[0,2,3]"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     assert not list(out.glob("overlap_*")), "two jobs ran on one GPU at once"
     assert not list(out.glob("alone_*")), "the first three jobs did not run in parallel"
@@ -165,9 +177,21 @@ def test_a_multirun_keeps_every_gpu_busy_with_one_job_each(tmp_path):
 
 @pytest.mark.slow
 def test_no_gpu_is_one_line_before_any_job(tmp_path):
-    proc = subprocess.run([sys.executable, "train.py", "-m", "hydra/launcher=local_gpus", "seed=0,1",
-                           f"hydra.sweep.dir={tmp_path}/sweep"], cwd=PROJECT_ROOT, capture_output=True, text=True,
-                          env={**os.environ, "FLOWMIXUP_FAKE_GPU_COUNT": "0"}, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "train.py",
+            "-m",
+            "hydra/launcher=local_gpus",
+            "seed=0,1",
+            f"hydra.sweep.dir={tmp_path}/sweep",
+        ],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "FLOWMIXUP_FAKE_GPU_COUNT": "0"},
+        timeout=300,
+    )
     assert proc.returncode != 0
     assert "no CUDA device is visible" in proc.stderr
     assert not (tmp_path / "sweep" / "0" / "summary.json").exists()

@@ -1,4 +1,5 @@
 """Metrics equal scikit-learn's; Eq. (8) equals its formula."""
+
 from __future__ import annotations
 
 import numpy as np

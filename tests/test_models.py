@@ -1,4 +1,5 @@
 """Backbones: the paper's layouts, their default mix points, and loading local ImageNet weights."""
+
 from __future__ import annotations
 
 import pytest
@@ -13,8 +14,11 @@ def test_resnet34_1d_layout_and_paper_mix_points():
     blocks = model.block_names()
     assert len(blocks) == 3 + 4 + 6 + 3
     assert model.paper_mix_points() == ["layer1.2", "layer2.1"]  # inputs of the 3rd and 5th residual blocks
-    convs = [m for n, m in model.named_modules() if isinstance(m, torch.nn.Conv1d) and n.startswith("layer")
-             and "downsample" not in n]
+    convs = [
+        m
+        for n, m in model.named_modules()
+        if isinstance(m, torch.nn.Conv1d) and n.startswith("layer") and "downsample" not in n
+    ]
     assert {c.kernel_size for c in convs} == {(3,)}
     assert model(torch.randn(2, 8, 5000)).shape == (2, 12)
 
@@ -28,8 +32,14 @@ def test_densenet121_stem_halves_twice_and_takes_one_channel():
     model = StemDenseNet(1, 14)
     strides = [m.stride for m in model.stem if isinstance(m, torch.nn.Conv2d)]
     assert strides == [(2, 2), (2, 2)]
-    assert sum(b.num_layers if hasattr(b, "num_layers") else len(b) for n, b in model.features.named_children()
-               if n.startswith("denseblock")) == 6 + 12 + 24 + 16
+    assert (
+        sum(
+            b.num_layers if hasattr(b, "num_layers") else len(b)
+            for n, b in model.features.named_children()
+            if n.startswith("denseblock")
+        )
+        == 6 + 12 + 24 + 16
+    )
     assert model.paper_mix_points() == ["features.denseblock2", "features.denseblock3"]
     assert model.eval()(torch.randn(1, 1, 128, 128)).shape == (1, 14)
 

@@ -1,6 +1,7 @@
 """reproduce_tables.py --plan: runs, steps, GPU-hours and wall time from a profile, its sizes (or a prepared cache)
 and a timing file (bench.json or gpu_check.json written here), checked against the arithmetic done independently in
 each test. Nothing trains."""
+
 from __future__ import annotations
 
 import json
@@ -21,19 +22,23 @@ SIZES = {"train": 1000, "val": 100, "test": 300}
 
 def write_profile(path, sizes=SIZES, extra_entry=""):
     sizes_line = f"    sizes: {json.dumps(sizes)}\n" if sizes else ""
-    path.write_text("rows: [erm, flowmixup_a3_op_true]\n"
-                    "datasets:\n"
-                    "  - experiment: mini_synth_ecg\n"
-                    "    noise: [0.0, 0.4]\n"
-                    f"    overrides: [trainer.batch_size={BATCH}]\n" + sizes_line + extra_entry)
+    path.write_text(
+        "rows: [erm, flowmixup_a3_op_true]\n"
+        "datasets:\n"
+        "  - experiment: mini_synth_ecg\n"
+        "    noise: [0.0, 0.4]\n"
+        f"    overrides: [trainer.batch_size={BATCH}]\n" + sizes_line + extra_entry
+    )
     return path
 
 
 def write_bench(path, erm_s=0.2, flow_s=0.4, with_names=False):
     """bench.json as scripts/bench.py writes it (CPU; older files have no backbone_name)."""
-    rows = [{"backbone": "resnet1d (mini, 1x500)", "regularizer": "erm", "batch": 32, "step_s": erm_s},
-            {"backbone": "resnet1d (mini, 1x500)", "regularizer": "flowmixup_op_true", "batch": 32, "step_s": flow_s},
-            {"backbone": "resnet1d (mini, 1x500)", "regularizer": "flowmixup_op_false", "batch": 32, "step_s": 9.9}]
+    rows = [
+        {"backbone": "resnet1d (mini, 1x500)", "regularizer": "erm", "batch": 32, "step_s": erm_s},
+        {"backbone": "resnet1d (mini, 1x500)", "regularizer": "flowmixup_op_true", "batch": 32, "step_s": flow_s},
+        {"backbone": "resnet1d (mini, 1x500)", "regularizer": "flowmixup_op_false", "batch": 32, "step_s": 9.9},
+    ]
     if with_names:
         for r in rows:
             r["backbone_name"] = "resnet1d"
@@ -82,11 +87,31 @@ def test_gpu_check_rows_precision_compile_and_batch(tmp_path):
     steps = []
     for reg, ms in (("erm", 100.0), ("flowmixup_op_true", 300.0)):
         for precision, compiled, factor in (("fp32", False, 1.0), ("bf16", False, 0.5), ("bf16", True, 0.25)):
-            steps.append({"backbone": "1-D ResNet (mini)", "backbone_name": "resnet1d", "input": [1, 500],
-                          "regularizer": reg, "precision": precision, "compile": compiled, "batch": 64,
-                          "step_ms": ms * factor, "samples_per_s": 1.0, "ok": True})
-    steps.append({"backbone_name": "resnet1d", "regularizer": "erm", "precision": "fp32", "compile": False,
-                  "batch": 64, "step_ms": 1.0, "ok": False})  # a failed measurement is never used
+            steps.append(
+                {
+                    "backbone": "1-D ResNet (mini)",
+                    "backbone_name": "resnet1d",
+                    "input": [1, 500],
+                    "regularizer": reg,
+                    "precision": precision,
+                    "compile": compiled,
+                    "batch": 64,
+                    "step_ms": ms * factor,
+                    "samples_per_s": 1.0,
+                    "ok": True,
+                }
+            )
+    steps.append(
+        {
+            "backbone_name": "resnet1d",
+            "regularizer": "erm",
+            "precision": "fp32",
+            "compile": False,
+            "batch": 64,
+            "step_ms": 1.0,
+            "ok": False,
+        }
+    )  # a failed measurement is never used
     timings = tmp_path / "gpu_check.json"
     timings.write_text(json.dumps({"device": {"name": "Test GPU", "device": "cuda"}, "steps": steps}))
     text, est, problems = plan_profile(str(write_profile(tmp_path / "p.yaml")), [0], 2, timings)
@@ -100,8 +125,13 @@ def test_gpu_check_rows_precision_compile_and_batch(tmp_path):
     loaded = load_timings(timings)
 
     def cfg(precision, compiled, reg="erm", keep=None):
-        return OmegaConf.create({"backbone": {"name": "resnet1d"}, "regularizer": {"name": reg, "keep_original": keep},
-                                 "trainer": {"precision": precision, "compile": compiled}})
+        return OmegaConf.create(
+            {
+                "backbone": {"name": "resnet1d"},
+                "regularizer": {"name": reg, "keep_original": keep},
+                "trainer": {"precision": precision, "compile": compiled},
+            }
+        )
 
     assert pick_timing(loaded, cfg("bf16", True))[0]["step_s"] == pytest.approx(0.025)
     assert pick_timing(loaded, cfg("bf16", False))[0]["step_s"] == pytest.approx(0.05)
@@ -112,9 +142,23 @@ def test_gpu_check_rows_precision_compile_and_batch(tmp_path):
 
 def test_a_missing_backbone_is_one_line_naming_how_to_measure(tmp_path):
     bench = tmp_path / "bench.json"
-    bench.write_text(json.dumps({"device": "cpu", "batch": 32, "regularizers": [
-        {"backbone": "resnet34_1d (paper, 8x5000)", "backbone_name": "resnet34_1d", "regularizer": "erm",
-         "batch": 32, "step_s": 1.0}]}))
+    bench.write_text(
+        json.dumps(
+            {
+                "device": "cpu",
+                "batch": 32,
+                "regularizers": [
+                    {
+                        "backbone": "resnet34_1d (paper, 8x5000)",
+                        "backbone_name": "resnet34_1d",
+                        "regularizer": "erm",
+                        "batch": 32,
+                        "step_s": 1.0,
+                    }
+                ],
+            }
+        )
+    )
     _, est, problems = plan_profile(str(write_profile(tmp_path / "p.yaml")), [0], 1, bench)
     assert len(problems) == 1 and est.gpu_hours is None
     assert problems[0].startswith("synth_ecg: no step time for backbone resnet1d with erm, flowmixup_op_true in ")
@@ -126,25 +170,49 @@ def test_sizes_from_a_prepared_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("FLOWMIXUP_DATA_DIR", str(tmp_path / "data"))
     cache = tmp_path / "data" / "synth_ecg"
     cache.mkdir(parents=True)
-    (cache / "synth.json").write_text(json.dumps({"complete": True, "config": {"dataset": "synth_ecg"}, "rows": 2010,
-                                                  "skipped": ["r1: bad", "r2: bad", "r3: bad", "r4: bad", "r5: bad",
-                                                              "r6: bad", "r7: bad", "r8: bad", "r9: bad", "r10: bad"]}))
+    (cache / "synth.json").write_text(
+        json.dumps(
+            {
+                "complete": True,
+                "config": {"dataset": "synth_ecg"},
+                "rows": 2010,
+                "skipped": [
+                    "r1: bad",
+                    "r2: bad",
+                    "r3: bad",
+                    "r4: bad",
+                    "r5: bad",
+                    "r6: bad",
+                    "r7: bad",
+                    "r8: bad",
+                    "r9: bad",
+                    "r10: bad",
+                ],
+            }
+        )
+    )
     _, est, problems = plan_profile(str(write_profile(tmp_path / "p.yaml")), [0], 1, write_bench(tmp_path / "b.json"))
     assert problems == []
     (d,) = est.datasets
     # 2,000 records in the proportions 1000:100:300
-    assert d.sizes == {"train": round(2000 * 1000 / 1400), "val": round(2000 * 100 / 1400),
-                       "test": 2000 - round(2000 * 1000 / 1400) - round(2000 * 100 / 1400)}
+    assert d.sizes == {
+        "train": round(2000 * 1000 / 1400),
+        "val": round(2000 * 100 / 1400),
+        "test": 2000 - round(2000 * 1000 / 1400) - round(2000 * 100 / 1400),
+    }
     assert "synth.json (2000 records" in d.sizes_from
     assert d.blocks[0].steps_per_run == math.ceil(1429 / BATCH) * EPOCHS
 
 
 def test_no_sizes_and_no_timings_are_one_line_each(tmp_path, monkeypatch):
     monkeypatch.setenv("FLOWMIXUP_DATA_DIR", str(tmp_path / "data"))
-    _, _, problems = plan_profile(str(write_profile(tmp_path / "p.yaml", sizes=None)), [0], 1,
-                                  write_bench(tmp_path / "b.json"))
-    assert problems == ["synth_ecg: no size: add sizes: {train: N, val: N, test: N} to its entry in the profile, or "
-                        "prepare its cache (scripts/prepare_data.py)"]
+    _, _, problems = plan_profile(
+        str(write_profile(tmp_path / "p.yaml", sizes=None)), [0], 1, write_bench(tmp_path / "b.json")
+    )
+    assert problems == [
+        "synth_ecg: no size: add sizes: {train: N, val: N, test: N} to its entry in the profile, or "
+        "prepare its cache (scripts/prepare_data.py)"
+    ]
     (tmp_path / "bad.json").write_text(json.dumps({"something": []}))
     _, _, problems = plan_profile(str(write_profile(tmp_path / "p.yaml")), [0], 1, tmp_path / "bad.json")
     assert len(problems) == 1 and "neither a gpu_check.json" in problems[0]
@@ -155,8 +223,9 @@ def test_the_script_prints_the_plan_and_trains_nothing(tmp_path, capsys):
     main = runpy.run_path(str(SCRIPT), run_name="reproduce_tables")["main"]
     bench = write_bench(tmp_path / "bench.json", with_names=True)
     sweep = tmp_path / "sweep"
-    assert main(["--profile", "paper", "--plan", "--gpus", "8", "--timings", str(bench), "--sweep-dir",
-                 str(sweep)]) == 2  # the paper's backbones are not in this bench file
+    assert (
+        main(["--profile", "paper", "--plan", "--gpus", "8", "--timings", str(bench), "--sweep-dir", str(sweep)]) == 2
+    )  # the paper's backbones are not in this bench file
     captured = capsys.readouterr()
     lines = captured.err.strip().splitlines()
     assert [line.split(":")[1].strip() for line in lines] == ["chestxray14", "ecg12, ecg55"]

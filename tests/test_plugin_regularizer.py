@@ -4,6 +4,7 @@ The YAML sits in ``<tmp>/conf/regularizer/`` and is found through ``hydra.search
 PYTHONPATH. Training validates ``regularizer=noisy_erm`` from the config group itself, builds it with
 ``hydra.utils.instantiate`` and records its label in summary.json; the report names it by that label.
 """
+
 from __future__ import annotations
 
 import json
@@ -63,9 +64,23 @@ def plugin(tmp_path_factory):
 
 
 def train(tmp, env, *overrides):
-    return subprocess.run([sys.executable, "train.py", "regularizer=noisy_erm", f"hydra.searchpath=[file://{tmp / 'conf'}]",
-                           *TINY, "trainer.epochs=1", f"paths.data_dir={tmp / 'data'}", *overrides],
-                          cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [
+            sys.executable,
+            "train.py",
+            "regularizer=noisy_erm",
+            f"hydra.searchpath=[file://{tmp / 'conf'}]",
+            *TINY,
+            "trainer.epochs=1",
+            f"paths.data_dir={tmp / 'data'}",
+            *overrides,
+        ],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 @pytest.mark.slow
@@ -102,7 +117,13 @@ def test_throwaway_regularizer_reported_by_its_label(plugin):
     tmp, env = plugin
     if not (tmp / "sweep" / "noisy_seed0" / "summary.json").is_file():
         test_throwaway_regularizer_trains(plugin)
-    res = subprocess.run([sys.executable, "scripts/make_tables.py", str(tmp / "sweep"), "--no-figures"],
-                         cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=600)
+    res = subprocess.run(
+        [sys.executable, "scripts/make_tables.py", str(tmp / "sweep"), "--no-figures"],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     assert "Noisy ERM" in res.stdout + (tmp / "sweep" / "report" / "report.md").read_text()

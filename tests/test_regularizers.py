@@ -1,4 +1,5 @@
 """Semantics of the four regularizers, each checked against an explicit computation."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -66,8 +67,14 @@ def test_targets_travel_with_features(name):
 
 @pytest.mark.parametrize(
     "points,keep,flows",
-    [(["1"], False, 1), (["1"], True, 2), (["1", "2"], False, 2), (["1", "2"], True, 4),
-     (["input", "1", "2"], True, 8), (["input", "1", "2"], False, 4)],
+    [
+        (["1"], False, 1),
+        (["1"], True, 2),
+        (["1", "2"], False, 2),
+        (["1", "2"], True, 4),
+        (["input", "1", "2"], True, 8),
+        (["input", "1", "2"], False, 4),
+    ],
 )
 def test_flow_counts(points, keep, flows):
     reg = FlowMixup(identity_mlp(), points, keep_original=keep, generator=gen())
@@ -176,8 +183,9 @@ def identical_batch(shape, classes, seed=0):
 
 def mlp_10():
     torch.manual_seed(3)
-    return nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 8), nn.Tanh(), nn.Linear(8, 8), nn.Tanh(),
-                         nn.Linear(8, 3))
+    return nn.Sequential(
+        nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 8), nn.Tanh(), nn.Linear(8, 8), nn.Tanh(), nn.Linear(8, 3)
+    )
 
 
 def resnet_1d():
@@ -212,8 +220,11 @@ def test_identical_samples_give_every_parameter_erm_gradient(arch, points, keep)
     grads = {}
     for name in ("erm", "flow"):
         model = make()
-        reg = ERM(model) if name == "erm" else FlowMixup(model, mix_points[points], alpha=3.0, keep_original=keep,
-                                                         generator=gen(1))
+        reg = (
+            ERM(model)
+            if name == "erm"
+            else FlowMixup(model, mix_points[points], alpha=3.0, keep_original=keep, generator=gen(1))
+        )
         out, targets = reg(x, y)
         if name == "flow":
             assert out.shape[0] == B * reg.flows()
@@ -222,7 +233,7 @@ def test_identical_samples_give_every_parameter_erm_gradient(arch, points, keep)
     assert grads["erm"].keys() == grads["flow"].keys()
     for n, g in grads["erm"].items():
         assert g.abs().sum() > 0, n  # a real gradient, not zeros compared with zeros
-        torch.testing.assert_close(grads["flow"][n], g, rtol=1e-4, atol=1e-6, msg=lambda m: f"{n}: {m}")
+        torch.testing.assert_close(grads["flow"][n], g, rtol=1e-4, atol=1e-6, msg=lambda m, n=n: f"{n}: {m}")
 
 
 @pytest.mark.parametrize("alpha", [0.4, 1.0, 3.0])
@@ -262,7 +273,9 @@ def small_mlp_d():
 
 
 def test_unknown_mix_point_lists_valid_names():
-    with pytest.raises(RegularizerError, match=r"regularizer.mix_points: unknown submodule 'layer9'; allowed: input, 0, 1, 2"):
+    with pytest.raises(
+        RegularizerError, match=r"regularizer.mix_points: unknown submodule 'layer9'; allowed: input, 0, 1, 2"
+    ):
         FlowMixup(identity_mlp(), ["layer9"])
 
 
@@ -298,8 +311,10 @@ def test_hooks_are_inert_outside_the_regularizer_and_removable():
 
 @pytest.mark.parametrize(
     "factory,points",
-    [(lambda: torchvision.models.resnet18(num_classes=4), ["layer1.1", "layer2.1"]),
-     (lambda: torchvision.models.densenet121(num_classes=4), ["features.denseblock2", "features.denseblock3"])],
+    [
+        (lambda: torchvision.models.resnet18(num_classes=4), ["layer1.1", "layer2.1"]),
+        (lambda: torchvision.models.densenet121(num_classes=4), ["features.denseblock2", "features.denseblock3"]),
+    ],
 )
 def test_torchvision_models_work_unchanged(factory, points):
     torch.manual_seed(0)

@@ -1,4 +1,5 @@
 """Interruptions, resumption, determinism, failed runs, and writes that fail: nothing finished is ever lost."""
+
 from __future__ import annotations
 
 import csv
@@ -19,8 +20,12 @@ from project_config import PROJECT_ROOT, TINY
 # 280 training samples / 16 = 17 steps an epoch; interruptions are delivered by the run itself at a known step
 # (FLOWMIXUP_FAULT_AT, flowmixup.faults), never by a sleep that a loaded machine would turn into a race
 SLOW_TINY = [o for o in TINY if not o.startswith(("dataset.n_records", "trainer.epochs"))] + [
-    "dataset.n_records=400", "trainer.epochs=3", "regularizer=flowmixup", "regularizer.keep_original=true",
-    "noise=0.3"]
+    "dataset.n_records=400",
+    "trainer.epochs=3",
+    "regularizer=flowmixup",
+    "regularizer.keep_original=true",
+    "noise=0.3",
+]
 AT = (2, 5)  # epoch 2, step 5
 
 
@@ -47,8 +52,9 @@ def run_cli(run_dir, data_dir, fault: str | None = None):
     env = {k: v for k, v in os.environ.items() if k != "FLOWMIXUP_FAULT_AT"}
     if fault:
         env["FLOWMIXUP_FAULT_AT"] = fault
-    return subprocess.run(train_cmd(run_dir, data_dir), cwd=PROJECT_ROOT, capture_output=True, text=True,
-                          timeout=600, env=env)
+    return subprocess.run(
+        train_cmd(run_dir, data_dir), cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600, env=env
+    )
 
 
 def start_and_interrupt(run_dir, data_dir, sig, at=AT):
@@ -73,8 +79,9 @@ def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(tmp_path, reference)
     assert code == -signal.SIGKILL
     assert not (run_dir / "summary.json").exists()
     assert len(rows(run_dir / "metrics.csv")) == 1  # killed during epoch 2: epoch 1 is on disk, intact
-    res = subprocess.run(train_cmd(run_dir, tmp_path / "data"), cwd=PROJECT_ROOT, capture_output=True, text=True,
-                         timeout=600)
+    res = subprocess.run(
+        train_cmd(run_dir, tmp_path / "data"), cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     assert "resuming" in res.stdout + res.stderr
     assert metrics_of(run_dir) == reference
@@ -188,7 +195,9 @@ def test_resume_refuses_another_configuration(tiny_config, tmp_path):
 
 
 def test_resume_true_without_checkpoint(tiny_config, tmp_path):
-    with pytest.raises(ConfigError, match="trainer.resume: true but .*checkpoint.pt does not exist; allowed: auto, false"):
+    with pytest.raises(
+        ConfigError, match="trainer.resume: true but .*checkpoint.pt does not exist; allowed: auto, false"
+    ):
         run(tiny_config("trainer.resume=true"), tmp_path / "none")
 
 
@@ -228,15 +237,25 @@ def test_failed_cell_does_not_stop_a_multirun_but_a_single_run_exits_1(tmp_path)
     env = {**os.environ}
     common = [*TINY, "trainer.epochs=1", f"paths.data_dir={tmp_path / 'data'}"]
     # trainer.lr=1e30 makes the weights, then the loss, non-finite within the first epoch
-    res = subprocess.run([sys.executable, "train.py", "-m", "trainer.lr=1e30,1e-4", *common,
-                          f"hydra.sweep.dir={tmp_path / 'sweep'}"], cwd=PROJECT_ROOT, capture_output=True, text=True,
-                         timeout=300, env=env)
+    res = subprocess.run(
+        [sys.executable, "train.py", "-m", "trainer.lr=1e30,1e-4", *common, f"hydra.sweep.dir={tmp_path / 'sweep'}"],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     statuses = sorted(json.loads(p.read_text())["status"] for p in (tmp_path / "sweep").glob("*/summary.json"))
     assert statuses == ["failed", "ok"]
-    single = subprocess.run([sys.executable, "train.py", "trainer.lr=1e30", *common,
-                             f"hydra.run.dir={tmp_path / 'single'}"], cwd=PROJECT_ROOT, capture_output=True,
-                            text=True, timeout=300, env=env)
+    single = subprocess.run(
+        [sys.executable, "train.py", "trainer.lr=1e30", *common, f"hydra.run.dir={tmp_path / 'single'}"],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     assert single.returncode == 1 and "non-finite" in single.stdout + single.stderr
 
 
@@ -258,8 +277,10 @@ def test_a_failing_write_damages_nothing(tiny_config, tmp_path, monkeypatch):
 
     with pytest.raises(WriteError, match=r"metrics.csv: writing metrics.csv failed \(no space left on device; ") as err:
         run(tiny_config("regularizer=erm", "trainer.epochs=3"), out)
-    assert f"the checkpoint of epoch 2 is saved in {out / 'checkpoint.pt'}; free some space and run the same " \
-           "command again to resume from it" in str(err.value)
+    assert (
+        f"the checkpoint of epoch 2 is saved in {out / 'checkpoint.pt'}; free some space and run the same "
+        "command again to resume from it" in str(err.value)
+    )
     assert [r["epoch"] for r in rows(out / "metrics.csv")] == ["1"]
     assert not list(out.glob(".*.tmp")) and not (out / "summary.json").exists()
     monkeypatch.setattr(os, "replace", real_replace)
@@ -299,7 +320,9 @@ def test_report_files_follow_the_umask(tmp_path):
 
     old = os.umask(0o022)
     try:
-        written = write_files({tmp_path / "report" / "table.md": "| a |\n", tmp_path / "report" / "fig.png": b"\x89PNG"})
+        written = write_files(
+            {tmp_path / "report" / "table.md": "| a |\n", tmp_path / "report" / "fig.png": b"\x89PNG"}
+        )
     finally:
         os.umask(old)
     assert {oct(p.stat().st_mode & 0o777) for p in written} == {oct(0o644)}

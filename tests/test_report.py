@@ -1,4 +1,5 @@
 """Tables I-III, Fig. 6 and the curves, built from hand-made run folders whose answers are known."""
+
 from __future__ import annotations
 
 import ast
@@ -26,9 +27,23 @@ PACKAGED_PAPER_CSV = PROJECT_ROOT / "src" / "flowmixup" / "report" / "paper_tabl
 METRIC = {"chestxray14": "auc", "ecg12": "macro_f1", "ecg55": "macro_f1", "synth_ecg": "macro_f1"}
 
 
-def write_run(root: Path, dataset: str, regularizer: str, alpha=None, keep_original=None, noise=0.0, seed=0,
-              status="ok", best=0.7, last=None, variance_auc=0.05, variance_macro_f1=0.03, per_class=None,
-              curve=None, subdir=None) -> Path:
+def write_run(
+    root: Path,
+    dataset: str,
+    regularizer: str,
+    alpha=None,
+    keep_original=None,
+    noise=0.0,
+    seed=0,
+    status="ok",
+    best=0.7,
+    last=None,
+    variance_auc=0.05,
+    variance_macro_f1=0.03,
+    per_class=None,
+    curve=None,
+    subdir=None,
+) -> Path:
     """One run folder as a training run leaves it. ``best``/``last`` fill the primary metric (a fraction)."""
     metric = METRIC[dataset]
     last = best - 0.01 if last is None else last
@@ -37,22 +52,55 @@ def write_run(root: Path, dataset: str, regularizer: str, alpha=None, keep_origi
     run.mkdir(parents=True)
     epochs = 5
     curve = np.linspace(best - 0.1, last, epochs) if curve is None else np.asarray(curve, float)
-    pd.DataFrame({"epoch": np.arange(1, len(curve) + 1), "lr": 1e-4, "train_loss": 0.5, "val_loss": 0.5,
-                  "val_auc": 0.7, "val_macro_f1": 0.5, "test_auc": curve, "test_macro_f1": curve}
-                 ).to_csv(run / "metrics.csv", index=False)
+    pd.DataFrame(
+        {
+            "epoch": np.arange(1, len(curve) + 1),
+            "lr": 1e-4,
+            "train_loss": 0.5,
+            "val_loss": 0.5,
+            "val_auc": 0.7,
+            "val_macro_f1": 0.5,
+            "test_auc": curve,
+            "test_macro_f1": curve,
+        }
+    ).to_csv(run / "metrics.csv", index=False)
     if status == "ok":
         if per_class is None:
-            per_class = pd.DataFrame({"class": ["a", "b", "c"], "train_count": [10, 20, 30],
-                                      "train_single_count": [5, 5, 5], "test_count": 4,
-                                      "test_auc_best": [0.6, 0.7, 0.8], "test_f1_best": [0.3, 0.4, 0.5]})
+            per_class = pd.DataFrame(
+                {
+                    "class": ["a", "b", "c"],
+                    "train_count": [10, 20, 30],
+                    "train_single_count": [5, 5, 5],
+                    "test_count": 4,
+                    "test_auc_best": [0.6, 0.7, 0.8],
+                    "test_f1_best": [0.3, 0.4, 0.5],
+                }
+            )
         per_class.to_csv(run / "per_class.csv", index=False)
-    summary = {"status": status, "dataset": dataset, "primary_metric": metric, "backbone": "tiny",
-               "regularizer": regularizer, "alpha": alpha, "keep_original": keep_original, "noise": noise,
-               "corruption_kind": "flip", "seed": seed, "epochs": len(curve),
-               "best_test_auc": best, "last_test_auc": last, "best_test_macro_f1": best,
-               "last_test_macro_f1": last, "test_auc_at_best_val": best, "test_macro_f1_at_best_val": best,
-               "variance_auc": variance_auc, "variance_macro_f1": variance_macro_f1, "variance_epochs": len(curve),
-               "corrupted_fraction": noise, "wall_time_s": 1.0}
+    summary = {
+        "status": status,
+        "dataset": dataset,
+        "primary_metric": metric,
+        "backbone": "tiny",
+        "regularizer": regularizer,
+        "alpha": alpha,
+        "keep_original": keep_original,
+        "noise": noise,
+        "corruption_kind": "flip",
+        "seed": seed,
+        "epochs": len(curve),
+        "best_test_auc": best,
+        "last_test_auc": last,
+        "best_test_macro_f1": best,
+        "last_test_macro_f1": last,
+        "test_auc_at_best_val": best,
+        "test_macro_f1_at_best_val": best,
+        "variance_auc": variance_auc,
+        "variance_macro_f1": variance_macro_f1,
+        "variance_epochs": len(curve),
+        "corrupted_fraction": noise,
+        "wall_time_s": 1.0,
+    }
     if status != "ok":
         summary["reason"] = "loss became NaN"
     (run / "summary.json").write_text(json.dumps(summary))
@@ -74,15 +122,22 @@ def ok_runs(sweep: Path) -> pd.DataFrame:
 
 def md_rows(markdown: str) -> list[list[str]]:
     """The rows of every Markdown table in ``markdown`` (header rows too, not the separator rows), cells stripped."""
-    return [[c.strip() for c in re.split(r"(?<!\\)\|", line)[1:-1]] for line in markdown.splitlines()
-            if line.startswith("|") and not set(line) <= set("|:- ")]
+    return [
+        [c.strip() for c in re.split(r"(?<!\\)\|", line)[1:-1]]
+        for line in markdown.splitlines()
+        if line.startswith("|") and not set(line) <= set("|:- ")
+    ]
 
 
 def cell(report: Report, table: str, dataset: str, setting: Setting, noise: float, quantity: str) -> pd.Series:
     tidy = report.tidy[table]
-    rows = tidy[(tidy["dataset"] == dataset) & (tidy["regularizer"] == setting.regularizer)
-                & (tidy["setting"] == setting.label) & np.isclose(tidy["noise"], noise)
-                & (tidy["quantity"] == quantity)]
+    rows = tidy[
+        (tidy["dataset"] == dataset)
+        & (tidy["regularizer"] == setting.regularizer)
+        & (tidy["setting"] == setting.label)
+        & np.isclose(tidy["noise"], noise)
+        & (tidy["quantity"] == quantity)
+    ]
     assert len(rows) == 1, rows
     return rows.iloc[0]
 
@@ -97,8 +152,8 @@ ERM = Setting("erm")
 def test_mean_and_sample_std_over_seeds(tmp_path):
     best = [0.70, 0.72, 0.77]
     last = [0.69, 0.70, 0.70]
-    for seed, (b, l) in enumerate(zip(best, last)):
-        write_run(tmp_path, "chestxray14", "flowmixup", 3.0, False, 0.1, seed, best=b, last=l)
+    for seed, (b, last_value) in enumerate(zip(best, last)):
+        write_run(tmp_path, "chestxray14", "flowmixup", 3.0, False, 0.1, seed, best=b, last=last_value)
     report = make_report(tmp_path)
 
     c = cell(report, "I", "chestxray14", FLOW_F, 0.1, "best")
@@ -131,8 +186,17 @@ def test_best_and_second_best_marks(tmp_path):
     # Manifold and ERM unmarked. At 10% noise only ERM and Manifold ran: ERM best, Manifold second.
     values = {FLOW_F: 0.70, FLOW_T: 0.65001, MIX1: 0.64999, MIX3: 0.6400, MANI: 0.62, ERM: 0.60}
     for s, v in values.items():
-        write_run(tmp_path, "ecg12", s.regularizer, s.alpha, s.keep_original, 0.0, 0, best=v,
-                  variance_macro_f1={MANI: 0.05, FLOW_F: 0.03}.get(s, 0.04))
+        write_run(
+            tmp_path,
+            "ecg12",
+            s.regularizer,
+            s.alpha,
+            s.keep_original,
+            0.0,
+            0,
+            best=v,
+            variance_macro_f1={MANI: 0.05, FLOW_F: 0.03}.get(s, 0.04),
+        )
     write_run(tmp_path, "ecg12", "erm", noise=0.1, best=0.61)
     write_run(tmp_path, "ecg12", "manifold_mixup", 3.0, noise=0.1, best=0.58)
     report = make_report(tmp_path)
@@ -164,8 +228,12 @@ def test_diff_columns_not_marked(tmp_path):
 
 
 def test_missing_cells_from_grid(tmp_path):
-    grid = [{"dataset": "ecg12", "regularizer": r, "alpha": a, "keep_original": None, "noise": n, "seed": s}
-            for r, a in (("erm", None), ("mixup", 1.0)) for n in (0.0, 0.1) for s in (0, 1)]
+    grid = [
+        {"dataset": "ecg12", "regularizer": r, "alpha": a, "keep_original": None, "noise": n, "seed": s}
+        for r, a in (("erm", None), ("mixup", 1.0))
+        for n in (0.0, 0.1)
+        for s in (0, 1)
+    ]
     (tmp_path / "grid.json").write_text(json.dumps(grid))
     write_run(tmp_path, "ecg12", "erm", noise=0.0, seed=0, best=0.6)  # 1 of the 8 expected runs
     report = make_report(tmp_path)
@@ -204,8 +272,13 @@ def test_paper_values_beside_the_right_cells(tmp_path):
     paper = pd.read_csv(PACKAGED_PAPER_CSV, dtype={"keep_original": "string"})
 
     def printed(table, dataset, regularizer, alpha, op, noise, metric):
-        sel = paper[(paper["table"] == table) & (paper["dataset"] == dataset) & (paper["regularizer"] == regularizer)
-                    & (paper["noise"] == noise) & (paper["metric"] == metric)]
+        sel = paper[
+            (paper["table"] == table)
+            & (paper["dataset"] == dataset)
+            & (paper["regularizer"] == regularizer)
+            & (paper["noise"] == noise)
+            & (paper["metric"] == metric)
+        ]
         sel = sel[sel["alpha"].isna()] if alpha is None else sel[sel["alpha"] == alpha]
         sel = sel[sel["keep_original"].isna()] if op is None else sel[sel["keep_original"] == str(op).lower()]
         assert len(sel) == 1
@@ -218,14 +291,15 @@ def test_paper_values_beside_the_right_cells(tmp_path):
     report = make_report(tmp_path)
     for s in (FLOW_F, FLOW_T, MANI, ERM):
         op = s.keep_original
-        b = printed("I", "chestxray14", s.regularizer, s.alpha, op, 0.3, "best_auc")
-        l = printed("I", "chestxray14", s.regularizer, s.alpha, op, 0.3, "last_auc")
-        assert cell(report, "I", "chestxray14", s, 0.3, "best")["paper"] == pytest.approx(b)
-        assert cell(report, "I", "chestxray14", s, 0.3, "last")["paper"] == pytest.approx(l)
-        assert cell(report, "I", "chestxray14", s, 0.3, "diff")["paper"] == pytest.approx(round(b - l, 1))
+        best_p = printed("I", "chestxray14", s.regularizer, s.alpha, op, 0.3, "best_auc")
+        last_p = printed("I", "chestxray14", s.regularizer, s.alpha, op, 0.3, "last_auc")
+        assert cell(report, "I", "chestxray14", s, 0.3, "best")["paper"] == pytest.approx(best_p)
+        assert cell(report, "I", "chestxray14", s, 0.3, "last")["paper"] == pytest.approx(last_p)
+        assert cell(report, "I", "chestxray14", s, 0.3, "diff")["paper"] == pytest.approx(round(best_p - last_p, 1))
     assert cell(report, "I", "chestxray14", FLOW_T, 0.3, "best")["text"].endswith("(paper 77.0)")
-    assert cell(report, "II", "ecg55", MIX3, 0.7, "best")["paper"] == printed("II", "ecg55", "mixup", 3.0, None,
-                                                                                0.7, "best_macro_f1")
+    assert cell(report, "II", "ecg55", MIX3, 0.7, "best")["paper"] == printed(
+        "II", "ecg55", "mixup", 3.0, None, 0.7, "best_macro_f1"
+    )
     v = cell(report, "III", "chestxray14", MANI, 0.3, "variance")
     assert v["paper"] == printed("III", "chestxray14", "manifold_mixup", 3.0, None, 0.3, "variance") == 0.1208
     # no paper numbers for the synthetic dataset
@@ -272,8 +346,9 @@ def test_performance_ratio_guards_zero_denominator():
     ratio = fig6.performance_ratio([0.5, 0.7, 0.9], [0.9, 0.5, 0.7], r=1.0, normalization="per_method")
     # per-method min-max: mixup -> [0, .5, 1], flow -> [1, 0, .5]; the class where flow is 0 gives NaN
     assert ratio[0] == pytest.approx(0.0) and np.isnan(ratio[1]) and ratio[2] == pytest.approx(2.0)
-    assert fig6.performance_ratio([0.5, 0.7, 0.9], [0.9, 0.5, 0.7], r=2.0, normalization="per_method",
-                                  eps=0.5)[1] == pytest.approx(4.0)
+    assert fig6.performance_ratio([0.5, 0.7, 0.9], [0.9, 0.5, 0.7], r=2.0, normalization="per_method", eps=0.5)[
+        1
+    ] == pytest.approx(4.0)
     assert np.isnan(fig6.independent_ratio([1, 2], [0, 4])[0])
     # the default (joint min-max onto [0.5, 1]) never divides by zero: lo = 0.5 -> 0.5, hi = 0.9 -> 1
     assert fig6.DEFAULT_NORMALIZATION == "joint" and fig6.JOINT_FLOOR == 0.5
@@ -299,18 +374,50 @@ def test_figures_written_and_spearman_matches_scipy(tmp_path):
             f1 = rng.uniform(0.2, 0.9, size=8)
             f1[5] = np.nan if s == MIX3 and seed == 0 else f1[5]  # a class without positives in one run
             perf[(s, seed)] = f1
-            pc = pd.DataFrame({"class": classes, "train_count": m, "train_single_count": n, "test_count": 5,
-                               "test_auc_best": 0.5, "test_f1_best": f1})
-            write_run(tmp_path, "ecg12", s.regularizer, s.alpha, s.keep_original, 0.1, seed, per_class=pc,
-                      curve=rng.uniform(0.4, 0.6, size=6))
+            pc = pd.DataFrame(
+                {
+                    "class": classes,
+                    "train_count": m,
+                    "train_single_count": n,
+                    "test_count": 5,
+                    "test_auc_best": 0.5,
+                    "test_f1_best": f1,
+                }
+            )
+            write_run(
+                tmp_path,
+                "ecg12",
+                s.regularizer,
+                s.alpha,
+                s.keep_original,
+                0.1,
+                seed,
+                per_class=pc,
+                curve=rng.uniform(0.4, 0.6, size=6),
+            )
             # a farther noise level with other numbers, which Fig. 6 must not use
-            write_run(tmp_path, "ecg12", s.regularizer, s.alpha, s.keep_original, 0.4, seed,
-                      per_class=pc.assign(test_f1_best=rng.uniform(0.2, 0.9, size=8)))
+            write_run(
+                tmp_path,
+                "ecg12",
+                s.regularizer,
+                s.alpha,
+                s.keep_original,
+                0.4,
+                seed,
+                per_class=pc.assign(test_f1_best=rng.uniform(0.2, 0.9, size=8)),
+            )
     write_run(tmp_path, "ecg12", "erm", noise=0.1, seed=0)  # has curves, not in Fig. 6
     out = make_report(tmp_path, figures=True, normalization="per_method")
     fig_dir = tmp_path / "report" / "figures"
-    for name in ("fig6_ecg12.png", "fig6_ecg12.pdf", "fig6_ecg12.csv", "fig6_spearman.csv",
-                 "curves_ecg12.png", "curves_ecg12.pdf", "curves_ecg12.csv"):
+    for name in (
+        "fig6_ecg12.png",
+        "fig6_ecg12.pdf",
+        "fig6_ecg12.csv",
+        "fig6_spearman.csv",
+        "curves_ecg12.png",
+        "curves_ecg12.pdf",
+        "curves_ecg12.csv",
+    ):
         assert (fig_dir / name).is_file() and (fig_dir / name).stat().st_size > 0, name
     assert (fig_dir / "fig6_ecg12.png").read_bytes()[:4] == b"\x89PNG"
     assert (fig_dir / "fig6_ecg12.pdf").read_bytes()[:4] == b"%PDF"
@@ -342,7 +449,7 @@ def test_figures_written_and_spearman_matches_scipy(tmp_path):
 
     # r = 10 changes the ratios but not the rank correlation
     table, info = fig6.fig6_data(ok_runs(tmp_path), "ecg12", Fig6Options(r=10.0, normalization="per_method"))
-    np.testing.assert_allclose(table["performance_ratio"], ratio ** 10, equal_nan=True)
+    np.testing.assert_allclose(table["performance_ratio"], ratio**10, equal_nan=True)
     assert info["spearman_rho"] == pytest.approx(expected)
 
     # the default (joint onto [0.5, 1]) keeps all 8 classes
@@ -354,8 +461,9 @@ def test_figures_written_and_spearman_matches_scipy(tmp_path):
     assert info["spearman_rho"] == pytest.approx(stats.spearmanr(joint(mix) / joint(flow), indep).statistic)
 
     curves = pd.read_csv(fig_dir / "curves_ecg12.csv")
-    mean_e1 = curves[(curves["setting"] == FLOW_F.label) & np.isclose(curves["noise"], 0.1)
-                     & (curves["epoch"] == 1)]["mean"].iloc[0]
+    mean_e1 = curves[(curves["setting"] == FLOW_F.label) & np.isclose(curves["noise"], 0.1) & (curves["epoch"] == 1)][
+        "mean"
+    ].iloc[0]
     runs = collect_runs(tmp_path)
     flow_dirs = runs[(runs["regularizer"] == "flowmixup") & np.isclose(runs["noise"], 0.1)]["run_dir"]
     firsts = [pd.read_csv(Path(d) / "metrics.csv")["test_macro_f1"].iloc[0] for d in flow_dirs]
@@ -388,8 +496,9 @@ def test_cli_prints_tables_and_paths(tmp_path, capsys):
 # make_tables.py on bad inputs: everything is checked first, nothing partial is ever written
 # --------------------------------------------------------------------------------------------------------------
 def run_script(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], capture_output=True, text=True,
-                          cwd=PROJECT_ROOT, timeout=300)
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), *map(str, args)], capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=300
+    )
 
 
 def sweep_with_two_bad_summaries(root: Path) -> tuple[Path, Path]:
@@ -471,13 +580,15 @@ def test_bad_run_files_are_problems_absent_ones_are_not(tmp_path):
     broken = write_run(tmp_path, "ecg12", "erm", noise=0.1)
     (broken / "per_class.csv").write_text("class,train_count\na,1\n")
     (broken / "metrics.csv").write_text("")
-    (tmp_path / "grid.json").write_text("[{\"dataset\": \"ecg12\"}]")
+    (tmp_path / "grid.json").write_text('[{"dataset": "ecg12"}]')
     check = check_sweep(tmp_path)
-    assert sorted(check.lines) == sorted([
-        f"{broken / 'per_class.csv'}: missing columns train_single_count, test_f1_best",
-        f"{broken / 'metrics.csv'}: empty file",
-        f"{tmp_path / 'grid.json'}: entry 0 lacks key regularizer",
-    ])
+    assert sorted(check.lines) == sorted(
+        [
+            f"{broken / 'per_class.csv'}: missing columns train_single_count, test_f1_best",
+            f"{broken / 'metrics.csv'}: empty file",
+            f"{tmp_path / 'grid.json'}: entry 0 lacks key regularizer",
+        ]
+    )
     assert check.bad_summaries == 0 and len(check.runs) == 2 and check.grid is None
     assert check_sweep(tmp_path, run_files=False).lines == [f"{tmp_path / 'grid.json'}: entry 0 lacks key regularizer"]
 
@@ -501,16 +612,33 @@ def test_cli_writes_nothing_when_a_figure_fails(tmp_path, monkeypatch):
 # --------------------------------------------------------------------------------------------------------------
 # Fig. 6: every class kept, clean labels, the normal class left out, literal vs rhythm-ignoring counts
 # --------------------------------------------------------------------------------------------------------------
-ECG12 = ["窦性心律", "窦性心动过缓", "T波改变", "窦性心动过速", "左心室高电压", "ST段改变", "正常ECG", "ST-T改变",
-         "临界ECG", "电轴左偏", "电轴右偏", "房性早搏"]  # conf/dataset/ecg12.yaml's order
+ECG12 = [
+    "窦性心律",
+    "窦性心动过缓",
+    "T波改变",
+    "窦性心动过速",
+    "左心室高电压",
+    "ST段改变",
+    "正常ECG",
+    "ST-T改变",
+    "临界ECG",
+    "电轴左偏",
+    "电轴右偏",
+    "房性早搏",
+]  # conf/dataset/ecg12.yaml's order
 ECG12_RHYTHM_NORMAL = {"窦性心律", "窦性心动过缓", "窦性心动过速", "正常ECG"}
 
 
 def write_predictions(run: Path, y_true: np.ndarray, class_names, name: str = "predictions_test_last.npz") -> None:
     """The test predictions a training run writes (only ``y_true`` and ``class_names`` matter here)."""
     y_true = np.asarray(y_true, dtype=np.uint8)
-    np.savez(run / name, y_true=y_true, y_score=np.full(y_true.shape, 0.5, np.float32),
-             class_names=np.array(class_names), epoch=np.array(5))
+    np.savez(
+        run / name,
+        y_true=y_true,
+        y_score=np.full(y_true.shape, 0.5, np.float32),
+        class_names=np.array(class_names),
+        epoch=np.array(5),
+    )
 
 
 def explicit_counts(y, names, ignored) -> tuple[dict, dict, dict]:
@@ -520,8 +648,9 @@ def explicit_counts(y, names, ignored) -> tuple[dict, dict, dict]:
         rows = [i for i in range(len(y)) if y[i][j] == 1]
         m[c] = len(rows)
         literal[c] = sum(1 for i in rows if sum(y[i]) == 1)
-        ignoring[c] = sum(1 for i in rows
-                          if not any(y[i][k] == 1 for k in range(len(names)) if k != j and names[k] not in ignored))
+        ignoring[c] = sum(
+            1 for i in rows if not any(y[i][k] == 1 for k in range(len(names)) if k != j and names[k] not in ignored)
+        )
     return m, literal, ignoring
 
 
@@ -543,14 +672,23 @@ def ecg12_labels(n: int, seed: int) -> np.ndarray:
     return y
 
 
-def ecg12_sweep(root: Path, y_test: np.ndarray, mix: np.ndarray, flow: np.ndarray,
-                predictions: bool = True) -> list[Path]:
+def ecg12_sweep(
+    root: Path, y_test: np.ndarray, mix: np.ndarray, flow: np.ndarray, predictions: bool = True
+) -> list[Path]:
     """Mixup a=3 and Flow-Mixup a=3 (Op=False) at 10% noise on ECG-12, with per-class F1 ``mix`` / ``flow``.
     per_class.csv's training counts are made up (they stand for corrupted labels and must not be used)."""
     dirs = []
     for s, f1 in ((MIX3, mix), (FLOW_F, flow)):
-        pc = pd.DataFrame({"class": ECG12, "train_count": 100, "train_single_count": np.arange(12), "test_count": 9,
-                           "test_auc_best": 0.5, "test_f1_best": f1})
+        pc = pd.DataFrame(
+            {
+                "class": ECG12,
+                "train_count": 100,
+                "train_single_count": np.arange(12),
+                "test_count": 9,
+                "test_auc_best": 0.5,
+                "test_f1_best": f1,
+            }
+        )
         run = write_run(root, "ecg12", s.regularizer, s.alpha, s.keep_original, 0.1, 0, per_class=pc)
         if predictions:
             write_predictions(run, y_test, ECG12)
@@ -594,8 +732,16 @@ def test_fig6_independent_ratio_from_clean_test_labels(tmp_path):
     rng = np.random.default_rng(8)
     ecg12_sweep(tmp_path, y, rng.uniform(0.2, 0.9, 12), rng.uniform(0.2, 0.9, 12))
     # a noise-0 run: its per_class.csv counts the clean TRAINING labels, the cross-check
-    clean_train = pd.DataFrame({"class": ECG12, "train_count": np.arange(20, 32), "train_single_count": np.arange(12),
-                                "test_count": 9, "test_auc_best": 0.5, "test_f1_best": 0.5})
+    clean_train = pd.DataFrame(
+        {
+            "class": ECG12,
+            "train_count": np.arange(20, 32),
+            "train_single_count": np.arange(12),
+            "test_count": 9,
+            "test_auc_best": 0.5,
+            "test_f1_best": 0.5,
+        }
+    )
     write_run(tmp_path, "ecg12", "erm", noise=0.0, per_class=clean_train)
     table, info = fig6.fig6_data(ok_runs(tmp_path), "ecg12")
     m, literal, ignoring = explicit_counts(y.tolist(), ECG12, ECG12_RHYTHM_NORMAL)
@@ -607,7 +753,8 @@ def test_fig6_independent_ratio_from_clean_test_labels(tmp_path):
         assert t.loc[c, "independent_ratio_ignore_rhythm"] == pytest.approx(ignoring[c] / m[c])
         row = clean_train.set_index("class").loc[c]
         assert t.loc[c, "independent_ratio_train_clean_literal"] == pytest.approx(
-            row["train_single_count"] / row["train_count"])
+            row["train_single_count"] / row["train_count"]
+        )
     np.testing.assert_allclose(t["independent_ratio"], t["independent_ratio_ignore_rhythm"])  # the default
     # 90% of the records carry a sinus rhythm beside their abnormalities: literally, abnormalities are rarely alone
     abnormal = [c for c in t.index if c not in ECG12_RHYTHM_NORMAL]
@@ -647,14 +794,19 @@ def test_fig6_spearman_of_every_normalisation_in_report_md(tmp_path):
     a, b = mix[keep], flow[keep]
     m, literal, ignoring = explicit_counts(y.tolist(), ECG12, ECG12_RHYTHM_NORMAL)
     names = [ECG12[j] for j in keep]
-    indep = {"literal": np.array([literal[c] / m[c] for c in names]),
-             "ignore": np.array([ignoring[c] / m[c] for c in names])}
+    indep = {
+        "literal": np.array([literal[c] / m[c] for c in names]),
+        "ignore": np.array([ignoring[c] / m[c] for c in names]),
+    }
     lo, hi = min(a.min(), b.min()), max(a.max(), b.max())
     joint = lambda v: 0.5 + 0.5 * (v - lo) / (hi - lo)  # noqa: E731
     per = lambda v: (v - v.min()) / (v.max() - v.min())  # noqa: E731
     pa, pb = per(a), per(b)
-    ratios = {"none": a / b, "joint": joint(a) / joint(b),
-              "per_method": np.where(pb > 0, pa / np.where(pb > 0, pb, 1), np.nan)}
+    ratios = {
+        "none": a / b,
+        "joint": joint(a) / joint(b),
+        "per_method": np.where(pb > 0, pa / np.where(pb > 0, pb, 1), np.nan),
+    }
     rows = {"none": "none", "joint": "**joint** (default)", "per_method": "per_method"}
     for norm, ratio in ratios.items():
         cells = next(row for row in md_rows(report_md) if row[0] == rows[norm])
@@ -674,14 +826,23 @@ def test_fig6_spearman_of_every_normalisation_in_report_md(tmp_path):
 
 
 def test_fig6_literal_vs_ignoring_rhythm_counts():
-    names = ["sinus_rhythm", "sinus_tachycardia", "atrial_fibrillation", "premature_ventricular_contraction",
-             "low_qrs_voltage"]
-    y = np.array([[1, 0, 0, 1, 0],   # sinus + PVC: PVC alone once the sinus rhythm is ignored
-                  [1, 0, 0, 0, 0],   # sinus alone
-                  [0, 0, 1, 1, 0],   # AF + PVC: AF is an abnormality, neither is alone
-                  [0, 1, 0, 0, 1],   # sinus tachycardia + low voltage: low voltage alone when ignoring rhythm
-                  [0, 0, 1, 0, 0],   # AF alone
-                  [1, 0, 0, 1, 1]])  # two abnormalities: none alone
+    names = [
+        "sinus_rhythm",
+        "sinus_tachycardia",
+        "atrial_fibrillation",
+        "premature_ventricular_contraction",
+        "low_qrs_voltage",
+    ]
+    y = np.array(
+        [
+            [1, 0, 0, 1, 0],  # sinus + PVC: PVC alone once the sinus rhythm is ignored
+            [1, 0, 0, 0, 0],  # sinus alone
+            [0, 0, 1, 1, 0],  # AF + PVC: AF is an abnormality, neither is alone
+            [0, 1, 0, 0, 1],  # sinus tachycardia + low voltage: low voltage alone when ignoring rhythm
+            [0, 0, 1, 0, 0],  # AF alone
+            [1, 0, 0, 1, 1],
+        ]
+    )  # two abnormalities: none alone
     ignored = fig6.IGNORED_CLASSES["synth_ecg"]
     assert set(ignored) == {"sinus_rhythm", "sinus_tachycardia", "sinus_bradycardia"}
     counts = fig6.alone_counts(y, names, ignored)
@@ -709,15 +870,25 @@ def test_fig6_literal_vs_ignoring_rhythm_counts():
 def test_fig6_literal_count_from_synth_ecg_runs(tmp_path):
     """On synth_ecg every record has a rhythm label: literally, no other class is ever alone; the figure draws the
     rhythm-ignoring count by default, and report.md prints rho for both."""
-    from flowmixup.data.synth_ecg import CLASSES as SYNTH, sample_labels
+    from flowmixup.data.synth_ecg import CLASSES as SYNTH
+    from flowmixup.data.synth_ecg import sample_labels
 
     y = sample_labels(600, np.random.default_rng(0))
     rng = np.random.default_rng(1)
     for s in (MIX3, FLOW_F):
-        pc = pd.DataFrame({"class": SYNTH, "train_count": 50, "train_single_count": 0, "test_count": 5,
-                           "test_auc_best": 0.5, "test_f1_best": rng.uniform(0.3, 0.9, len(SYNTH))})
-        write_predictions(write_run(tmp_path, "synth_ecg", s.regularizer, s.alpha, s.keep_original, 0.1,
-                                    per_class=pc), y, SYNTH)
+        pc = pd.DataFrame(
+            {
+                "class": SYNTH,
+                "train_count": 50,
+                "train_single_count": 0,
+                "test_count": 5,
+                "test_auc_best": 0.5,
+                "test_f1_best": rng.uniform(0.3, 0.9, len(SYNTH)),
+            }
+        )
+        write_predictions(
+            write_run(tmp_path, "synth_ecg", s.regularizer, s.alpha, s.keep_original, 0.1, per_class=pc), y, SYNTH
+        )
     table, info = fig6.fig6_data(ok_runs(tmp_path), "synth_ecg")
     assert len(table) == 15 and info["count"] == "ignore_rhythm"
     rhythm = {"sinus_rhythm", "sinus_tachycardia", "sinus_bradycardia", "atrial_fibrillation"}
@@ -741,7 +912,7 @@ def test_memorisation_section_best_epoch_and_gap_per_noise(tmp_path):
     report = make_report(tmp_path)
     md = report.report_md
     assert "## Memorisation: best vs last epoch" in md and "### synth_ecg (test macro_f1)" in md
-    section = md[md.index("## Memorisation"):]
+    section = md[md.index("## Memorisation") :]
     erm = next(row for row in md_rows(section) if row[0] == "ERM")
     # noise 0: best = last at epoch 6; noise 0.4: best (0.5 + 0.6) / 2 at epochs 3 and 4 -> 3.5, last 0.35
     assert erm == ["ERM", "0.7000 (6/6)", "0.7000", "0.0000", "0.5500 (4/6)", "0.3500", "0.2000"]
@@ -777,8 +948,9 @@ def test_runs_differing_in_backbone_or_lr_are_separate_rows(tmp_path):
     """Runs alike but for the backbone (an older summary's key) or the learning rate (the config) never merge:
     each value gets its own row, labelled with the setting; the other rows stay as they were."""
     a = write_run(tmp_path, "ecg12", "flowmixup", 3.0, False, 0.1, 0, best=0.60, subdir="a")
-    b = with_summary(write_run(tmp_path, "ecg12", "flowmixup", 3.0, False, 0.1, 0, best=0.70, subdir="b"),
-                     backbone="resnet34_1d")
+    b = with_summary(
+        write_run(tmp_path, "ecg12", "flowmixup", 3.0, False, 0.1, 0, best=0.70, subdir="b"), backbone="resnet34_1d"
+    )
     write_run(tmp_path, "ecg12", "erm", noise=0.1, best=0.5, subdir="c")
     report = make_report(tmp_path)
     assert report.counts["ok"] == 3 and report.counts["duplicates"] == 0
@@ -794,9 +966,15 @@ def test_runs_differing_in_backbone_or_lr_are_separate_rows(tmp_path):
     root = tmp_path / "cfg"
     for sub, lr, workers, seed in (("x", 0.001, 0, 0), ("y", 0.01, 4, 0), ("z", 0.001, 8, 1)):
         run = write_run(root, "ecg12", "mixup", 3.0, noise=0.1, seed=seed, best=0.6 + lr, subdir=sub)
-        with_summary(run, config={"trainer": {"lr": lr, "num_workers": workers, "device": "cpu"},
-                                  "paths": {"output_dir": str(run)}, "seed": seed,
-                                  "regularizer": {"name": "mixup", "label": "Mixup", "shown": ["alpha"], "alpha": 3.0}})
+        with_summary(
+            run,
+            config={
+                "trainer": {"lr": lr, "num_workers": workers, "device": "cpu"},
+                "paths": {"output_dir": str(run)},
+                "seed": seed,
+                "regularizer": {"name": "mixup", "label": "Mixup", "shown": ["alpha"], "alpha": 3.0},
+            },
+        )
     tidy = make_report(root).tidy["II"]
     mixup = tidy[tidy["regularizer"] == "mixup"].set_index("setting")
     assert mixup.loc["Mixup (α=3.0) [trainer.lr=0.001]", "n_seeds"] == 2  # x and z: seeds 0 and 1
@@ -822,9 +1000,14 @@ def test_display_names_and_metric_from_the_config(tmp_path):
     after the paper's; a summary without primary_metric takes it from the config, else from the dataset."""
     run = write_run(tmp_path, "ecg12", "mixup", 1.0, noise=0.1, best=0.61)
     summary = json.loads((run / "summary.json").read_text())
-    summary.update(regularizer="cutmix", alpha=None, config={
-        "regularizer": {"name": "cutmix", "label": "CutMix", "shown": ["beta"], "beta": 0.5},
-        "dataset": {"name": "ecg12", "primary_metric": "macro_f1"}})
+    summary.update(
+        regularizer="cutmix",
+        alpha=None,
+        config={
+            "regularizer": {"name": "cutmix", "label": "CutMix", "shown": ["beta"], "beta": 0.5},
+            "dataset": {"name": "ecg12", "primary_metric": "macro_f1"},
+        },
+    )
     del summary["primary_metric"]
     (run / "summary.json").write_text(json.dumps(summary))
     other = write_run(tmp_path, "chestxray14", "erm", noise=0.0, best=0.9, subdir="mine")
@@ -854,8 +1037,11 @@ def test_bad_summaries_are_one_line_each(tmp_path):
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "summary.json").write_text("")
     check = check_sweep(tmp_path)
-    assert check.lines == [f"{bad / 'summary.json'}: invalid JSON at line 1, column 18 (Expecting property name "
-                           "enclosed in double quotes)", f"{tmp_path / 'empty' / 'summary.json'}: empty file"]
+    assert check.lines == [
+        f"{bad / 'summary.json'}: invalid JSON at line 1, column 18 (Expecting property name "
+        "enclosed in double quotes)",
+        f"{tmp_path / 'empty' / 'summary.json'}: empty file",
+    ]
     assert len(check.runs) == 1 and check.bad_summaries == 2
 
 
@@ -873,6 +1059,7 @@ def test_a_report_prepares_the_runs_once_and_computes_fig6_once(tmp_path, monkey
         def wrapper(*args, **kwargs):
             calls[name] += 1
             return function(*args, **kwargs)
+
         return wrapper
 
     for module in [m for name, m in sys.modules.items() if name.startswith("flowmixup.report.")]:
@@ -900,8 +1087,11 @@ def test_both_command_lines_write_the_same_files(tmp_path):
     assert module["main"]([str(sweep), "--out-dir", str(tmp_path / "cli")]) == 0
     write_report(build_report(sweep), tmp_path / "sweep_report")
     cli = {p.relative_to(tmp_path / "cli").as_posix(): p for p in (tmp_path / "cli").rglob("*") if p.is_file()}
-    own = {p.relative_to(tmp_path / "sweep_report").as_posix(): p for p in (tmp_path / "sweep_report").rglob("*")
-           if p.is_file()}
+    own = {
+        p.relative_to(tmp_path / "sweep_report").as_posix(): p
+        for p in (tmp_path / "sweep_report").rglob("*")
+        if p.is_file()
+    }
     assert sorted(cli) == sorted(own) and "figures/fig6_ecg12.png" in cli
     for name in cli:
         if not name.endswith((".png", ".pdf")):  # a PDF holds the time it was made
@@ -924,8 +1114,12 @@ def test_latex_through_styler_booktabs_and_multicolumn_headers(tmp_path):
     assert r" & Flow-Mixup ($\alpha=3.0$, Op=False) & \textbf{0.6000} {\scriptsize(paper 0.6994)}" in t2
     assert r" & \multicolumn{2}{c}{ECG-12} & \multicolumn{2}{c}{ECG-55} \\" in t3
     for tex in (t1, t2, t3):
-        assert tex.count(r"\toprule") == tex.count(r"\midrule") == tex.count(r"\bottomrule") == tex.count(
-            r"\begin{tabular}")
+        assert (
+            tex.count(r"\toprule")
+            == tex.count(r"\midrule")
+            == tex.count(r"\bottomrule")
+            == tex.count(r"\begin{tabular}")
+        )
         assert tex.startswith("% generated by flowmixup.report.tables") and tex.endswith("\\end{table*}\n")
     # Markdown: Table II's shared table names each dataset on its first row
     rows = md_rows(report.markdown["II"])
@@ -951,14 +1145,16 @@ def _imports(path: Path, module: str, modules: set[str]) -> set[str]:
 
 def test_no_import_circle_in_src():
     root = PROJECT_ROOT / "src"
-    paths = {".".join(p.relative_to(root).with_suffix("").parts).removesuffix(".__init__"): p
-             for p in (root / "flowmixup").rglob("*.py")}
+    paths = {
+        ".".join(p.relative_to(root).with_suffix("").parts).removesuffix(".__init__"): p
+        for p in (root / "flowmixup").rglob("*.py")
+    }
     graph = {module: _imports(path, module, set(paths)) for module, path in paths.items()}
     assert "flowmixup.report.tables" in graph["flowmixup.report.pipeline"]  # the graph sees relative imports
 
     def circle_from(module: str, trail: list[str]) -> list[str] | None:
         if module in trail:
-            return trail[trail.index(module):] + [module]
+            return trail[trail.index(module) :] + [module]
         for imported in sorted(graph[module]):
             if imported not in done and (circle := circle_from(imported, trail + [module])):
                 return circle
@@ -976,8 +1172,11 @@ def test_report_modules_have_short_functions_and_lines():
     folder = PROJECT_ROOT / "src" / "flowmixup" / "report"
     for path in sorted(set(folder.glob("*.py")) - {folder / "reproduce.py", folder / "planner.py"}):
         text = path.read_text(encoding="utf-8")
-        long = [(node.name, node.end_lineno - node.lineno + 1) for node in ast.walk(ast.parse(text))
-                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 60]
+        long = [
+            (node.name, node.end_lineno - node.lineno + 1)
+            for node in ast.walk(ast.parse(text))
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 60
+        ]
         assert not long, (path.name, long)
         wide = [i for i, line in enumerate(text.splitlines(), 1) if len(line) > 120]
         assert not wide, (path.name, wide)

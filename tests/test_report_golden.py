@@ -24,6 +24,7 @@ text. The LaTeX (``Styler.to_latex``, booktabs, the noise levels or datasets as 
 unchanged byte for byte on this fixture (a span of one column is now written without ``\\multicolumn{1}{c}``, and
 datasets sharing a Table II tabular are no longer separated by a ``\\midrule``: neither occurs here).
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -62,7 +63,7 @@ def golden_difference(got: str, expected: str) -> str | None:
         return f"{len(got_nums)} numbers, expected {len(exp_nums)}"
     for i, (a, b) in enumerate(zip(got_nums, exp_nums)):
         if not math.isclose(float(a), float(b), rel_tol=RELATIVE_TOLERANCE, abs_tol=1e-300):
-            line = "".join(exp_parts[:i + 1]).count("\n") + 1
+            line = "".join(exp_parts[: i + 1]).count("\n") + 1
             return f"number differs at line {line}: {a} != expected {b}"
     return None
 
@@ -102,16 +103,17 @@ def test_report_matches_the_golden_files(tmp_path):
     sweep = fixture.make_fixture(tmp_path / "sweep")
     out = tmp_path / "out"
     assert make_tables.main([str(sweep), "--out-dir", str(out)]) == 0
-    expected = sorted(p.relative_to(GOLDEN / "expected").as_posix()
-                      for p in (GOLDEN / "expected").rglob("*") if p.is_file())
-    written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*")
-                     if p.is_file() and p.suffix not in (".png", ".pdf"))
+    expected = sorted(
+        p.relative_to(GOLDEN / "expected").as_posix() for p in (GOLDEN / "expected").rglob("*") if p.is_file()
+    )
+    written = sorted(
+        p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file() and p.suffix not in (".png", ".pdf")
+    )
     assert written == expected
     for name in expected:
         got = (out / name).read_text(encoding="utf-8").replace(str(sweep), "<SWEEP>")
         difference = golden_difference(got, _expected(name))
         assert difference is None, f"{name} differs from the golden file: {difference}"
     figures = {p.name for p in (out / "figures").iterdir()}
-    for stem in ("fig6_chestxray14", "fig6_ecg12", "fig6_ecg55", "curves_chestxray14", "curves_ecg12",
-                 "curves_ecg55"):
+    for stem in ("fig6_chestxray14", "fig6_ecg12", "fig6_ecg55", "curves_chestxray14", "curves_ecg12", "curves_ecg55"):
         assert {f"{stem}.png", f"{stem}.pdf"} <= figures

@@ -1,5 +1,6 @@
 """make reproduce-tables: the preflight (nothing launched on a bad setup), a tiny profile end to end and a second
 call that only re-aggregates, and a sweep with a failed cell exiting non-zero."""
+
 from __future__ import annotations
 
 import json
@@ -42,20 +43,41 @@ def test_rows_come_from_the_profile(tmp_path):
     conf/reproduce/rows.yaml, a profile of one's own may write others inline; the grid and the cell folders follow
     the composed config."""
     profile = tmp_path / "p.yaml"
-    profile.write_text("rows:\n  - erm\n  - {name: mixup_a2, overrides: [regularizer=mixup, regularizer.alpha=2.0]}\n"
-                       "datasets:\n  - experiment: mini_synth_ecg\n    noise: [0.1]\n")
+    profile.write_text(
+        "rows:\n  - erm\n  - {name: mixup_a2, overrides: [regularizer=mixup, regularizer.alpha=2.0]}\n"
+        "datasets:\n  - experiment: mini_synth_ecg\n    noise: [0.1]\n"
+    )
     prof = load_profile(str(profile))
-    assert prof["rows"] == [{"name": "erm", "overrides": ["regularizer=erm"]},
-                            {"name": "mixup_a2", "overrides": ["regularizer=mixup", "regularizer.alpha=2.0"]}]
+    assert prof["rows"] == [
+        {"name": "erm", "overrides": ["regularizer=erm"]},
+        {"name": "mixup_a2", "overrides": ["regularizer=mixup", "regularizer.alpha=2.0"]},
+    ]
     checked = plan(prof, [0], {})
     assert checked.problems == []
     assert checked.grid == [
-        {"dataset": "synth_ecg", "regularizer": "erm", "alpha": None, "keep_original": None, "noise": 0.1, "seed": 0,
-         "row": "erm"},
-        {"dataset": "synth_ecg", "regularizer": "mixup", "alpha": 2.0, "keep_original": None, "noise": 0.1, "seed": 0,
-         "row": "mixup_a2"}]
-    assert cell_dir(tmp_path, "synth_ecg", checked.blocks[1].fields, 0.1, 0) == \
-        tmp_path / "synth_ecg" / "mixup_a2.0_opnone" / "noise0.1_seed0"
+        {
+            "dataset": "synth_ecg",
+            "regularizer": "erm",
+            "alpha": None,
+            "keep_original": None,
+            "noise": 0.1,
+            "seed": 0,
+            "row": "erm",
+        },
+        {
+            "dataset": "synth_ecg",
+            "regularizer": "mixup",
+            "alpha": 2.0,
+            "keep_original": None,
+            "noise": 0.1,
+            "seed": 0,
+            "row": "mixup_a2",
+        },
+    ]
+    assert (
+        cell_dir(tmp_path, "synth_ecg", checked.blocks[1].fields, 0.1, 0)
+        == tmp_path / "synth_ecg" / "mixup_a2.0_opnone" / "noise0.1_seed0"
+    )
     profile.write_text("rows: [erm, nope]\ndatasets: []\n")
     with pytest.raises(SystemExit, match="row 'nope' is neither"):
         load_profile(str(profile))
@@ -100,14 +122,21 @@ def test_paper_profile_without_roots_stops_before_launching(tmp_path):
     env = dict(os.environ, FLOWMIXUP_DATA_DIR=str(tmp_path / "data"))  # no prepared cache there
     env.pop(PROJECT_ENV, None)
     sweep = tmp_path / "sweep"
-    res = subprocess.run([sys.executable, str(SCRIPT), "--profile", "paper", "--sweep-dir", str(sweep)],
-                         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    res = subprocess.run(
+        [sys.executable, str(SCRIPT), "--profile", "paper", "--sweep-dir", str(sweep)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=300,
+    )
     assert res.returncode == 2, res.stderr
     lines = res.stderr.strip().splitlines()
     assert "Traceback" not in res.stderr and len(lines) == 3, lines
     for line, name in zip(lines, ("chestxray14", "ecg12", "ecg55"), strict=True):
-        assert line.startswith(f"error: {name}: dataset.root is not set") and \
-            line.endswith(f"pass --set {name}:dataset.root=/path"), line
+        assert line.startswith(f"error: {name}: dataset.root is not set") and line.endswith(
+            f"pass --set {name}:dataset.root=/path"
+        ), line
     assert "nothing was run" in res.stdout
     assert not sweep.exists()  # no block launched, no cell folder, not even grid.json
 
@@ -130,15 +159,23 @@ def test_a_ready_cache_stands_in_for_the_root(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sets, expected", [
-    (["synth_ecg:trainer.bogus=1"],
-     "error: synth_ecg: trainer.bogus is not a config key (from --set synth_ecg:trainer.bogus=1)"),
-    (["synth_ecg:trainer.epochs=0"], "error: synth_ecg: trainer.epochs"),
-    (["synth_ecg:trainr.epochs=3"], "error: synth_ecg: trainr is not a config key; did you mean trainer?"),
-    (["synth_ecg"], "error: --set synth_ecg: expected DATASET:KEY=VALUE"),
-    (["synth_ecg:trainer.epochs=[1"], "error: --set synth_ecg:trainer.epochs=[1: not a valid override"),
-    (["cifar10:dataset.root=/x"], "error: --set cifar10:dataset.root=/x: 'cifar10' is not a dataset of this profile"),
-])
+@pytest.mark.parametrize(
+    "sets, expected",
+    [
+        (
+            ["synth_ecg:trainer.bogus=1"],
+            "error: synth_ecg: trainer.bogus is not a config key (from --set synth_ecg:trainer.bogus=1)",
+        ),
+        (["synth_ecg:trainer.epochs=0"], "error: synth_ecg: trainer.epochs"),
+        (["synth_ecg:trainr.epochs=3"], "error: synth_ecg: trainr is not a config key; did you mean trainer?"),
+        (["synth_ecg"], "error: --set synth_ecg: expected DATASET:KEY=VALUE"),
+        (["synth_ecg:trainer.epochs=[1"], "error: --set synth_ecg:trainer.epochs=[1: not a valid override"),
+        (
+            ["cifar10:dataset.root=/x"],
+            "error: --set cifar10:dataset.root=/x: 'cifar10' is not a dataset of this profile",
+        ),
+    ],
+)
 def test_a_bad_set_is_one_line_and_nothing_runs(tmp_path, capsys, sets, expected):
     main = runpy.run_path(str(SCRIPT), run_name="reproduce_tables")["main"]
     args = ["--profile", "mini", "--sweep-dir", str(tmp_path / "sweep")]
@@ -151,16 +188,20 @@ def test_a_bad_set_is_one_line_and_nothing_runs(tmp_path, capsys, sets, expected
 
 
 def test_failed_cells_are_those_without_an_ok_summary(tmp_path):
-    grid = [{"dataset": "synth_ecg", "regularizer": "erm", "alpha": None, "keep_original": None, "noise": n, "seed": 0}
-            for n in (0.0, 0.1, 0.4)]
+    grid = [
+        {"dataset": "synth_ecg", "regularizer": "erm", "alpha": None, "keep_original": None, "noise": n, "seed": 0}
+        for n in (0.0, 0.1, 0.4)
+    ]
     ok, failed, unfinished = (cell_dir(tmp_path, "synth_ecg", "erm", n, 0) for n in (0.0, 0.1, 0.4))
     for folder, status in ((ok, "ok"), (failed, "failed")):
         folder.mkdir(parents=True)
         (folder / "summary.json").write_text(json.dumps({"status": status, "reason": "loss became NaN"}))
     (failed / "train.log").write_text("...")
     out = failed_cells(tmp_path, grid)
-    assert [(f, why) for f, why, _ in out] == [(failed, "status failed: loss became NaN"),
-                                              (unfinished, "no summary.json (the run did not end)")]
+    assert [(f, why) for f, why, _ in out] == [
+        (failed, "status failed: loss became NaN"),
+        (unfinished, "no summary.json (the run did not end)"),
+    ]
     assert out[0][2] == failed / "train.log" and out[1][2] == tmp_path / "logs" / "synth_ecg__erm.log"
 
 
@@ -181,20 +222,30 @@ def test_a_failed_cell_makes_the_sweep_exit_non_zero(tmp_path):
     # the block itself exits 0, as Hydra multiruns do)
     profile = tmp_path / "one.yaml"
     overrides = [o for o in TINY if not o.startswith("trainer.progress")] + [
-        f"paths.data_dir={tmp_path / 'data'}", "trainer.lr=1e30"]
-    profile.write_text("rows: [erm]\ndatasets:\n  - experiment: mini_synth_ecg\n    noise: [0.0]\n"
-                       f"    overrides: {json.dumps(overrides)}\n")
+        f"paths.data_dir={tmp_path / 'data'}",
+        "trainer.lr=1e30",
+    ]
+    profile.write_text(
+        "rows: [erm]\ndatasets:\n  - experiment: mini_synth_ecg\n    noise: [0.0]\n"
+        f"    overrides: {json.dumps(overrides)}\n"
+    )
     sweep = tmp_path / "sweep"
-    res = subprocess.run([sys.executable, str(SCRIPT), "--profile", str(profile), "--sweep-dir", str(sweep)],
-                         capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    res = subprocess.run(
+        [sys.executable, str(SCRIPT), "--profile", str(profile), "--sweep-dir", str(sweep)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=600,
+    )
     assert res.returncode == 1, res.stdout + res.stderr
     assert "Traceback" not in res.stderr
     lines = res.stderr.strip().splitlines()
     assert lines[0].startswith("error: 1 of 1 cells failed (0 without summary.json, 1 with a status other than ok)")
     assert str(sweep / "logs") in lines[0]
     cell = cell_dir(sweep, "synth_ecg", "erm", 0.0, 0)
-    assert lines[1].startswith(f"  {cell}: status failed: non-finite training loss") and \
-        lines[1].endswith(f"log: {cell / 'train.log'}")
+    assert lines[1].startswith(f"  {cell}: status failed: non-finite training loss") and lines[1].endswith(
+        f"log: {cell / 'train.log'}"
+    )
     assert (cell / "train.log").is_file() and (sweep / "logs" / "synth_ecg__erm.log").is_file()
     assert "**0 ok**, **1 failed**" in (sweep / "report" / "report.md").read_text()
 

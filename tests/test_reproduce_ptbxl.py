@@ -4,6 +4,7 @@ published benchmark macro-AUC (another paper's model, from the packaged CSV) bes
 
 The end-to-end test runs ``scripts/reproduce_tables.py`` on a GENERATED PTB-XL tree (real statements and the first
 rows of the real slice, generated records: tests/wfdb_records.build_ptbxl_tree), prepared once."""
+
 from __future__ import annotations
 
 import json
@@ -23,15 +24,27 @@ from flowmixup.sweep.profile import load_profile
 from project_config import PROJECT_ROOT
 
 SCRIPT = PROJECT_ROOT / "scripts" / "reproduce_tables.py"
-PUBLISHED = {"all": 0.925, "diagnostic": 0.937, "subdiagnostic": 0.930, "superdiagnostic": 0.930, "form": 0.899,
-             "rhythm": 0.957}  # Strodthoff et al. 2020, best model per task (the issue's numbers)
+PUBLISHED = {
+    "all": 0.925,
+    "diagnostic": 0.937,
+    "subdiagnostic": 0.930,
+    "superdiagnostic": 0.930,
+    "form": 0.899,
+    "rhythm": 0.957,
+}  # Strodthoff et al. 2020, best model per task (the issue's numbers)
 
 
 @pytest.mark.slow
 def test_the_profile_runs_both_tasks_as_two_datasets(tmp_path):
     prof = load_profile("ptbxl")
-    assert [r["name"] for r in prof["rows"]] == ["erm", "mixup_a1", "mixup_a3", "manifold_mixup_a3",
-                                                "flowmixup_a3_op_false", "flowmixup_a3_op_true"]
+    assert [r["name"] for r in prof["rows"]] == [
+        "erm",
+        "mixup_a1",
+        "mixup_a3",
+        "manifold_mixup_a3",
+        "flowmixup_a3_op_false",
+        "flowmixup_a3_op_true",
+    ]
     checked = plan(prof, [0], {"ptbxl": [f"dataset.root={tmp_path}"]})  # the config option reaches both tasks
     assert checked.problems == []
     assert sorted({b.dataset for b in checked.blocks}) == ["ptbxl_all", "ptbxl_superdiagnostic"]
@@ -58,23 +71,51 @@ def write_ptbxl_run(root: Path, task: str, reg: str, noise: float, auc: float, f
     run = root / f"ptbxl_{task}" / f"{reg}_n{noise}"
     run.mkdir(parents=True)
     pd.DataFrame({"epoch": [1, 2], "test_auc": [auc - 0.05, auc], "test_macro_f1": [f1 - 0.1, f1]}).to_csv(
-        run / "metrics.csv", index=False)
-    summary = {"status": "ok", "dataset": f"ptbxl_{task}", "primary_metric": "auc", "regularizer": reg,
-               "alpha": 1.0 if reg == "mixup" else None, "keep_original": None, "noise": noise, "seed": 0,
-               "best_test_auc": auc, "last_test_auc": auc - 0.05, "best_test_macro_f1": f1,
-               "last_test_macro_f1": f1 - 0.1, "variance_auc": 0.1, "variance_macro_f1": 0.2, "variance_epochs": 2,
-               "config": {"dataset": {"name": f"ptbxl_{task}", "label": f"PTB-XL {task}", "task": task,
-                                      "primary_metric": "auc", "report_metrics": ["auc", "macro_f1"]},
-                          "regularizer": {"name": reg, "label": {"erm": "ERM", "mixup": "Mixup"}[reg],
-                                          "shown": [] if reg == "erm" else ["alpha"],
-                                          **({"alpha": 1.0} if reg == "mixup" else {})}}}
+        run / "metrics.csv", index=False
+    )
+    summary = {
+        "status": "ok",
+        "dataset": f"ptbxl_{task}",
+        "primary_metric": "auc",
+        "regularizer": reg,
+        "alpha": 1.0 if reg == "mixup" else None,
+        "keep_original": None,
+        "noise": noise,
+        "seed": 0,
+        "best_test_auc": auc,
+        "last_test_auc": auc - 0.05,
+        "best_test_macro_f1": f1,
+        "last_test_macro_f1": f1 - 0.1,
+        "variance_auc": 0.1,
+        "variance_macro_f1": 0.2,
+        "variance_epochs": 2,
+        "config": {
+            "dataset": {
+                "name": f"ptbxl_{task}",
+                "label": f"PTB-XL {task}",
+                "task": task,
+                "primary_metric": "auc",
+                "report_metrics": ["auc", "macro_f1"],
+            },
+            "regularizer": {
+                "name": reg,
+                "label": {"erm": "ERM", "mixup": "Mixup"}[reg],
+                "shown": [] if reg == "erm" else ["alpha"],
+                **({"alpha": 1.0} if reg == "mixup" else {}),
+            },
+        },
+    }
     (run / "summary.json").write_text(json.dumps(summary))
 
 
 def test_report_has_both_metrics_and_the_published_number_beside_erm_0(tmp_path):
-    runs = {("superdiagnostic", "erm", 0.0): (0.91, 0.61), ("superdiagnostic", "mixup", 0.0): (0.92, 0.63),
-            ("superdiagnostic", "erm", 0.4): (0.81, 0.41), ("all", "erm", 0.0): (0.88, 0.21),
-            ("all", "mixup", 0.4): (0.80, 0.11)}
+    runs = {
+        ("superdiagnostic", "erm", 0.0): (0.91, 0.61),
+        ("superdiagnostic", "mixup", 0.0): (0.92, 0.63),
+        ("superdiagnostic", "erm", 0.4): (0.81, 0.41),
+        ("all", "erm", 0.0): (0.88, 0.21),
+        ("all", "mixup", 0.4): (0.80, 0.11),
+    }
     for (task, reg, noise), (auc, f1) in runs.items():
         write_ptbxl_run(tmp_path, task, reg, noise, auc, f1)
     report = build_report(tmp_path, ReportOptions(figures=False))
@@ -85,17 +126,24 @@ def test_report_has_both_metrics_and_the_published_number_beside_erm_0(tmp_path)
     label = {"erm": "ERM", "mixup": "Mixup (α=1.0)"}
     t1, f1_table = (t[t["setting"].isin(label.values())] for t in (t1, f1_table))
     for (task, reg, noise), (auc, f1) in runs.items():
-        row = t1[(t1["dataset"] == f"ptbxl_{task}") & (t1["regularizer"] == reg) & (t1["noise"] == noise)
-                 & (t1["quantity"] == "best")]
+        row = t1[
+            (t1["dataset"] == f"ptbxl_{task}")
+            & (t1["regularizer"] == reg)
+            & (t1["noise"] == noise)
+            & (t1["quantity"] == "best")
+        ]
         assert row["mean"].tolist() == pytest.approx([auc * 100])
-        row = f1_table[(f1_table["dataset"] == f"ptbxl_{task}") & (f1_table["regularizer"] == reg)
-                       & (f1_table["noise"] == noise)]
+        row = f1_table[
+            (f1_table["dataset"] == f"ptbxl_{task}") & (f1_table["regularizer"] == reg) & (f1_table["noise"] == noise)
+        ]
         assert row["mean"].tolist() == pytest.approx([f1]) and row["quantity"].tolist() == ["best"]
     shown = t1.dropna(subset=["published"])
-    assert sorted(zip(shown["dataset"], shown["regularizer"], shown["noise"], shown["quantity"], shown["published"],
-                      strict=True)) \
-        == [("ptbxl_all", "erm", 0.0, "best", pytest.approx(92.5)),
-            ("ptbxl_superdiagnostic", "erm", 0.0, "best", pytest.approx(93.0))]
+    assert sorted(
+        zip(shown["dataset"], shown["regularizer"], shown["noise"], shown["quantity"], shown["published"], strict=True)
+    ) == [
+        ("ptbxl_all", "erm", 0.0, "best", pytest.approx(92.5)),
+        ("ptbxl_superdiagnostic", "erm", 0.0, "best", pytest.approx(93.0)),
+    ]
     assert "published" not in f1_table.columns  # no macro-F1 was published here
     md = report.markdown["I"]
     rows = [[c.strip() for c in line.split("|")[1:-1]] for line in md.splitlines() if line.startswith("| ERM ")]
@@ -122,18 +170,37 @@ def test_reproduce_ptbxl_profile_end_to_end(shared_data, tmp_path):
     build_ptbxl_tree(shared_data, root, 160)  # GENERATED records under real rows (folds 1-10)
     env = {**os.environ, "FLOWMIXUP_DATA_DIR": str(tmp_path / "data")}
     env.pop("FLOWMIXUP_PROJECT_ROOT", None)
-    res = subprocess.run([sys.executable, "scripts/prepare_data.py", "dataset=ptbxl", f"dataset.root={root}",
-                          "dataset.prepare_workers=1"], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True,
-                         timeout=300)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "scripts/prepare_data.py",
+            "dataset=ptbxl",
+            f"dataset.root={root}",
+            "dataset.prepare_workers=1",
+        ],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     # the ptbxl profile's datasets, with fewer rows and noise levels
     prof = load_profile("ptbxl")
     profile = tmp_path / "ptbxl_small.yaml"
     entries = [dict(e, noise=[0.0, 0.4]) for e in prof["datasets"]]
     profile.write_text(json.dumps({"rows": ["erm"], "datasets": entries}))
-    sets = [f"dataset.root={root}", "trainer.epochs=2", "backbone.blocks=[2,1,1,1]", "backbone.width=4",
-            "trainer.num_threads=1", "trainer.device=cpu", "trainer.num_workers=0", "trainer.batch_size=16",
-            "dataset.variance_epochs=2"]
+    sets = [
+        f"dataset.root={root}",
+        "trainer.epochs=2",
+        "backbone.blocks=[2,1,1,1]",
+        "backbone.width=4",
+        "trainer.num_threads=1",
+        "trainer.device=cpu",
+        "trainer.num_workers=0",
+        "trainer.batch_size=16",
+        "dataset.variance_epochs=2",
+    ]
     sweep = tmp_path / "sweep"
     args = [sys.executable, str(SCRIPT), "--profile", str(profile), "--sweep-dir", str(sweep)]
     for item in sets:
@@ -142,8 +209,9 @@ def test_reproduce_ptbxl_profile_end_to_end(shared_data, tmp_path):
     assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
     for task in ("superdiagnostic", "all"):
         for noise in (0.0, 0.4):
-            summary = json.loads((cell_dir(sweep, f"ptbxl_{task}", {"regularizer": "erm"}, noise, 0)
-                                  / "summary.json").read_text())
+            summary = json.loads(
+                (cell_dir(sweep, f"ptbxl_{task}", {"regularizer": "erm"}, noise, 0) / "summary.json").read_text()
+            )
             assert summary["status"] == "ok" and summary["dataset"] == f"ptbxl_{task}"
     table1 = pd.read_csv(sweep / "report" / "table1.csv")
     f1 = pd.read_csv(sweep / "report" / "table_macro_f1.csv")

@@ -6,6 +6,7 @@ Every meeting of two processes happens at a known point (``FLOWMIXUP_PAUSE_AT``:
 first block of rows and meets the test through named pipes), every failed write at a known write
 (``FLOWMIXUP_FAULT_WRITE``, or a tmpfs too small for the file): no sleep decides what a test sees.
 """
+
 from __future__ import annotations
 
 import csv
@@ -28,7 +29,6 @@ from PIL import Image
 from flowmixup import io as fio
 from flowmixup.data import cache
 from flowmixup.data import chestxray14 as cx
-from flowmixup.data.base import DataError
 from project_config import PROJECT_ROOT, TINY
 
 N_IMAGES, RES = 200, 8  # 200 images: 7 blocks of 32 rows, so a builder paused after its first block is mid-build
@@ -47,13 +47,20 @@ def make_nih_root(root: Path, n: int = N_IMAGES) -> Path:
     (root / "Data_Entry_2017_v2020.csv").write_text("\n".join(lines) + "\n")
     names = [line.split(",")[0] for line in lines[1:]]
     (root / "train_val_list.txt").write_text("".join(x + "\n" for x in names[: n * 3 // 4]))
-    (root / "test_list.txt").write_text("".join(x + "\n" for x in names[n * 3 // 4:]))
+    (root / "test_list.txt").write_text("".join(x + "\n" for x in names[n * 3 // 4 :]))
     return root
 
 
 def prepare_cmd(root: Path, *extra: str) -> list[str]:
-    return [sys.executable, "scripts/prepare_data.py", "dataset=chestxray14", f"dataset.root={root}",
-            f"dataset.resolution={RES}", "dataset.prepare_workers=0", *extra]
+    return [
+        sys.executable,
+        "scripts/prepare_data.py",
+        "dataset=chestxray14",
+        f"dataset.root={root}",
+        f"dataset.resolution={RES}",
+        "dataset.prepare_workers=0",
+        *extra,
+    ]
 
 
 def env_with(**values: str) -> dict:
@@ -76,8 +83,14 @@ def paused_builder(root: Path, data_dir: Path, pipes: Path):
     os.mkfifo(pipes / "reached")
     os.mkfifo(pipes / "go")
     env = env_with(FLOWMIXUP_DATA_DIR=str(data_dir), FLOWMIXUP_PAUSE_AT=f"cache-row-block={pipes}")
-    proc = subprocess.Popen(prepare_cmd(root, f"hydra.run.dir={pipes / 'run'}"), cwd=PROJECT_ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        prepare_cmd(root, f"hydra.run.dir={pipes / 'run'}"),
+        cwd=PROJECT_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         with open(pipes / "reached"):  # returns once the builder is at the pause point
             pass
@@ -115,16 +128,27 @@ def test_two_prepares_build_one_cache_and_no_wait_stops_at_once(tmp_path):
     root, data = make_nih_root(tmp_path / "nih"), tmp_path / "data"
     with paused_builder(root, data, tmp_path / "pipes") as first:
         # with --no-wait, a second prepare stops at once, naming the builder
-        res = subprocess.run(prepare_cmd(root, "--no-wait", f"hydra.run.dir={tmp_path / 'r0'}"), cwd=PROJECT_ROOT,
-                             env=env_with(FLOWMIXUP_DATA_DIR=str(data)), capture_output=True, text=True, timeout=600)
+        res = subprocess.run(
+            prepare_cmd(root, "--no-wait", f"hydra.run.dir={tmp_path / 'r0'}"),
+            cwd=PROJECT_ROOT,
+            env=env_with(FLOWMIXUP_DATA_DIR=str(data)),
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert res.returncode == 1
         line = one_line(res)
         assert f"chestxray14_{RES}.h5 is being built by PID {first.pid} on " in line
         assert "wait for it to finish, or run again without --no-wait to wait" in line
         # without it, the second one waits (saying so in one line) while the first holds the lock
-        second = subprocess.Popen(prepare_cmd(root, f"hydra.run.dir={tmp_path / 'r1'}"), cwd=PROJECT_ROOT,
-                                  env=env_with(FLOWMIXUP_DATA_DIR=str(data)), stdout=subprocess.PIPE,
-                                  stderr=subprocess.STDOUT, text=True)
+        second = subprocess.Popen(
+            prepare_cmd(root, f"hydra.run.dir={tmp_path / 'r1'}"),
+            cwd=PROJECT_ROOT,
+            env=env_with(FLOWMIXUP_DATA_DIR=str(data)),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         waited = read_until(second.stdout, "waiting for it to finish")
         assert f"is being built by PID {first.pid} on" in waited[-1]
     out1, err1 = first.communicate(timeout=600)
@@ -142,8 +166,17 @@ def test_a_lock_left_by_a_dead_builder_is_taken_over_and_its_rows_resumed(tmp_pa
     path = tmp_path / "c" / "toy.h5"
 
     def build(reader):
-        return cache.build_cache(path, items=list(range(100)), reader=reader, row_shape=(2,), dtype=np.float32,
-                                 row_data={"y": np.arange(100)}, config={"toy": 1}, prepare_workers=0, chunk_rows=10)
+        return cache.build_cache(
+            path,
+            items=list(range(100)),
+            reader=reader,
+            row_shape=(2,),
+            dtype=np.float32,
+            row_data={"y": np.arange(100)},
+            config={"toy": 1},
+            prepare_workers=0,
+            chunk_rows=10,
+        )
 
     def dies_at_50(i):
         if i == 50:
@@ -166,13 +199,20 @@ def test_a_lock_left_by_a_dead_builder_is_taken_over_and_its_rows_resumed(tmp_pa
 def test_a_loader_waits_for_the_builder_of_its_cache(tmp_path, monkeypatch):
     """A training job started while its cache is being built waits (one log line) and then opens it."""
     path = tmp_path / "toy.h5"
-    cache.build_cache(path, items=list(range(10)), reader=_row, row_shape=(2,), dtype=np.float32,
-                      row_data={"y": np.arange(10)}, config={"toy": 1}, prepare_workers=0)
+    cache.build_cache(
+        path,
+        items=list(range(10)),
+        reader=_row,
+        row_shape=(2,),
+        dtype=np.float32,
+        row_data={"y": np.arange(10)},
+        config={"toy": 1},
+        prepare_workers=0,
+    )
     path.rename(tmp_path / "aside.h5")  # as if the builder had not finished yet
     builder = fio.FileLock(cache.lock_path(path)).acquire()
     waiting, result = threading.Event(), {}
-    monkeypatch.setattr(cache, "_say_waiting", lambda *a: lambda holder: (result.update(holder=holder),
-                                                                          waiting.set()))
+    monkeypatch.setattr(cache, "_say_waiting", lambda *a: lambda holder: (result.update(holder=holder), waiting.set()))
 
     def load():
         result["manifest"] = cache.open_cache(path, {"toy": 1}, build_hint="prepare it")
@@ -201,8 +241,16 @@ def _read_all(path, barrier, out):
 @pytest.mark.slow
 def test_many_readers_open_one_ready_cache_at_once_without_a_lock(tmp_path):
     path = tmp_path / "toy.h5"
-    cache.build_cache(path, items=list(range(300)), reader=_row, row_shape=(2,), dtype=np.float32,
-                      row_data={"y": np.arange(300)}, config={"toy": 1}, prepare_workers=0)
+    cache.build_cache(
+        path,
+        items=list(range(300)),
+        reader=_row,
+        row_shape=(2,),
+        dtype=np.float32,
+        row_data={"y": np.arange(300)},
+        config={"toy": 1},
+        prepare_workers=0,
+    )
     holder = h5py.File(path, "r")  # one reader already has it open while the others arrive
     ctx = multiprocessing.get_context("spawn")
     barrier, out = ctx.Barrier(4), ctx.Queue()
@@ -234,11 +282,12 @@ def test_file_lock_names_its_holder_and_a_waiter_creates_nothing(tmp_path):
 # ------------------------------------------------------------------------------ writes that fail: one line
 def _mount_tmpfs(where: Path, options: str) -> None:
     where.mkdir(parents=True, exist_ok=True)
-    res = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)], capture_output=True,
-                         text=True)
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)], capture_output=True, text=True)
     if res.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({res.stderr.strip() or 'mount failed'}): the test needs root and "
-                    "a kernel that allows it")
+        pytest.skip(
+            f"cannot mount a tmpfs here ({res.stderr.strip() or 'mount failed'}): the test needs root and "
+            "a kernel that allows it"
+        )
 
 
 @pytest.fixture
@@ -262,8 +311,14 @@ def train_cmd(run_dir: Path, data_dir: Path, *extra: str) -> list[str]:
 
 
 def run_train(run_dir, data_dir, *extra, **env):
-    return subprocess.run(train_cmd(run_dir, data_dir, *extra), cwd=PROJECT_ROOT, capture_output=True, text=True,
-                          timeout=600, env=env_with(**env))
+    return subprocess.run(
+        train_cmd(run_dir, data_dir, *extra),
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env_with(**env),
+    )
 
 
 @pytest.mark.slow
@@ -272,11 +327,14 @@ def test_a_full_disk_at_a_checkpoint_keeps_the_last_good_one_and_resumes(tmp_pat
     res = run_train(run_dir, data, FLOWMIXUP_FAULT_WRITE="ENOSPC@checkpoint.pt#2")  # epoch 2's checkpoint
     assert res.returncode == 1
     line = one_line(res)
-    assert line.startswith(f"error: {run_dir / 'checkpoint.pt'}: writing the checkpoint failed (no space left on "
-                           "device; ")
+    assert line.startswith(
+        f"error: {run_dir / 'checkpoint.pt'}: writing the checkpoint failed (no space left on device; "
+    )
     assert re.search(r"; \d+(\.\d)? (kB|MB) needed, \d+(\.\d)? (kB|MB|GB) free\); ", line), line
-    assert f"the last good checkpoint {run_dir / 'checkpoint.pt'} is kept as it was; free some space and run the " \
-           "same command again to resume from it" in line
+    assert (
+        f"the last good checkpoint {run_dir / 'checkpoint.pt'} is kept as it was; free some space and run the "
+        "same command again to resume from it" in line
+    )
     from flowmixup.training.checkpoint import load_checkpoint
 
     assert load_checkpoint(run_dir / "checkpoint.pt")["state"]["epoch"] == 1  # the good one, whole
@@ -308,8 +366,9 @@ def test_a_real_full_disk_at_the_first_checkpoint_is_one_line(tmp_path, small_di
     res = run_train(run_dir, tmp_path / "data", "backbone.width=16")
     assert res.returncode == 1
     line = one_line(res)
-    assert line.startswith(f"error: {run_dir / 'checkpoint.pt'}: writing the checkpoint failed (no space left on "
-                           "device; 1.5 MB needed, ")
+    assert line.startswith(
+        f"error: {run_dir / 'checkpoint.pt'}: writing the checkpoint failed (no space left on device; 1.5 MB needed, "
+    )
     assert "no checkpoint was written yet, so nothing of this run can be resumed; free some space" in line
     assert not (run_dir / "checkpoint.pt").exists() and not list(run_dir.glob(".checkpoint.pt.*"))
 
@@ -318,16 +377,27 @@ def test_a_real_full_disk_at_the_first_checkpoint_is_one_line(tmp_path, small_di
 def test_a_full_disk_while_building_a_cache_keeps_its_rows(tmp_path):
     root, data = make_nih_root(tmp_path / "nih"), tmp_path / "data"
     part = data / "chestxray14" / f"chestxray14_{RES}.partial.h5"
-    res = subprocess.run(prepare_cmd(root, f"hydra.run.dir={tmp_path / 'r'}"), cwd=PROJECT_ROOT, capture_output=True,
-                         text=True, timeout=600,
-                         env=env_with(FLOWMIXUP_DATA_DIR=str(data), FLOWMIXUP_FAULT_WRITE=f"ENOSPC@{part.name}#3"))
+    res = subprocess.run(
+        prepare_cmd(root, f"hydra.run.dir={tmp_path / 'r'}"),
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env_with(FLOWMIXUP_DATA_DIR=str(data), FLOWMIXUP_FAULT_WRITE=f"ENOSPC@{part.name}#3"),
+    )
     assert res.returncode == 1
     line = one_line(res)
     assert line.startswith(f"error: {part}: writing the cache failed (no space left on device; ")
     assert f"the 64 of {N_IMAGES} rows decoded so far are kept in {part}" in line
     assert "run the same command again to continue from them" in line
-    res = subprocess.run(prepare_cmd(root, f"hydra.run.dir={tmp_path / 'r'}"), cwd=PROJECT_ROOT, capture_output=True,
-                         text=True, timeout=600, env=env_with(FLOWMIXUP_DATA_DIR=str(data)))
+    res = subprocess.run(
+        prepare_cmd(root, f"hydra.run.dir={tmp_path / 'r'}"),
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env_with(FLOWMIXUP_DATA_DIR=str(data)),
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     assert f"64 of {N_IMAGES} rows already done" in res.stdout + res.stderr
     assert_whole_cache(data, root)
@@ -336,9 +406,14 @@ def test_a_full_disk_while_building_a_cache_keeps_its_rows(tmp_path):
 @pytest.mark.slow
 def test_a_disk_too_small_for_a_cache_stops_before_decoding(tmp_path, small_disk):
     root, disk = make_nih_root(tmp_path / "nih"), small_disk("64k")
-    res = subprocess.run(prepare_cmd(root, "dataset.resolution=64", f"hydra.run.dir={tmp_path / 'r'}"),
-                         cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600,
-                         env=env_with(FLOWMIXUP_DATA_DIR=str(disk / "data")))
+    res = subprocess.run(
+        prepare_cmd(root, "dataset.resolution=64", f"hydra.run.dir={tmp_path / 'r'}"),
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env_with(FLOWMIXUP_DATA_DIR=str(disk / "data")),
+    )
     assert res.returncode == 1
     line = one_line(res)
     part = disk / "data" / "chestxray14" / "chestxray14_64.partial.h5"
@@ -356,20 +431,33 @@ def test_an_unwritable_data_folder_is_one_line(tmp_path, small_disk, command):
     data = shared / "data"
     if command == "prepare":
         root = make_nih_root(tmp_path / "nih", n=20)
-        res = subprocess.run(prepare_cmd(root, f"hydra.run.dir={tmp_path / 'r'}"), cwd=PROJECT_ROOT,
-                             capture_output=True, text=True, timeout=600, env=env_with(FLOWMIXUP_DATA_DIR=str(data)))
+        res = subprocess.run(
+            prepare_cmd(root, f"hydra.run.dir={tmp_path / 'r'}"),
+            cwd=PROJECT_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env=env_with(FLOWMIXUP_DATA_DIR=str(data)),
+        )
         folder, what = data / "chestxray14", "creating the cache folder"
     else:  # the embedded dataset is generated into the data folder on first use
-        res = subprocess.run([sys.executable, "train.py", *TINY, f"hydra.run.dir={tmp_path / 'run'}"],
-                             cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600,
-                             env=env_with(FLOWMIXUP_DATA_DIR=str(data)))
+        res = subprocess.run(
+            [sys.executable, "train.py", *TINY, f"hydra.run.dir={tmp_path / 'run'}"],
+            cwd=PROJECT_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env=env_with(FLOWMIXUP_DATA_DIR=str(data)),
+        )
         folder, what = None, "writing the generated dataset failed (read-only file system)"
     assert res.returncode == 1
     line = one_line(res)
     assert "read-only file system" in line and "nothing was written" in line
     if folder is not None:
-        assert line.startswith(f"error: {folder}: {what} failed (read-only file system); nothing was written; set "
-                               "FLOWMIXUP_DATA_DIR (or paths.data_dir=) to a folder you can write to")
+        assert line.startswith(
+            f"error: {folder}: {what} failed (read-only file system); nothing was written; set "
+            "FLOWMIXUP_DATA_DIR (or paths.data_dir=) to a folder you can write to"
+        )
     else:
         assert line.startswith(f"error: {data}") and what in line
 
@@ -381,8 +469,13 @@ def test_write_error_names_file_cause_room_and_what_is_kept(tmp_path):
     text = str(err)
     assert text.startswith(f"{target}: writing summary.json failed (no space left on device; 3.5 MB needed, ")
     assert re.search(r"\d (kB|MB|GB) free\); the previous summary.json is kept as it was; free some space", text)
-    assert [fio.size_text(n) for n in (300, 12_345, 1_486_263, 830e6, 2.4e9)] == ["1 kB", "12 kB", "1.5 MB", "830 MB",
-                                                                                "2.4 GB"]
+    assert [fio.size_text(n) for n in (300, 12_345, 1_486_263, 830e6, 2.4e9)] == [
+        "1 kB",
+        "12 kB",
+        "1.5 MB",
+        "830 MB",
+        "2.4 GB",
+    ]
     # HDF5 reports the errno inside its message only
     assert fio.is_write_failure(OSError("Can't write data (file write failed: errno = 28, error message = 'No space"))
     assert not fio.is_write_failure(OSError("Can't open file (file signature not found)"))
@@ -401,8 +494,14 @@ def test_a_run_logging_to_a_file_writes_no_bar_refreshes(tmp_path):
     log_file = tmp_path / "job.out"
     cmd = [*train_cmd(tmp_path / "run", tmp_path / "data", "trainer.progress=true")]
     with open(log_file, "w") as fh:
-        res = subprocess.run(cmd, cwd=PROJECT_ROOT, stdout=fh, stderr=subprocess.STDOUT, timeout=600,
-                             env=env_with(FLOWMIXUP_PROGRESS_SECONDS="0"))
+        res = subprocess.run(
+            cmd,
+            cwd=PROJECT_ROOT,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            timeout=600,
+            env=env_with(FLOWMIXUP_PROGRESS_SECONDS="0"),
+        )
     text = log_file.read_text()
     assert res.returncode == 0, text[-3000:]
     assert "\r" not in text and "it/s]" not in text and "steps/s]" not in text

@@ -1,4 +1,5 @@
 """End-to-end training runs at tiny size: outputs, metrics against scikit-learn, determinism, bad input."""
+
 from __future__ import annotations
 
 import csv
@@ -27,10 +28,28 @@ SETTINGS = {
     "flowmixup_op_true": ["regularizer=flowmixup", "regularizer.keep_original=true"],
 }
 SUMMARY_KEYS = {
-    "status", "dataset", "backbone", "regularizer", "alpha", "keep_original", "noise", "corruption_kind", "seed",
-    "epochs", "best_test_auc", "last_test_auc", "best_test_macro_f1", "last_test_macro_f1", "test_auc_at_best_val",
-    "test_macro_f1_at_best_val", "variance_auc", "variance_macro_f1", "variance_epochs", "corrupted_fraction",
-    "wall_time_s", "primary_metric",
+    "status",
+    "dataset",
+    "backbone",
+    "regularizer",
+    "alpha",
+    "keep_original",
+    "noise",
+    "corruption_kind",
+    "seed",
+    "epochs",
+    "best_test_auc",
+    "last_test_auc",
+    "best_test_macro_f1",
+    "last_test_macro_f1",
+    "test_auc_at_best_val",
+    "test_macro_f1_at_best_val",
+    "variance_auc",
+    "variance_macro_f1",
+    "variance_epochs",
+    "corrupted_fraction",
+    "wall_time_s",
+    "primary_metric",
 }
 
 
@@ -45,8 +64,15 @@ def test_run_writes_every_output_and_metrics_match_sklearn(tiny_config, tmp_path
     cfg = tiny_config(*SETTINGS[name])
     out = tmp_path / "run"
     summary = run(cfg, out)
-    for f in ("config.yaml", "metrics.csv", "per_class.csv", "predictions_test_last.npz",
-              "predictions_test_best.npz", "checkpoint.pt", "summary.json"):
+    for f in (
+        "config.yaml",
+        "metrics.csv",
+        "per_class.csv",
+        "predictions_test_last.npz",
+        "predictions_test_best.npz",
+        "checkpoint.pt",
+        "summary.json",
+    ):
         assert (out / f).is_file(), f
     assert SUMMARY_KEYS <= set(summary) and summary["status"] == "ok"
     assert json.loads((out / "summary.json").read_text()) == summary
@@ -58,7 +84,9 @@ def test_run_writes_every_output_and_metrics_match_sklearn(tiny_config, tmp_path
     pred = np.load(out / "predictions_test_last.npz")
     y, p = pred["y_true"], pred["y_score"]
     valid = [c for c in range(y.shape[1]) if 0 < y[:, c].sum() < len(y)]
-    assert summary["last_test_auc"] == pytest.approx(np.mean([roc_auc_score(y[:, c], p[:, c]) for c in valid]), abs=1e-6)
+    assert summary["last_test_auc"] == pytest.approx(
+        np.mean([roc_auc_score(y[:, c], p[:, c]) for c in valid]), abs=1e-6
+    )
     with_pos = [c for c in range(y.shape[1]) if y[:, c].sum() > 0]
     f1 = f1_score(y, p >= 0.5, average="macro", labels=with_pos, zero_division=0)
     assert summary["last_test_macro_f1"] == pytest.approx(f1, abs=1e-6)
@@ -101,17 +129,36 @@ def test_noise_corrupts_train_never_test(tiny_config, tmp_path):
 @pytest.mark.parametrize(
     "overrides,error,match",
     [
-        (["regularizer=mixup", "regularizer.alpha=0"], ConfigError, r"^regularizer.alpha: got 0; allowed: a number in \(0, inf\)$"),
+        (
+            ["regularizer=mixup", "regularizer.alpha=0"],
+            ConfigError,
+            r"^regularizer.alpha: got 0; allowed: a number in \(0, inf\)$",
+        ),
         (["noise=1.5"], ConfigError, r"^noise: got 1.5; allowed: a number in \[0, 1\]$"),
-        (["regularizer=flowmixup", "trainer.batch_size=1"], ConfigError, r"^trainer.batch_size: got 1 .*allowed: an integer >= 2$"),
-        (["regularizer.mix_points=[layer9.0]"], RegularizerError,
-         r"^regularizer.mix_points: unknown submodule 'layer9.0' \(did you mean layer4.0\?\); allowed: input, conv1"),
+        (
+            ["regularizer=flowmixup", "trainer.batch_size=1"],
+            ConfigError,
+            r"^trainer.batch_size: got 1 .*allowed: an integer >= 2$",
+        ),
+        (
+            ["regularizer.mix_points=[layer9.0]"],
+            RegularizerError,
+            r"^regularizer.mix_points: unknown submodule 'layer9.0' \(did you mean layer4.0\?\); allowed: input, conv1",
+        ),
         (["dataset.split=[0.95,0.01,0.04]", "dataset.n_records=20"], DataError, r"the val split is empty"),
         (["trainer.precision=fp8"], ConfigError, r"^trainer.precision: 'fp8' is unknown; allowed: fp32, bf16$"),
         (["corruption.kind=swap"], ConfigError, r"^corruption.kind: 'swap' is unknown; allowed: resample, flip$"),
         (["seed=-5"], ConfigError, r"^seed: got -5; allowed: an integer in \[0, 4294967295\]$"),
-        (["dataset.split=[1.0,0.0,0.0]"], ConfigError, r"^dataset.split: .*allowed: 3 fractions in \(0, 1\) summing to 1"),
-        (["dataset.sampling_rate=20"], ConfigError, r"^dataset.sampling_rate: got 20; allowed: a number in \[50, inf\)$"),
+        (
+            ["dataset.split=[1.0,0.0,0.0]"],
+            ConfigError,
+            r"^dataset.split: .*allowed: 3 fractions in \(0, 1\) summing to 1",
+        ),
+        (
+            ["dataset.sampling_rate=20"],
+            ConfigError,
+            r"^dataset.sampling_rate: got 20; allowed: a number in \[50, inf\)$",
+        ),
     ],
 )
 def test_bad_values_fail_before_training_with_one_line(tiny_config, tmp_path, overrides, error, match):
@@ -125,10 +172,22 @@ def test_an_input_too_small_for_the_backbone_is_one_line(tmp_path):
     """A 2-D DenseNet on 1-D ECG records: one line naming the backbone and the input shape, before training."""
     from project_config import compose_config
 
-    cfg = compose_config(tmp_path, ["backbone=densenet_small", "dataset.n_records=160", "trainer.epochs=1",
-                                    "trainer.progress=false", "trainer.num_threads=1"], tiny=False)
-    with pytest.raises(ConfigError, match=r"^backbone: densenet_small cannot take this dataset's input of shape "
-                                          r"\(8, 500\) \(.*\); allowed: a larger input") as info:
+    cfg = compose_config(
+        tmp_path,
+        [
+            "backbone=densenet_small",
+            "dataset.n_records=160",
+            "trainer.epochs=1",
+            "trainer.progress=false",
+            "trainer.num_threads=1",
+        ],
+        tiny=False,
+    )
+    with pytest.raises(
+        ConfigError,
+        match=r"^backbone: densenet_small cannot take this dataset's input of shape "
+        r"\(8, 500\) \(.*\); allowed: a larger input",
+    ) as info:
         run(cfg, tmp_path / "bad")
     assert "\n" not in str(info.value)
     assert not (tmp_path / "bad" / "metrics.csv").exists()
@@ -136,6 +195,7 @@ def test_an_input_too_small_for_the_backbone_is_one_line(tmp_path):
 
 def test_weighted_bce_loss_matches_formula():
     import torch
+
     from flowmixup.training.losses import WeightedBCE
 
     y_train = np.array([[1, 0], [0, 0], [0, 1], [0, 1]])
@@ -159,14 +219,20 @@ def test_wandb_logger_offline(tiny_config, tmp_path, monkeypatch):
 
 def cli(*args, cwd=PROJECT_ROOT, timeout=300):
     env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
-    return subprocess.run([sys.executable, "train.py", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout, env=env)
+    return subprocess.run(
+        [sys.executable, "train.py", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env
+    )
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("arg,allowed", [("regularizer=cutmix", "erm, flowmixup, manifold_mixup, mixup"),
-                                         ("dataset=mnist", "synth_ecg"),
-                                         ("backbone=vit", "resnet1d")])
+@pytest.mark.parametrize(
+    "arg,allowed",
+    [
+        ("regularizer=cutmix", "erm, flowmixup, manifold_mixup, mixup"),
+        ("dataset=mnist", "synth_ecg"),
+        ("backbone=vit", "resnet1d"),
+    ],
+)
 def test_cli_unknown_option_one_line(arg, allowed):
     res = cli(arg)
     assert res.returncode == 2
@@ -175,8 +241,15 @@ def test_cli_unknown_option_one_line(arg, allowed):
 
 @pytest.mark.slow
 def test_cli_multirun_two_cells(tmp_path):
-    res = cli("-m", "regularizer=erm,flowmixup", "noise=0,0.4", *TINY, "trainer.epochs=1",
-              f"paths.data_dir={tmp_path / 'data'}", f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    res = cli(
+        "-m",
+        "regularizer=erm,flowmixup",
+        "noise=0,0.4",
+        *TINY,
+        "trainer.epochs=1",
+        f"paths.data_dir={tmp_path / 'data'}",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     summaries = [json.loads(p.read_text()) for p in (tmp_path / "sweep").glob("*/summary.json")]
     cells = sorted((s["regularizer"], s["noise"]) for s in summaries)
@@ -188,8 +261,16 @@ def test_nih1000_real_run_end_to_end(shared_data, tmp_path):
     """The README's real CPU run, shortened: prepares the cache from the real PNGs, then trains a DenseNet."""
     from project_config import compose_config
 
-    cfg = compose_config(tmp_path, ["experiment=nih1000_cpu", f"dataset.root={shared_data / 'nih1000'}",
-                                    "trainer.epochs=2", "trainer.progress=false"], tiny=False)
+    cfg = compose_config(
+        tmp_path,
+        [
+            "experiment=nih1000_cpu",
+            f"dataset.root={shared_data / 'nih1000'}",
+            "trainer.epochs=2",
+            "trainer.progress=false",
+        ],
+        tiny=False,
+    )
     summary = run(cfg, tmp_path / "nih")
     assert summary["status"] == "ok" and summary["dataset"] == "nih1000" and summary["backbone"] == "densenet_small"
     assert summary["mix_points"] == ["features.denseblock2", "features.denseblock3"]
@@ -201,8 +282,16 @@ def test_nih1000_real_run_end_to_end(shared_data, tmp_path):
 @pytest.mark.slow
 def test_cli_multirun_submitit_local_launcher(tmp_path):
     """The SLURM path's launcher (submitit) exercised locally: each job in its own process."""
-    res = cli("-m", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10", "regularizer=erm,mixup", *TINY,
-              "trainer.epochs=1", f"paths.data_dir={tmp_path / 'data'}", f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    res = cli(
+        "-m",
+        "hydra/launcher=submitit_local",
+        "hydra.launcher.timeout_min=10",
+        "regularizer=erm,mixup",
+        *TINY,
+        "trainer.epochs=1",
+        f"paths.data_dir={tmp_path / 'data'}",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     summaries = sorted(json.loads(p.read_text())["regularizer"] for p in (tmp_path / "sweep").glob("*/summary.json"))
     assert summaries == ["erm", "mixup"]
@@ -210,20 +299,29 @@ def test_cli_multirun_submitit_local_launcher(tmp_path):
 
 def test_slurm_launcher_config_composes(tmp_path):
     from hydra import compose, initialize_config_dir
+
     from project_config import CONF_DIR
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("config", overrides=["hydra/launcher=slurm", "hydra.launcher.partition=gpu",
-                                           "hydra.launcher.timeout_min=60"], return_hydra_config=True)
+        cfg = compose(
+            "config",
+            overrides=["hydra/launcher=slurm", "hydra.launcher.partition=gpu", "hydra.launcher.timeout_min=60"],
+            return_hydra_config=True,
+        )
     launcher = cfg.hydra.launcher
     assert launcher._target_.endswith("SlurmLauncher")
     assert (launcher.partition, launcher.timeout_min, launcher.gpus_per_node) == ("gpu", 60, 1)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("arg,hint", [("trainer.epoch=3", "did you mean trainer.epochs?"),
-                                      ("nois=0.3", "did you mean noise?"),
-                                      ("regularizer.alpha=2", "under regularizer: name, label, shown, module")])
+@pytest.mark.parametrize(
+    "arg,hint",
+    [
+        ("trainer.epoch=3", "did you mean trainer.epochs?"),
+        ("nois=0.3", "did you mean noise?"),
+        ("regularizer.alpha=2", "under regularizer: name, label, shown, module"),
+    ],
+)
 def test_cli_wrong_key_one_line_with_suggestion(arg, hint):
     res = cli("regularizer=erm", arg) if arg.startswith("regularizer") else cli(arg)
     assert res.returncode == 2
@@ -242,11 +340,17 @@ def test_compile_traces_between_mix_points_and_changes_nothing(tiny_config, tmp_
     torch._dynamo.reset()
     plain = run(tiny_config(*SETTINGS[name], "trainer.epochs=1"), tmp_path / "plain")
     counters.clear()
-    compiled = run(tiny_config(*SETTINGS[name], "trainer.epochs=1", "trainer.compile=true",
-                               "trainer.compile_backend=eager"), tmp_path / "compiled")
+    compiled = run(
+        tiny_config(*SETTINGS[name], "trainer.epochs=1", "trainer.compile=true", "trainer.compile_backend=eager"),
+        tmp_path / "compiled",
+    )
     # the same numbers, to a float tolerance rather than by their text (no test compares float reprs)
-    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "compiled" / "metrics.csv"),
-                                  pd.read_csv(tmp_path / "plain" / "metrics.csv"), rtol=1e-9, atol=1e-12)
+    pd.testing.assert_frame_equal(
+        pd.read_csv(tmp_path / "compiled" / "metrics.csv"),
+        pd.read_csv(tmp_path / "plain" / "metrics.csv"),
+        rtol=1e-9,
+        atol=1e-12,
+    )
     assert compiled["mix_points"] == plain["mix_points"]
     assert counters["stats"]["unique_graphs"] >= (1 if name == "erm" else 5)  # dynamo compiled the pieces
     torch._dynamo.reset()
@@ -257,13 +361,28 @@ def test_multirun_returns_validation_values_to_the_sweeper(tmp_path):
     """Hydra hands each job's return value to the sweeper (Optuna, Ax...): it must be a validation value, or
     hyper-parameters would be tuned on the test set."""
     record = tmp_path / "returns.jsonl"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(PROJECT_ROOT / "tests" / "support"),
-                                                        os.environ.get("PYTHONPATH", "")])}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(PROJECT_ROOT / "tests" / "support"), os.environ.get("PYTHONPATH", "")]),
+    }
     res = subprocess.run(
-        [sys.executable, "train.py", "-m", "regularizer=erm,mixup", *TINY, f"paths.data_dir={tmp_path / 'data'}",
-         f"hydra.sweep.dir={tmp_path / 'sweep'}", "+hydra.callbacks.record._target_=record_returns.RecordReturns",
-         f"+hydra.callbacks.record.path={record}"],
-        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600, env=env)
+        [
+            sys.executable,
+            "train.py",
+            "-m",
+            "regularizer=erm,mixup",
+            *TINY,
+            f"paths.data_dir={tmp_path / 'data'}",
+            f"hydra.sweep.dir={tmp_path / 'sweep'}",
+            "+hydra.callbacks.record._target_=record_returns.RecordReturns",
+            f"+hydra.callbacks.record.path={record}",
+        ],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     returns = [json.loads(line) for line in record.read_text().splitlines()]
     assert len(returns) == 2
@@ -299,7 +418,15 @@ def test_extra_metrics_hook(tiny_config, tmp_path):
     assert summary["test_pos_at_best_val"] == float(rows[summary["best_val_epoch"] - 1]["test_pos"])
     plain = run(tiny_config("regularizer=erm"), tmp_path / "plain")
     assert list(read_metrics(tmp_path / "plain" / "metrics.csv")[0]) == [
-        "epoch", "lr", "train_loss", "val_loss", "val_auc", "val_macro_f1", "test_auc", "test_macro_f1"]
+        "epoch",
+        "lr",
+        "train_loss",
+        "val_loss",
+        "val_auc",
+        "val_macro_f1",
+        "test_auc",
+        "test_macro_f1",
+    ]
     assert not any(k.endswith("_pos") or "_pos_" in k for k in plain)
     assert plain["config"]["regularizer"]["label"] == "ERM" and plain["config"]["dataset"]["name"] == "synth_ecg"
 
@@ -311,9 +438,12 @@ def test_instantiate_lets_the_callees_error_through():
 
     from flowmixup.training.build import instantiate
 
-    cfg = OmegaConf.create({"regularizer": {"alpha": -1.0, "module": {"_target_": "flowmixup.Mixup",
-                                                                      "alpha": "${..alpha}"}},
-                            "backbone": {"net": {"_target_": "flowmixup.models.NoSuchNet"}}})
+    cfg = OmegaConf.create(
+        {
+            "regularizer": {"alpha": -1.0, "module": {"_target_": "flowmixup.Mixup", "alpha": "${..alpha}"}},
+            "backbone": {"net": {"_target_": "flowmixup.models.NoSuchNet"}},
+        }
+    )
     with pytest.raises(RegularizerError, match=r"^regularizer.alpha must be > 0"):
         instantiate(cfg.regularizer.module, model=torch.nn.Linear(2, 2))
     with pytest.raises(ConfigError, match=r"^backbone.net._target_: cannot import 'flowmixup.models.NoSuchNet'") as err:

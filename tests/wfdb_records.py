@@ -5,6 +5,7 @@
 - PhysioNet/CinC 2021 (:func:`write_challenge_record`): the challenge's packaging, a MATLAB v4 ``.mat`` and its
   WFDB header.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -28,9 +29,17 @@ def write_record(path_without_suffix: Path, fs: int, seconds: int = 10, seed: in
     sig = beat[:, None] * rng.uniform(0.3, 1.5, n_leads)[None] + 0.05 * rng.standard_normal((len(t), n_leads))
     sig = np.round(sig * 1000) / 1000  # exact at gain 1000
     path_without_suffix.parent.mkdir(parents=True, exist_ok=True)
-    wfdb.wrsamp(path_without_suffix.name, fs=fs, units=["mV"] * n_leads, sig_name=PTBXL_LEADS[:n_leads], p_signal=sig,
-                fmt=["16"] * n_leads, adc_gain=[1000.0] * n_leads, baseline=[0] * n_leads,
-                write_dir=str(path_without_suffix.parent))
+    wfdb.wrsamp(
+        path_without_suffix.name,
+        fs=fs,
+        units=["mV"] * n_leads,
+        sig_name=PTBXL_LEADS[:n_leads],
+        p_signal=sig,
+        fmt=["16"] * n_leads,
+        adc_gain=[1000.0] * n_leads,
+        baseline=[0] * n_leads,
+        write_dir=str(path_without_suffix.parent),
+    )
     return sig
 
 

@@ -6,6 +6,7 @@ device, a writable run directory: exit 1). Inside the job, :func:`guarded` turns
 data, a damaged checkpoint, a busy run directory) into one line on stderr. Anything else is a bug and keeps its
 traceback.
 """
+
 from __future__ import annotations
 
 import functools
@@ -41,7 +42,7 @@ def search_dirs(args: list[str]) -> list[Path]:
             for entry in value.strip("[]").split(","):
                 entry = entry.strip().strip("'\"")
                 if entry.startswith("file://"):
-                    out.append(Path(entry[len("file://"):]))
+                    out.append(Path(entry[len("file://") :]))
     return out
 
 
@@ -88,8 +89,11 @@ def check_keys(args: list[str], conf_dir: Path | None = None) -> None:
         return
     from hydra import compose, initialize_config_dir
 
-    groups = [f"{k}={v.split(',')[0]}" for k, v in (a.split("=", 1) for a in plain)
-              if k in GROUPS and k != "hydra/launcher" and "(" not in v]
+    groups = [
+        f"{k}={v.split(',')[0]}"
+        for k, v in (a.split("=", 1) for a in plain)
+        if k in GROUPS and k != "hydra/launcher" and "(" not in v
+    ]
     groups += [a for a in args if a.split("=", 1)[0] == "hydra.searchpath"]
     with initialize_config_dir(config_dir=str(conf_dir or find_conf_dir()), version_base="1.3"):
         cfg = compose("config", overrides=groups)
@@ -126,9 +130,26 @@ def fail(message: str, code: int = 1) -> None:
 
 
 # Flags after which the command does not train (Hydra prints something and exits): no preflight then.
-_INFO_FLAGS = ("--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "-i", "--resolve", "--shell-completion",
-               "-sc", "--version", "--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd",
-               "--experimental-rerun")
+_INFO_FLAGS = (
+    "--help",
+    "-h",
+    "--hydra-help",
+    "--cfg",
+    "-c",
+    "--info",
+    "-i",
+    "--resolve",
+    "--shell-completion",
+    "-sc",
+    "--version",
+    "--config-path",
+    "-cp",
+    "--config-name",
+    "-cn",
+    "--config-dir",
+    "-cd",
+    "--experimental-rerun",
+)
 
 
 def job_overrides(args: list[str]) -> tuple[list[list[str]], bool]:
@@ -152,8 +173,8 @@ def check_syntax(args: list[str]) -> None:
     a quote, ``#``, ``=``, brackets, non-ASCII letters...), showing the same override quoted so that it can."""
     import shlex
 
-    from hydra.errors import OverrideParseException
     from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
 
     parser = OverridesParser.create()
     for arg in args:
@@ -164,15 +185,21 @@ def check_syntax(args: list[str]) -> None:
         except OverrideParseException as err:
             key, _, value = arg.partition("=")
             if value[:1] in "'\"" and value[-1:] == value[:1]:
-                fail(f"{arg}: Hydra cannot read this override ({str(err).splitlines()[0]}); see "
-                     "https://hydra.cc/docs/advanced/override_grammar/basic/", 2)
+                fail(
+                    f"{arg}: Hydra cannot read this override ({str(err).splitlines()[0]}); see "
+                    "https://hydra.cc/docs/advanced/override_grammar/basic/",
+                    2,
+                )
             quoted = f'{key}="' + value.replace('"', '\\"') + '"'
             try:
                 readable = parser.parse_overrides([quoted])[0].value() == value
             except OverrideParseException:
                 readable = False
-            way = (f"quote it for Hydra inside the shell's quotes: {shlex.quote(quoted)}" if readable
-                   else "see https://hydra.cc/docs/advanced/override_grammar/basic/ for the characters it accepts")
+            way = (
+                f"quote it for Hydra inside the shell's quotes: {shlex.quote(quoted)}"
+                if readable
+                else "see https://hydra.cc/docs/advanced/override_grammar/basic/ for the characters it accepts"
+            )
             fail(f"{arg}: Hydra cannot read this value ({str(err).splitlines()[0]}); {way}", 2)
 
 
@@ -189,10 +216,9 @@ def preflight(args: list[str], conf_dir: Path | None = None, config_name: str = 
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
-    from .training.checks import ConfigError, UsageError, check_config, check_writable
-
     from .regularizers.base import RegularizerError
     from .training.build import check_mix_points
+    from .training.checks import ConfigError, UsageError, check_config, check_writable
 
     models_checked: set = set()
     try:
@@ -226,8 +252,8 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from .data.base import DataError
     from .io import WriteError
     from .regularizers.base import RegularizerError
-    from .training.checks import ConfigError
     from .training.checkpoint import CheckpointError
+    from .training.checks import ConfigError
     from .training.rundir import RunDirBusy
 
     return (ConfigError, DataError, RegularizerError, CheckpointError, RunDirBusy, WriteError)
@@ -241,8 +267,11 @@ def guarded(fn):
         try:
             return fn(*args, **kwargs)
         except KeyboardInterrupt:
-            fail("interrupted again: stopped at once, without saving (the last checkpoint in the run directory "
-                 "is kept; the same command resumes from it)", 130)
+            fail(
+                "interrupted again: stopped at once, without saving (the last checkpoint in the run directory "
+                "is kept; the same command resumes from it)",
+                130,
+            )
         except user_errors() as err:
             fail(str(err), 1)
 

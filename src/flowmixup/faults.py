@@ -17,10 +17,12 @@ full disk or a read-only mount would make it fail::
     FLOWMIXUP_FAULT_WRITE="EROFS@summary.json"
 
 ``FLOWMIXUP_PAUSE_AT="<point>=<folder>"``: at the named point the process meets the test through two named pipes
-in ``<folder>``, the first time it gets there: it opens ``reached`` for writing (which blocks until the test opens it for reading, so the test
-knows the process is there) and then ``go`` for reading (blocking until the test opens it for writing). Points:
+in ``<folder>``, the first time it gets there: it opens ``reached`` for writing (which blocks until the test opens
+it for reading, so the test knows the process is there) and then ``go`` for reading (blocking until the test opens
+it for writing). Points:
 ``cache-row-block`` (a cache builder, after storing its first block of rows, holding the build lock).
 """
+
 from __future__ import annotations
 
 import errno

@@ -13,6 +13,7 @@ write permission) raises :class:`WriteError`, whose message is the whole one-lin
 :class:`FileLock` is the exclusive lock of a run folder or of a cache being built (``flock``, dropped by the kernel
 when its holder dies, however it dies; on NFS, Linux maps it to a POSIX lock that other nodes see too).
 """
+
 from __future__ import annotations
 
 import errno
@@ -99,8 +100,15 @@ def holder_text(holder: tuple[str, str]) -> str:
     return f"PID {pid}" + (f" on {host}" if host else "")
 
 
-def write_error(path: str | os.PathLike, what: str, err: BaseException, *, needed: int | None = None,
-                kept: str | None = None, todo: str | None = None) -> WriteError:
+def write_error(
+    path: str | os.PathLike,
+    what: str,
+    err: BaseException,
+    *,
+    needed: int | None = None,
+    kept: str | None = None,
+    todo: str | None = None,
+) -> WriteError:
     """The :class:`WriteError` for ``err`` while ``what`` (e.g. "writing the checkpoint") at ``path``.
 
     needed: the bytes the write needs (said for a full disk, with the free space); kept: what is left as it was
@@ -117,8 +125,11 @@ def write_error(path: str | os.PathLike, what: str, err: BaseException, *, neede
     if kept is None:
         kept = f"the previous {Path(path).name} is kept as it was" if Path(path).is_file() else "nothing was written"
     if todo is None:
-        todo = ("free some space (or point the output elsewhere) and run the same command again" if full
-                else "make the folder writable or choose another one, then run the same command again")
+        todo = (
+            "free some space (or point the output elsewhere) and run the same command again"
+            if full
+            else "make the folder writable or choose another one, then run the same command again"
+        )
     return WriteError(path, what, why, kept, todo)
 
 
@@ -133,8 +144,9 @@ def require_writable_folder(folder: str | os.PathLike, what: str, todo: str) -> 
         raise write_error(folder, f"creating {what}", err, kept="nothing was written", todo=todo) from None
     if not os.access(folder, os.W_OK | os.X_OK):
         code = errno.EROFS if _read_only(folder) else errno.EACCES
-        raise write_error(folder, f"writing to {what}", OSError(code, os.strerror(code)), kept="nothing was written",
-                          todo=todo)
+        raise write_error(
+            folder, f"writing to {what}", OSError(code, os.strerror(code)), kept="nothing was written", todo=todo
+        )
     return folder
 
 
@@ -146,8 +158,15 @@ def _read_only(folder: Path) -> bool:
 
 
 @contextmanager
-def atomic_path(path: str | os.PathLike, suffix: str = "", *, what: str | None = None, needed: int | None = None,
-                kept: str | None = None, todo: str | None = None) -> Iterator[Path]:
+def atomic_path(
+    path: str | os.PathLike,
+    suffix: str = "",
+    *,
+    what: str | None = None,
+    needed: int | None = None,
+    kept: str | None = None,
+    todo: str | None = None,
+) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it is fsync'ed and renamed to ``path``.
 
     On an exception the temporary file is removed and ``path`` is left as it was. A full disk or an unwritable

@@ -9,6 +9,7 @@ all: at most one log line every ``FLOWMIXUP_PROGRESS_SECONDS`` (default 60) seco
 and nothing for work that ends sooner; the epoch lines are logged as before. ``FLOWMIXUP_PROGRESS=bar|log|off``
 overrides the choice (``auto``, the default, decides by the terminal).
 """
+
 from __future__ import annotations
 
 import logging
@@ -35,8 +36,17 @@ def mode() -> str:
         return "log"
 
 
-def progress(iterable: Iterable | None = None, *, total: int | None = None, desc: str = "", initial: int = 0,
-             unit: str = "it", enabled: bool = True, leave: bool = True, **bar_options: Any):
+def progress(
+    iterable: Iterable | None = None,
+    *,
+    total: int | None = None,
+    desc: str = "",
+    initial: int = 0,
+    unit: str = "it",
+    enabled: bool = True,
+    leave: bool = True,
+    **bar_options: Any,
+):
     """A progress display over ``iterable`` (or updated by hand with ``update(n)``): a tqdm bar on a terminal, a
     :class:`LogLines` in a file, nothing when ``enabled`` is False or ``FLOWMIXUP_PROGRESS=off``."""
     how = mode() if enabled else "off"
@@ -51,8 +61,17 @@ class LogLines:
     """The file-friendly stand-in of a tqdm bar: the same calls (iterate, ``update``, ``set_postfix``, ``close``),
     and at most one log line per interval."""
 
-    def __init__(self, iterable: Iterable | None = None, *, total: int | None = None, desc: str = "",
-                 initial: int = 0, unit: str = "it", quiet: bool = False, every_s: float | None = None):
+    def __init__(
+        self,
+        iterable: Iterable | None = None,
+        *,
+        total: int | None = None,
+        desc: str = "",
+        initial: int = 0,
+        unit: str = "it",
+        quiet: bool = False,
+        every_s: float | None = None,
+    ):
         self.iterable, self.total, self.desc, self.unit, self.quiet = iterable, total, desc, unit, quiet
         self.n = self.start_n = initial
         self.every_s = float(os.environ.get("FLOWMIXUP_PROGRESS_SECONDS", 60)) if every_s is None else every_s

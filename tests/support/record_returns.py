@@ -1,4 +1,5 @@
 """A Hydra callback for tests: appends each job's return value (what a sweeper optimises) to a JSON-lines file."""
+
 import json
 
 from hydra.experimental.callback import Callback

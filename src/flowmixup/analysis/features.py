@@ -5,6 +5,7 @@ A hidden state is named like a mix point: a key of ``model.named_modules()`` (``
 stands for that submodule's OUTPUT, and ``"output"`` for the model's own output. The paper's Fig. 4 uses the output
 of every residual block and the model output: :func:`default_points`.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -43,8 +44,10 @@ def default_points(model: nn.Module) -> list[str]:
         if name and _is_block(module) and not any(name.startswith(f"{outer}.") for outer in found):
             found.append(name)
     if not found:
-        raise AnalysisError(f"no residual or dense blocks recognised in {type(model).__name__}; name the hidden "
-                            f"states to collect (allowed: {_shown(valid_points(model))})")
+        raise AnalysisError(
+            f"no residual or dense blocks recognised in {type(model).__name__}; name the hidden "
+            f"states to collect (allowed: {_shown(valid_points(model))})"
+        )
     return [*found, OUTPUT]
 
 
@@ -64,7 +67,9 @@ def check_points(model: nn.Module, points: Sequence[str], what: str = "--points"
     for an unknown name."""
     points = [p.strip() for p in points if p.strip()]
     if not points:
-        raise AnalysisError(f"{what} is empty; name at least one hidden state (e.g. {', '.join(default_points(model)[:3])})")
+        raise AnalysisError(
+            f"{what} is empty; name at least one hidden state (e.g. {', '.join(default_points(model)[:3])})"
+        )
     modules = dict(model.named_modules())
     for p in points:
         if p != OUTPUT and (p not in modules or p == ""):
@@ -86,10 +91,15 @@ def _default_prepare(x: torch.Tensor, device: torch.device) -> torch.Tensor:
     return x.to(device)
 
 
-def collect_features(model: nn.Module, loader: Iterable, points: Sequence[str], device: str | torch.device | None = None,
-                     max_samples: int | None = None,
-                     prepare: Callable[[torch.Tensor, torch.device], torch.Tensor] | None = None,
-                     progress: bool = False) -> dict[str, np.ndarray]:
+def collect_features(
+    model: nn.Module,
+    loader: Iterable,
+    points: Sequence[str],
+    device: str | torch.device | None = None,
+    max_samples: int | None = None,
+    prepare: Callable[[torch.Tensor, torch.device], torch.Tensor] | None = None,
+    progress: bool = False,
+) -> dict[str, np.ndarray]:
     """The outputs of the named submodules (``"output"``: the model's output) over ``loader``, in eval mode and
     without gradients: ``{point: float32 array (N, V)}``, each sample flattened (V = D x H x W).
 
@@ -138,11 +148,14 @@ class _HiddenStates:
     def hook_for(self, name: str):
         def hook(module, args, output):
             if self.seen.get(name, 0):
-                raise AnalysisError(f"hidden state '{name}' is computed twice in one forward pass; name a submodule "
-                                    "the model calls once")
+                raise AnalysisError(
+                    f"hidden state '{name}' is computed twice in one forward pass; name a submodule "
+                    "the model calls once"
+                )
             if not torch.is_tensor(output):
-                raise AnalysisError(f"hidden state '{name}' is a {type(output).__name__}, not a tensor; name another "
-                                    "submodule")
+                raise AnalysisError(
+                    f"hidden state '{name}' is a {type(output).__name__}, not a tensor; name another submodule"
+                )
             self.seen[name] = 1
             self.chunks[name].append(output.detach().flatten(1).to("cpu", torch.float32, copy=True).numpy())
 
@@ -192,8 +205,10 @@ def read_checkpoint(path: Path) -> dict:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unreadable file becomes one line
         first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise AnalysisError(f"{path}: cannot be read as a plain checkpoint with weights_only=True ({first}); "
-                            "checkpoints of runs trained before flowmixup wrote plain checkpoints need retraining")
+        raise AnalysisError(
+            f"{path}: cannot be read as a plain checkpoint with weights_only=True ({first}); "
+            "checkpoints of runs trained before flowmixup wrote plain checkpoints need retraining"
+        ) from None
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model"), dict):
         raise AnalysisError(f"{path}: not a flowmixup checkpoint (no 'model' state dict)")
     return ckpt
@@ -218,7 +233,7 @@ def _rebase_data_dir(cfg, data_dir: str) -> None:
     for key in list(loader.keys()):
         value = loader[key]
         if isinstance(value, str) and (value == old or value.startswith(old + "/")):
-            loader[key] = str(data_dir).rstrip("/") + value[len(old):]
+            loader[key] = str(data_dir).rstrip("/") + value[len(old) :]
     cfg.paths.data_dir = str(data_dir)
 
 
@@ -255,15 +270,16 @@ def load_run(run_dir: str | Path, data_dir: str | None = None, device: str | tor
         model.load_state_dict(ckpt["model"])
     except RuntimeError as err:
         first = str(err).strip().splitlines()[0]
-        raise AnalysisError(f"{path}: its weights do not fit the model built from {run_dir / 'config.yaml'} ({first})")
+        raise AnalysisError(
+            f"{path}: its weights do not fit the model built from {run_dir / 'config.yaml'} ({first})"
+        ) from None
     device = torch.device(device)
     channels_last = bool(cfg.trainer.get("channels_last", False)) and sample.ndim == 4
     model = model.to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     model.eval()
-    return {"model": model, "cfg": cfg, "data": data,
-            "prepare": lambda x, dev: to_input(x, dev, channels_last)}
+    return {"model": model, "cfg": cfg, "data": data, "prepare": lambda x, dev: to_input(x, dev, channels_last)}
 
 
 def split_loader(data, split: str, batch_size: int = 256, max_samples: int | None = None, seed: int = 0):
@@ -278,5 +294,9 @@ def split_loader(data, split: str, batch_size: int = 256, max_samples: int | Non
     idx = np.asarray(data.splits[split])
     if max_samples is not None and max_samples < len(idx):
         idx = np.sort(np.random.default_rng(seed).choice(idx, size=max_samples, replace=False))
-    return DataLoader(ArrayDataset(data.x, data.y.astype(np.float32), idx), batch_size=batch_size,
-                      collate_fn=batch_collate, shuffle=False)
+    return DataLoader(
+        ArrayDataset(data.x, data.y.astype(np.float32), idx),
+        batch_size=batch_size,
+        collate_fn=batch_collate,
+        shuffle=False,
+    )

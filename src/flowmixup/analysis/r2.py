@@ -11,6 +11,7 @@ R² is the share of the total variance that lies between the clusters: 1 when ev
 0 when there is a single cluster. The paper partitions with k-means (k = 10) so that the classifier's own
 predictions play no part; :func:`kmeans_assign` does that, :func:`r2_table` does both for several hidden states.
 """
+
 from __future__ import annotations
 
 import math
@@ -53,17 +54,17 @@ def cluster_r2(features, assignments) -> float:
     total = np.zeros(v)
     sums = np.zeros((len(counts), v))
     for start in range(0, n, step):
-        block = z[start:start + step].astype(np.float64)
+        block = z[start : start + step].astype(np.float64)
         total += block.sum(axis=0)
-        np.add.at(sums, inverse[start:start + step], block)
+        np.add.at(sums, inverse[start : start + step], block)
     mean = total / n
     means = sums / counts[:, None]
     # pass 2: squared deviations from each
     sst = ssi = 0.0
     for start in range(0, n, step):
-        block = z[start:start + step].astype(np.float64)
+        block = z[start : start + step].astype(np.float64)
         sst += float(np.square(block - mean).sum())
-        ssi += float(np.square(block - means[inverse[start:start + step]]).sum())
+        ssi += float(np.square(block - means[inverse[start : start + step]]).sum())
     sst /= v
     ssi /= v
     if sst == 0.0:
@@ -71,8 +72,9 @@ def cluster_r2(features, assignments) -> float:
     return 1.0 - ssi / sst
 
 
-def kmeans_assign(features, k: int = 10, seed: int = 0, n_init: int = N_INIT,
-                  minibatch_above: int = MINIBATCH_ABOVE) -> np.ndarray:
+def kmeans_assign(
+    features, k: int = 10, seed: int = 0, n_init: int = N_INIT, minibatch_above: int = MINIBATCH_ABOVE
+) -> np.ndarray:
     """k-means cluster ids (N,) of ``features`` (N, ...), seeded; mini-batch k-means above ``minibatch_above``
     samples. ``k`` must be between 1 and N."""
     z = _as_2d(features)
@@ -90,8 +92,14 @@ def kmeans_assign(features, k: int = 10, seed: int = 0, n_init: int = N_INIT,
     return km.fit_predict(np.ascontiguousarray(z, dtype=np.float32))
 
 
-def r2_table(features_by_point: Mapping[str, np.ndarray], k: int = 10, seed: int = 0, n_init: int = N_INIT,
-             minibatch_above: int = MINIBATCH_ABOVE, progress: bool = False) -> list[dict]:
+def r2_table(
+    features_by_point: Mapping[str, np.ndarray],
+    k: int = 10,
+    seed: int = 0,
+    n_init: int = N_INIT,
+    minibatch_above: int = MINIBATCH_ABOVE,
+    progress: bool = False,
+) -> list[dict]:
     """For each hidden state (in the mapping's order): k-means with ``k`` clusters, then :func:`cluster_r2`.
 
     Returns rows ``{"point", "k", "n", "v", "r2"}``."""

@@ -1,6 +1,7 @@
 """The common data contract: every dataset loader returns a :class:`LabeledArrays`, training reads it through
 :class:`ArrayDataset`, which fetches whole batches at once (no per-sample Python in the training loop).
 """
+
 from __future__ import annotations
 
 import os

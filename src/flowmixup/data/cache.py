@@ -41,6 +41,7 @@ A build checks its folder is writable and that the disk has room for the rows st
 anything; a full disk or an unwritable folder is one line (:class:`flowmixup.io.WriteError`) that says what is
 kept (the rows already decoded stay in the partial file, and the next call continues from them).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -60,8 +61,19 @@ import numpy as np
 
 from flowmixup import faults
 from flowmixup.data.base import DataError, LabeledArrays, plain
-from flowmixup.io import (FileLock, LockBusy, WriteError, atomic_path, free_bytes, holder_text, is_write_failure,
-                          require_writable_folder, size_text, write_error, write_json)
+from flowmixup.io import (
+    FileLock,
+    LockBusy,
+    WriteError,
+    atomic_path,
+    free_bytes,
+    holder_text,
+    is_write_failure,
+    require_writable_folder,
+    size_text,
+    write_error,
+    write_json,
+)
 from flowmixup.progress import progress
 
 log = logging.getLogger(__name__)
@@ -114,7 +126,7 @@ def _relative(path: str | os.PathLike, root: str) -> tuple[str, str]:
     path = os.fspath(path)
     prefix = root.rstrip(os.sep) + os.sep
     if path.startswith(prefix):
-        rel, where = path[len(prefix):], path
+        rel, where = path[len(prefix) :], path
     elif os.path.isabs(path):
         rel, where = os.path.relpath(path, root), path
     else:
@@ -301,8 +313,9 @@ def _read_chunk(reader: Callable[[Any], np.ndarray], rows: Sequence[int], items:
     return out, errors
 
 
-def decode(reader: Callable[[Any], np.ndarray], items: Sequence[Any], chunks: Sequence[np.ndarray],
-           workers: int) -> Iterator[Decoded]:
+def decode(
+    reader: Callable[[Any], np.ndarray], items: Sequence[Any], chunks: Sequence[np.ndarray], workers: int
+) -> Iterator[Decoded]:
     """The decoded rows and the bad-record messages of each chunk of row numbers (``reader(items[row])``).
 
     In this process, chunk after chunk, when ``workers`` <= 1 or there is one chunk; otherwise by a pool of
@@ -369,8 +382,22 @@ class _Job:
         return self.fingerprint.sha256 if self.fingerprint is not None else ""
 
 
-def _job(cache_path, items, reader, row_shape, dtype, row_data, config, item_names, source, fingerprint,
-         on_bad_record, prepare_workers, chunk_rows, desc) -> _Job:
+def _job(
+    cache_path,
+    items,
+    reader,
+    row_shape,
+    dtype,
+    row_data,
+    config,
+    item_names,
+    source,
+    fingerprint,
+    on_bad_record,
+    prepare_workers,
+    chunk_rows,
+    desc,
+) -> _Job:
     check_on_bad_record(on_bad_record)
     cache_path = Path(cache_path)
     if cache_path.suffix != ".h5":
@@ -382,12 +409,19 @@ def _job(cache_path, items, reader, row_shape, dtype, row_data, config, item_nam
         if key in ("x", "status", "errors"):
             raise DataError(f"row_data key '{key}' is reserved by the cache layout")
     return _Job(
-        path=cache_path, items=items, reader=reader, row_shape=tuple(int(s) for s in row_shape),
-        dtype=np.dtype(dtype), row_data=data,
+        path=cache_path,
+        items=items,
+        reader=reader,
+        row_shape=tuple(int(s) for s in row_shape),
+        dtype=np.dtype(dtype),
+        row_data=data,
         config=json.loads(_canonical(config)),  # plain JSON types, as they will be read back
-        names=[str(i) for i in (item_names if item_names is not None else items)], source=source,
-        fingerprint=fingerprint, on_bad_record=on_bad_record,
-        workers=usable_cores() if prepare_workers is None else int(prepare_workers), chunk_rows=int(chunk_rows),
+        names=[str(i) for i in (item_names if item_names is not None else items)],
+        source=source,
+        fingerprint=fingerprint,
+        on_bad_record=on_bad_record,
+        workers=usable_cores() if prepare_workers is None else int(prepare_workers),
+        chunk_rows=int(chunk_rows),
         desc=desc or cache_path.name,
     )
 
@@ -474,8 +508,9 @@ class PartialCache:
             _fsync(self.path)
             os.replace(self.path, job.path)
         else:
-            log.warning("skipped %d of %d records (bad input); the cache holds the other %d", len(bad), job.n,
-                        len(good))
+            log.warning(
+                "skipped %d of %d records (bad input); the cache holds the other %d", len(bad), job.n, len(good)
+            )
             with atomic_path(job.path, suffix=".h5") as tmp:
                 _compact(self.fh, tmp, good, job)
             self.close()
@@ -520,8 +555,10 @@ def _open_partial(path: Path, job: _Job):
     try:
         fh = h5py.File(path, "r+")
     except BlockingIOError as err:  # HDF5's own file lock: a writer that does not take our lock (never ours)
-        raise DataError(f"{path}: held open by another process ({err.strerror or 'file locked'}); it is left as it "
-                        "is: wait for that process to end, then run the same command again") from None
+        raise DataError(
+            f"{path}: held open by another process ({err.strerror or 'file locked'}); it is left as it "
+            "is: wait for that process to end, then run the same command again"
+        ) from None
     except OSError as err:
         if is_write_failure(err):
             raise
@@ -532,7 +569,9 @@ def _open_partial(path: Path, job: _Job):
         fh.close()
         log.warning(
             "%s was started from other data (fingerprint %s, this data: %s): starting the cache again",
-            path, (started_for or "none")[:12], (job.fp_hex or "none")[:12],
+            path,
+            (started_for or "none")[:12],
+            (job.fp_hex or "none")[:12],
         )
         return None
     if not _same_rows(fh, job):
@@ -550,8 +589,9 @@ def _same_rows(fh, job: _Job) -> bool:
         and fh["x"].shape == (job.n, *job.row_shape)
         and fh["x"].dtype == job.dtype
         and "status" in fh
-        and all(k in fh and fh[k].shape == np.shape(v) and np.array_equal(fh[k][...], v)
-                for k, v in job.row_data.items())
+        and all(
+            k in fh and fh[k].shape == np.shape(v) and np.array_equal(fh[k][...], v) for k, v in job.row_data.items()
+        )
     )
 
 
@@ -596,27 +636,46 @@ def build_cache(
     prepare_workers: processes decoding in parallel (default: all usable cores; 0 or 1: decode in this process).
     wait: when another process is building this cache, wait for it (True) or stop with a DataError (False);
         None: :data:`WAIT_FOR_BUILDER` (``prepare_data.py --no-wait`` sets it to False).
-    Returns the path of the complete cache; an existing complete cache for ``config`` (and ``fingerprint``) is
-    reused as it is.
+    Returns the complete cache's path; a complete cache for ``config`` (and ``fingerprint``) is reused as it is.
     """
-    job = _job(cache_path, items, reader, row_shape, dtype, row_data, config, item_names, source, fingerprint,
-               on_bad_record, prepare_workers, chunk_rows, desc)
+    job = _job(
+        cache_path,
+        items,
+        reader,
+        row_shape,
+        dtype,
+        row_data,
+        config,
+        item_names,
+        source,
+        fingerprint,
+        on_bad_record,
+        prepare_workers,
+        chunk_rows,
+        desc,
+    )
     if not overwrite and _problem(job.path, job.config, fingerprint) is None:  # a ready cache: no lock needed
         log.info("cache %s is complete for this config and data: reusing it", job.path)
         return job.path
     require_writable_folder(job.path.parent, "the cache folder", DATA_DIR_HINT)
     with _builder_lock(job.path, WAIT_FOR_BUILDER if wait is None else bool(wait)):
-        if not overwrite:
-            found = _problem(job.path, job.config, fingerprint)
-            if found is None:  # another builder finished it while this one waited
-                log.info("cache %s is complete for this config and data: reusing it", job.path)
-                return job.path
-            kind, problem = found
-            if kind == "data":
-                log.warning("%s: rebuilding it", problem)
-            elif kind != "missing":
-                log.info("%s: building the cache again", problem)
+        if not overwrite and _ready_or_say_why(job, fingerprint):  # another builder finished it meanwhile
+            return job.path
         return _build_locked(job, overwrite)
+
+
+def _ready_or_say_why(job: _Job, fingerprint: Fingerprint | None) -> bool:
+    """Whether ``job``'s cache is complete for its config and data; if not, log why it is (re)built."""
+    found = _problem(job.path, job.config, fingerprint)
+    if found is None:
+        log.info("cache %s is complete for this config and data: reusing it", job.path)
+        return True
+    kind, problem = found
+    if kind == "data":
+        log.warning("%s: rebuilding it", problem)
+    elif kind != "missing":
+        log.info("%s: building the cache again", problem)
+    return False
 
 
 @contextmanager
@@ -626,13 +685,16 @@ def _builder_lock(cache_path: Path, wait: bool) -> Iterator[FileLock]:
     try:
         lock.acquire(wait=wait, on_wait=_say_waiting(cache_path, "one builder per cache"))
     except LockBusy as busy:
-        raise DataError(f"{cache_path} is being built by {holder_text(busy.holder)} (lock "
-                        f"{lock.path}); wait for it to finish, or run again without --no-wait to wait") from None
+        raise DataError(
+            f"{cache_path} is being built by {holder_text(busy.holder)} (lock "
+            f"{lock.path}); wait for it to finish, or run again without --no-wait to wait"
+        ) from None
     except OSError as err:
         if not is_write_failure(err):
             raise
-        raise write_error(lock.path, "creating the cache's lock file", err, kept="nothing was written",
-                          todo=DATA_DIR_HINT) from None
+        raise write_error(
+            lock.path, "creating the cache's lock file", err, kept="nothing was written", todo=DATA_DIR_HINT
+        ) from None
     try:
         yield lock
     finally:
@@ -654,10 +716,18 @@ def _build_locked(job: _Job, overwrite: bool) -> Path:
         if not is_write_failure(err):
             raise
         done, part_file = (part.stored if part is not None else 0), partial_path(job.path)
-        raise write_error(part_file, "writing the cache", err, needed=(job.n - done) * job.row_bytes,
-                          kept=(f"the {done} of {job.n} rows decoded so far are kept in {part_file}" if done
-                                else "no row was decoded yet"),
-                          todo=f"{ROOM_HINT} run the same command again to continue from them") from None
+        raise write_error(
+            part_file,
+            "writing the cache",
+            err,
+            needed=(job.n - done) * job.row_bytes,
+            kept=(
+                f"the {done} of {job.n} rows decoded so far are kept in {part_file}"
+                if done
+                else "no row was decoded yet"
+            ),
+            todo=f"{ROOM_HINT} run the same command again to continue from them",
+        ) from None
     finally:
         if part is not None:
             with suppress(OSError):  # a full disk can make even the close fail; the error above says what to do
@@ -723,8 +793,13 @@ def _check_room(part: Path, needed: int, n: int, done: int) -> None:
     free = free_bytes(part.parent)
     if free is not None and free < needed:
         kept = f"the {done} of {n} rows decoded so far are kept in {part}" if done else "nothing was written"
-        raise WriteError(part, "building the cache", f"not enough space: {size_text(needed)} needed, "
-                         f"{size_text(free)} free", kept, f"{ROOM_HINT} run the same command again")
+        raise WriteError(
+            part,
+            "building the cache",
+            f"not enough space: {size_text(needed)} needed, {size_text(free)} free",
+            kept,
+            f"{ROOM_HINT} run the same command again",
+        )
 
 
 def _fsync(path: Path) -> None:
@@ -761,7 +836,8 @@ def open_cache(
     Under ``on_bad_record="error"`` a cache built with skipped ``what`` (records, images) is refused too."""
     found = _problem(cache_path, config, fingerprint)
     if found is not None and FileLock(lock_path(cache_path)).wait_until_free(
-            _say_waiting(Path(cache_path), "this run starts once the cache is ready")):
+        _say_waiting(Path(cache_path), "this run starts once the cache is ready")
+    ):
         found = _problem(cache_path, config, fingerprint)
     if found is not None:
         kind, problem = found
@@ -906,8 +982,14 @@ class CachedSource(ABC):
     def prepare_command(self) -> str:
         """The command that builds this cache (its root, or ``<root>`` where none is given)."""
         root = self.root if self.has_root else "<root>"
-        return " ".join(["python scripts/prepare_data.py", f"dataset={self.dataset_option}", f"dataset.root={root}",
-                         *self.prepare_overrides()])
+        return " ".join(
+            [
+                "python scripts/prepare_data.py",
+                f"dataset={self.dataset_option}",
+                f"dataset.root={root}",
+                *self.prepare_overrides(),
+            ]
+        )
 
     def open(self) -> LabeledArrays:
         """The dataset from its complete cache. With a ``root``, the cache must hold the data found there (wherever
@@ -921,8 +1003,14 @@ class CachedSource(ABC):
             if not self.has_root:
                 raise DataError(f"no complete cache at {path} and no dataset.root to build it from")
             self.build()
-        manifest = open_cache(path, config, build_hint=self.prepare_command(), fingerprint=fp,
-                              on_bad_record=self.on_bad_record, what=self.WHAT)
+        manifest = open_cache(
+            path,
+            config,
+            build_hint=self.prepare_command(),
+            fingerprint=fp,
+            on_bad_record=self.on_bad_record,
+            what=self.WHAT,
+        )
         return self.arrays(path, manifest)
 
     def _identity(self, path: Path) -> tuple[dict[str, Any], Fingerprint | None]:
@@ -945,8 +1033,14 @@ class CachedSource(ABC):
         """Build (or finish, or reuse) the cache from the raw data under ``root`` (see :func:`build_cache`)."""
         path = self.cache_path()
         contents = self.contents()
-        return build_cache(path, **vars(contents), on_bad_record=self.on_bad_record,
-                           prepare_workers=self.prepare_workers, desc=path.name, overwrite=overwrite)
+        return build_cache(
+            path,
+            **vars(contents),
+            on_bad_record=self.on_bad_record,
+            prepare_workers=self.prepare_workers,
+            desc=path.name,
+            overwrite=overwrite,
+        )
 
     @classmethod
     def load(cls, *args: Any, **settings: Any) -> LabeledArrays:
@@ -968,8 +1062,10 @@ def prepare(loader: Mapping[str, Any], overwrite: bool = False) -> Path:
     target = node.get("_target_")
     source = getattr(_locate(target), "__self__", None)
     if not (isinstance(source, type) and issubclass(source, CachedSource)):
-        raise DataError(f"dataset.loader._target_: {target} does not read a prepared cache, so there is nothing to "
-                        "prepare; allowed: the load of a cached dataset, e.g. flowmixup.data.chestxray14.load")
+        raise DataError(
+            f"dataset.loader._target_: {target} does not read a prepared cache, so there is nothing to "
+            "prepare; allowed: the load of a cached dataset, e.g. flowmixup.data.chestxray14.load"
+        )
     return source.prepare(overwrite=overwrite, **settings)
 
 

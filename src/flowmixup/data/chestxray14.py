@@ -17,6 +17,7 @@ data mounted elsewhere is accepted; other data at the same cache path is rebuilt
 :class:`ChestXray14` is the dataset's :class:`~flowmixup.data.cache.CachedSource`; ``load`` and ``prepare`` are its
 entry points.
 """
+
 from __future__ import annotations
 
 import functools
@@ -230,9 +231,7 @@ def cache_file(cache_dir: str | os.PathLike, resolution: int) -> Path:
     return Path(cache_dir) / f"{NAME}_{int(resolution)}.h5"
 
 
-def source_fingerprint(
-    root: str | os.PathLike, resolution: int, images: dict[str, Path] | None = None
-) -> Fingerprint:
+def source_fingerprint(root: str | os.PathLike, resolution: int, images: dict[str, Path] | None = None) -> Fingerprint:
     """The content identity of the raw data under ``root`` for a cache at ``resolution``: the bytes of the label
     table and of the two split lists, the path (relative to ``root``) and size of every PNG that
     :func:`find_images` lists, and :func:`cache_config`. One directory listing and one ``stat`` per image; no
@@ -285,8 +284,10 @@ class ChestXray14(CachedSource):
                 f"{root}/images_NNN/images/ ({int((~has_file).sum())} of {len(meta)} images missing)"
             )
         return CacheContents(
-            items=[(str(images[n]) if n in images else None, n, str(table), int(line))
-                   for n, line in zip(meta["Image Index"], meta["line"])],
+            items=[
+                (str(images[n]) if n in images else None, n, str(table), int(line))
+                for n, line in zip(meta["Image Index"], meta["line"])
+            ],
             item_names=list(meta["Image Index"]),
             reader=functools.partial(_load_image_row, size=size),
             row_shape=(1, size, size),

@@ -41,6 +41,7 @@ groups records by patient (e.g. the PTB-XL records ``HRnnnnn`` through ``ptbxl_d
 The challenge metric (:func:`challenge_score`, :class:`ChallengeScore`) follows the 2021 evaluation code
 (``physionetchallenges/evaluation-2021``, ``evaluate_model.py``).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -75,8 +76,9 @@ def source_of(record_name: str) -> str:
     """The source key of a challenge record name (see the module docstring's table)."""
     m = _NAME_RE.match(str(record_name))
     if not m:
-        raise DataError(f"record {record_name!r}: not a challenge record name (expected A, Q, I, S, HR, E or JS "
-                        "followed by digits)")
+        raise DataError(
+            f"record {record_name!r}: not a challenge record name (expected A, Q, I, S, HR, E or JS followed by digits)"
+        )
     prefix, number = m.group(1), int(m.group(2))
     if prefix == "JS":
         return "chapman_shaoxing" if number <= CHAPMAN_LAST else "ningbo"
@@ -157,8 +159,10 @@ def read_weights(weights_csv: str | os.PathLike | None) -> tuple[list[list[str]]
     file, a table that is not square, row names that differ from the column names or a non-number raise
     DataError naming the file."""
     if weights_csv in (None, "", "???"):
-        raise DataError("dataset.weights_csv: not set; the challenge metric needs the challenge's weights.csv (from "
-                        "github.com/physionetchallenges/evaluation-2021): pass dataset.weights_csv=/path/weights.csv")
+        raise DataError(
+            "dataset.weights_csv: not set; the challenge metric needs the challenge's weights.csv (from "
+            "github.com/physionetchallenges/evaluation-2021): pass dataset.weights_csv=/path/weights.csv"
+        )
     path = Path(weights_csv)
     try:
         text = path.read_text(encoding="utf-8-sig")
@@ -171,12 +175,16 @@ def read_weights(weights_csv: str | os.PathLike | None) -> tuple[list[list[str]]
     rows = [r[0] for r in table[1:]]
     widths = sorted({len(r) - 1 for r in table[1:]})
     if len(rows) != len(cols) or widths != [len(cols)]:
-        raise DataError(f"{path}: not square: {len(cols)} column names, {len(rows)} rows of "
-                        f"{'/'.join(map(str, widths))} values (expected C names, then C rows of C values)")
+        raise DataError(
+            f"{path}: not square: {len(cols)} column names, {len(rows)} rows of "
+            f"{'/'.join(map(str, widths))} values (expected C names, then C rows of C values)"
+        )
     if [set(r.split("|")) for r in rows] != [set(c.split("|")) for c in cols]:
         i = next(i for i, (r, c) in enumerate(zip(rows, cols)) if set(r.split("|")) != set(c.split("|")))
-        raise DataError(f"{path}, line {i + 2}: row {rows[i]!r} does not match column {i + 1} {cols[i]!r} (the rows "
-                        "must name the classes of the columns, in the same order)")
+        raise DataError(
+            f"{path}, line {i + 2}: row {rows[i]!r} does not match column {i + 1} {cols[i]!r} (the rows "
+            "must name the classes of the columns, in the same order)"
+        )
     try:
         weights = np.array([[float(v) for v in r[1:]] for r in table[1:]], dtype=np.float64)
     except ValueError as err:
@@ -197,8 +205,10 @@ def class_names(classes: Sequence[Sequence[str]]) -> list[str]:
 def _classes_from(value: Any) -> list[list[str]]:
     value = plain(value)
     if not isinstance(value, (list, tuple)) or not value:
-        raise DataError(f"dataset.classes: {value!r}; allowed: a list of SNOMED-CT codes, equivalent codes joined "
-                        "with '|' (weights.csv's column names)")
+        raise DataError(
+            f"dataset.classes: {value!r}; allowed: a list of SNOMED-CT codes, equivalent codes joined "
+            "with '|' (weights.csv's column names)"
+        )
     out = [[c.strip() for c in str(v).split("|") if c.strip()] for v in value]
     seen: dict[str, int] = {}
     for i, codes in enumerate(out):
@@ -245,8 +255,10 @@ def challenge_score(
     out = np.asarray(outputs_binary).astype(bool)
     w = np.asarray(weights, dtype=np.float64)
     if y.shape != out.shape or y.ndim != 2 or w.shape != (y.shape[1], y.shape[1]) or len(classes) != y.shape[1]:
-        raise ValueError(f"challenge_score: labels {y.shape}, outputs {out.shape}, weights {w.shape} and "
-                         f"{len(classes)} classes do not agree")
+        raise ValueError(
+            f"challenge_score: labels {y.shape}, outputs {out.shape}, weights {w.shape} and "
+            f"{len(classes)} classes do not agree"
+        )
     sets = [set(c.split("|")) if isinstance(c, str) else set(map(str, c)) for c in classes]
     normal = [j for j, s in enumerate(sets) if str(normal_class) in s]
     if not normal:
@@ -268,8 +280,7 @@ class ChallengeScore:
     class the run lacks, is a DataError naming both lists. A missing ``weights_csv`` is a one-line error at
     construction, before any training."""
 
-    def __init__(self, weights_csv: str | os.PathLike | None, threshold: float = 0.5,
-                 normal_class: str = NORMAL_CLASS):
+    def __init__(self, weights_csv: str | os.PathLike | None, threshold: float = 0.5, normal_class: str = NORMAL_CLASS):
         self.weights_csv = None if weights_csv in (None, "", "???") else str(weights_csv)
         self.classes, self.weights = read_weights(weights_csv)
         self.threshold = float(threshold)
@@ -281,16 +292,19 @@ class ChallengeScore:
         wanted = [frozenset(str(n).split("|")) for n in names]
         have = [frozenset(c) for c in self.classes]
         if sorted(map(sorted, wanted)) != sorted(map(sorted, have)):
-            raise DataError(f"challenge_score: the run's classes {list(names)} are not the scored classes of "
-                            f"{self.weights_csv} ({class_names(self.classes)})")
+            raise DataError(
+                f"challenge_score: the run's classes {list(names)} are not the scored classes of "
+                f"{self.weights_csv} ({class_names(self.classes)})"
+            )
         return np.array([have.index(s) for s in wanted])
 
     def __call__(self, y_true: np.ndarray, y_score: np.ndarray, class_names: Sequence[str]) -> float:
         order = self._order(class_names)
         w = self.weights[np.ix_(order, order)]
         outputs = np.asarray(y_score) >= self.threshold
-        return challenge_score(np.asarray(y_true) > 0.5, outputs, w, [self.classes[i] for i in order],
-                               self.normal_class)
+        return challenge_score(
+            np.asarray(y_true) > 0.5, outputs, w, [self.classes[i] for i in order], self.normal_class
+        )
 
 
 # ------------------------------------------------------------------------------------------------- selection
@@ -364,8 +378,13 @@ def select_records(root: str | os.PathLike, sources: Any, classes: Any, no_score
         per_source[src] = per_source.get(src, 0) + 1
     y = labels_from_dx(dxs, cls)
     none = ~y.any(axis=1)
-    counts = {"found": len(headers), "in_sources": len(names), "per_source": per_source,
-              "no_scored_label": int(none.sum()), "no_scored_label_rule": no_scored_label}
+    counts = {
+        "found": len(headers),
+        "in_sources": len(names),
+        "per_source": per_source,
+        "no_scored_label": int(none.sum()),
+        "no_scored_label_rule": no_scored_label,
+    }
     if no_scored_label == "drop" and none.any():
         keep = np.flatnonzero(~none)
         names, paths, srcs, dxs = ([v[i] for i in keep] for v in (names, paths, srcs, dxs))
@@ -430,11 +449,15 @@ def _check_fs(fs: Any, seconds: Any) -> tuple[int, float]:
     try:
         fs_i, sec = int(fs), float(seconds)
     except (TypeError, ValueError):
-        raise DataError(f"dataset.fs / dataset.seconds: {fs!r} / {seconds!r}; allowed: a positive integer rate in Hz "
-                        "and a positive duration in seconds") from None
+        raise DataError(
+            f"dataset.fs / dataset.seconds: {fs!r} / {seconds!r}; allowed: a positive integer rate in Hz "
+            "and a positive duration in seconds"
+        ) from None
     if fs_i <= 0 or fs_i != float(fs) or sec <= 0 or int(round(fs_i * sec)) < 1:
-        raise DataError(f"dataset.fs / dataset.seconds: {fs!r} / {seconds!r}; allowed: a positive integer rate in Hz "
-                        "and a positive duration in seconds")
+        raise DataError(
+            f"dataset.fs / dataset.seconds: {fs!r} / {seconds!r}; allowed: a positive integer rate in Hz "
+            "and a positive duration in seconds"
+        )
     return fs_i, sec
 
 

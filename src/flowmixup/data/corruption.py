@@ -9,6 +9,7 @@ frequent "normal" patterns), so the fraction of labels that actually change is b
 
 ``kind="flip"``: each entry is flipped independently with probability ``rate``.
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -21,6 +21,7 @@ The cache holds every record of ``ptbxl_database.csv`` at one sampling rate, wit
 multi-hot row: one cache serves all six tasks (the task is chosen when loading). It is identified by content: the
 bytes of the two CSV files, the record files' relative paths and sizes, and the sampling rate.
 """
+
 from __future__ import annotations
 
 import ast
@@ -79,8 +80,9 @@ def read_statements(root: str | os.PathLike) -> pd.DataFrame:
         scp = pd.read_csv(path, index_col=0)
     except (OSError, ValueError, pd.errors.ParserError) as err:
         raise DataError(f"{path}: not a readable CSV table ({err})") from None
-    missing = [c for c in ("diagnostic", "form", "rhythm", "diagnostic_class", "diagnostic_subclass")
-               if c not in scp.columns]
+    missing = [
+        c for c in ("diagnostic", "form", "rhythm", "diagnostic_class", "diagnostic_subclass") if c not in scp.columns
+    ]
     if missing:
         raise DataError(f"{path}: columns {missing} missing (found {list(scp.columns)})")
     return scp
@@ -94,8 +96,10 @@ def read_metadata(root: str | os.PathLike) -> pd.DataFrame:
     1-10 or an ``ecg_id`` listed twice raise DataError naming the file and line."""
     path = Path(root) / DATABASE
     if not path.is_file():
-        raise DataError(f"{path}: not found (dataset.root must be the unpacked PTB-XL release holding {DATABASE}, "
-                        f"{STATEMENTS}, records100/ and records500/)")
+        raise DataError(
+            f"{path}: not found (dataset.root must be the unpacked PTB-XL release holding {DATABASE}, "
+            f"{STATEMENTS}, records100/ and records500/)"
+        )
     try:
         raw = pd.read_csv(path, dtype=str, keep_default_na=False)
     except (OSError, ValueError, pd.errors.ParserError) as err:
@@ -127,8 +131,9 @@ def read_metadata(root: str | os.PathLike) -> pd.DataFrame:
         except (ValueError, SyntaxError):
             value = None
         if not isinstance(value, dict):
-            raise DataError(f"{path}, line {lines[i]}: scp_codes {text[:60]!r} is not a dict of statement -> "
-                            "likelihood")
+            raise DataError(
+                f"{path}, line {lines[i]}: scp_codes {text[:60]!r} is not a dict of statement -> likelihood"
+            )
         codes.append({str(k): v for k, v in value.items()})
     out["scp_codes"] = codes
     out["filename_lr"] = raw["filename_lr"].str.strip().to_numpy()
@@ -195,8 +200,14 @@ def check_rate(sampling_rate: Any) -> int:
 def cache_config(sampling_rate: int, statements: Sequence[str]) -> dict[str, Any]:
     """What identifies a PTB-XL cache (written to its manifest)."""
     rate = check_rate(sampling_rate)
-    return {"dataset": NAME, "sampling_rate": rate, "samples": rate * SECONDS, "leads": list(LEADS),
-            "unit": "mV", "statements": [str(s) for s in statements]}
+    return {
+        "dataset": NAME,
+        "sampling_rate": rate,
+        "samples": rate * SECONDS,
+        "leads": list(LEADS),
+        "unit": "mV",
+        "statements": [str(s) for s in statements],
+    }
 
 
 def cache_file(cache_dir: str | os.PathLike, cache_name: str, sampling_rate: int) -> Path:
@@ -211,16 +222,18 @@ def _record_files(root: Path, meta: pd.DataFrame, rate: int) -> list[Path]:
     return out
 
 
-def source_fingerprint(root: str | os.PathLike, sampling_rate: int, meta: pd.DataFrame | None = None,
-                       scp: pd.DataFrame | None = None) -> Fingerprint:
+def source_fingerprint(
+    root: str | os.PathLike, sampling_rate: int, meta: pd.DataFrame | None = None, scp: pd.DataFrame | None = None
+) -> Fingerprint:
     """Content identity: the bytes of ``ptbxl_database.csv`` and ``scp_statements.csv``, the ``.hea`` / ``.dat``
     paths (relative to ``root``) of the rate's records with their sizes, and :func:`cache_config`."""
     root = Path(root)
     meta = read_metadata(root) if meta is None else meta
     scp = read_statements(root) if scp is None else scp
     rate = check_rate(sampling_rate)
-    return fingerprint(root, [DATABASE, STATEMENTS], _record_files(root, meta, rate),
-                       cache_config(rate, task_classes(scp, "all")))
+    return fingerprint(
+        root, [DATABASE, STATEMENTS], _record_files(root, meta, rate), cache_config(rate, task_classes(scp, "all"))
+    )
 
 
 def _statement_table(scp: pd.DataFrame) -> dict[str, dict[str, Any]]:
@@ -250,8 +263,10 @@ def _check_statements(root: Path, meta: pd.DataFrame, statements: Sequence[str])
     unknown = [(line, c) for line, codes in zip(meta["line"], meta["scp_codes"]) for c in codes if c not in known]
     if unknown:
         line, code = unknown[0]
-        raise DataError(f"{root / DATABASE}, line {line}: statement {code!r} is not in {STATEMENTS} "
-                        f"({len(unknown)} such statements)")
+        raise DataError(
+            f"{root / DATABASE}, line {line}: statement {code!r} is not in {STATEMENTS} "
+            f"({len(unknown)} such statements)"
+        )
 
 
 def _folds(value: Any, key: str) -> set[int]:
@@ -264,18 +279,24 @@ def _folds(value: Any, key: str) -> set[int]:
     return set(value)
 
 
-def fold_splits(folds: np.ndarray, keep: np.ndarray, train_folds: Any, val_folds: Any,
-                test_folds: Any) -> dict[str, np.ndarray]:
+def fold_splits(
+    folds: np.ndarray, keep: np.ndarray, train_folds: Any, val_folds: Any, test_folds: Any
+) -> dict[str, np.ndarray]:
     """Row indices per split: rows with ``keep`` whose fold is in each split's folds (which must not overlap)."""
-    sets = {"train": _folds(train_folds, "train_folds"), "val": _folds(val_folds, "val_folds"),
-            "test": _folds(test_folds, "test_folds")}
+    sets = {
+        "train": _folds(train_folds, "train_folds"),
+        "val": _folds(val_folds, "val_folds"),
+        "test": _folds(test_folds, "test_folds"),
+    }
     names = list(sets)
     for i, a in enumerate(names):
-        for b in names[i + 1:]:
+        for b in names[i + 1 :]:
             common = sets[a] & sets[b]
             if common:
-                raise DataError(f"dataset.{a}_folds and dataset.{b}_folds share folds {sorted(common)}; "
-                                "allowed: disjoint fold lists")
+                raise DataError(
+                    f"dataset.{a}_folds and dataset.{b}_folds share folds {sorted(common)}; "
+                    "allowed: disjoint fold lists"
+                )
     return {s: np.flatnonzero(keep & np.isin(folds, sorted(f))) for s, f in sets.items()}
 
 
@@ -342,8 +363,11 @@ class PTBXL(CachedSource):
             },
             config=cache_config(rate, statements),
             fingerprint=source_fingerprint(root, rate, meta, scp),
-            source={"root": str(root.resolve()), "records_in_table": int(len(meta)),
-                    "statement_table": _statement_table(scp)},
+            source={
+                "root": str(root.resolve()),
+                "records_in_table": int(len(meta)),
+                "statement_table": _statement_table(scp),
+            },
         )
 
     def arrays(self, path: Path, manifest: dict) -> LabeledArrays:
@@ -356,8 +380,9 @@ class PTBXL(CachedSource):
         splits = fold_splits(rows["strat_fold"], keep, self.train_folds, self.val_folds, self.test_folds)
         dropped = int((~keep).sum())
         if dropped:
-            log.info("ptbxl task=%s: %d of %d records have no label of the task and are left out", self.task,
-                     dropped, len(y))
+            log.info(
+                "ptbxl task=%s: %d of %d records have no label of the task and are left out", self.task, dropped, len(y)
+            )
         return LabeledArrays(
             x=LazyH5Array(path, "x"),
             y=y.astype(np.float32),

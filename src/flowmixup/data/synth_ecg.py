@@ -40,6 +40,7 @@ So rhythm classes are mutually exclusive, LVH -> ST depression -> T inversion an
 AF -> PVC are correlated chains, and low voltage is independent: the kinds of structure the paper's
 "correlation conflicts" are about.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -79,14 +80,17 @@ _Q = np.array([-0.05, -0.08, 0.0, 0.0, -0.02, -0.05, -0.08, -0.08])
 _R = np.array([0.60, 1.00, 0.25, 0.50, 0.80, 1.20, 1.30, 1.10])
 _S = np.array([-0.10, -0.20, -1.00, -1.20, -0.80, -0.40, -0.20, -0.10])
 _T = np.array([0.20, 0.30, 0.05, 0.40, 0.40, 0.35, 0.30, 0.25])
-_LEADSET = {name: np.array([lead in group for lead in LEADS], dtype=float) for name, group in {
-    "ste": ("II", "V2", "V3", "V4", "V5"),
-    "std": ("I", "II", "V4", "V5", "V6"),
-    "twi": ("I", "V4", "V5", "V6"),
-    "left": ("I", "V5", "V6"),
-    "right": ("V1", "V2"),
-    "v1v3": ("V1", "V2", "V3"),
-}.items()}
+_LEADSET = {
+    name: np.array([lead in group for lead in LEADS], dtype=float)
+    for name, group in {
+        "ste": ("II", "V2", "V3", "V4", "V5"),
+        "std": ("I", "II", "V4", "V5", "V6"),
+        "twi": ("I", "V4", "V5", "V6"),
+        "left": ("I", "V5", "V6"),
+        "right": ("V1", "V2"),
+        "v1v3": ("V1", "V2", "V3"),
+    }.items()
+}
 
 
 def sample_labels(n: int, rng: np.random.Generator) -> np.ndarray:
@@ -132,8 +136,10 @@ def _beat_times(labels: np.ndarray, duration: float, rng: np.random.Generator) -
     n_beats = int(duration / (0.6 * rr)) + 4
     rrs = rr * (rng.uniform(0.6, 1.4, n_beats) if af else 1.0 + 0.03 * rng.standard_normal(n_beats))
     kinds = np.zeros(n_beats, dtype=int)
-    for kind, cls, lo, hi, pause in ((1, "premature_ventricular_contraction", 0.55, 0.7, True),
-                                     (2, "premature_atrial_contraction", 0.65, 0.8, False)):
+    for kind, cls, lo, hi, pause in (
+        (1, "premature_ventricular_contraction", 0.55, 0.7, True),
+        (2, "premature_atrial_contraction", 0.65, 0.8, False),
+    ):
         if labels[_C[cls]]:
             for idx in rng.choice(np.arange(2, n_beats - 2), size=rng.integers(1, 3), replace=False):
                 if kinds[idx] == 0:
@@ -254,8 +260,9 @@ def generate(n_records: int, sampling_rate: float, duration: float, seed: int) -
     if n_records < 10:
         raise ValueError(f"dataset.n_records must be at least 10, got {n_records}")
     if sampling_rate < 50 or duration < 2:
-        raise ValueError(f"dataset.sampling_rate must be >= 50 Hz and dataset.duration >= 2 s, got {sampling_rate}, "
-                         f"{duration}")
+        raise ValueError(
+            f"dataset.sampling_rate must be >= 50 Hz and dataset.duration >= 2 s, got {sampling_rate}, {duration}"
+        )
     rng = np.random.default_rng(seed)
     y = sample_labels(n_records, rng)
     x = np.stack([synthesize_record(row, sampling_rate, duration, rng) for row in y])
@@ -272,8 +279,13 @@ def load(
     cache_dir: str = "data/synth_ecg",
 ) -> LabeledArrays:
     """Generate (once per configuration, cached as ``.npz`` under ``cache_dir``) and split the dataset."""
-    params = {"n_records": int(n_records), "sampling_rate": float(sampling_rate), "duration": float(duration),
-              "seed": int(seed), "version": 1}
+    params = {
+        "n_records": int(n_records),
+        "sampling_rate": float(sampling_rate),
+        "duration": float(duration),
+        "seed": int(seed),
+        "version": 1,
+    }
     key = hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:10]
     path = Path(cache_dir) / f"synth_ecg_{key}.npz"
     if path.is_file():

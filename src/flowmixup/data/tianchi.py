@@ -24,6 +24,7 @@ record paths relative to ``root`` with their sizes, and the selection config. Ed
 prepare again rebuilds the cache; the same data mounted elsewhere is accepted; ``load(root=None)`` uses a complete
 cache as it is (training on a node without the raw data).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -339,8 +340,11 @@ class Tianchi(CachedSource):
             config=self.cache_config(),
             fingerprint=self.fingerprint(sel),
             # the absolute root is information only: the fingerprint identifies the data
-            source={"root": str(Path(self.root).resolve()), "sources": _check_sources(self.sources),
-                    "selection": sel.counts},
+            source={
+                "root": str(Path(self.root).resolve()),
+                "sources": _check_sources(self.sources),
+                "selection": sel.counts,
+            },
         )
 
     def arrays(self, path: Path, manifest: dict) -> LabeledArrays:

@@ -7,6 +7,7 @@ file is missing; the signal file holds another number of samples than the header
 file, or a header whose lead count or length disagrees with the signal); a sample is the WFDB "invalid" value or
 not finite (NaN-filled); the units are neither mV nor uV.
 """
+
 from __future__ import annotations
 
 import os

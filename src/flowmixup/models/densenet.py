@@ -9,6 +9,7 @@ transition1, denseblock2, transition2, denseblock3, ... -- so the 3rd and 5th ar
 relative depths as the 3rd and 5th of ResNet-34's 16 blocks would in a 4-stage network. Other readings are one
 override away (e.g. ``regularizer.mix_points=[features.denseblock3,classifier]``).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -72,7 +73,9 @@ class StemDenseNet(nn.Module):
         # torchvision's old checkpoints name dense layers "norm.1"; current modules expect "norm1"
         import re
 
-        pattern = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$")
+        pattern = re.compile(
+            r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$"
+        )
         fixed = {}
         for key, value in state.items():
             m = pattern.match(key)
@@ -80,7 +83,9 @@ class StemDenseNet(nn.Module):
         fixed = {k: v for k, v in fixed.items() if not k.startswith("classifier.")}
         missing, unexpected = net.load_state_dict(fixed, strict=False)
         if unexpected or [k for k in missing if not k.startswith("classifier.")]:
-            raise ValueError(f"{path}: not a torchvision DenseNet state dict (missing {missing[:5]}, unexpected {unexpected[:5]})")
+            raise ValueError(
+                f"{path}: not a torchvision DenseNet state dict (missing {missing[:5]}, unexpected {unexpected[:5]})"
+            )
 
     def paper_mix_points(self) -> list[str]:
         return ["features.denseblock2", "features.denseblock3"]

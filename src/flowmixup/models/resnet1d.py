@@ -4,6 +4,7 @@ layer1..layer4, avgpool, fc``), so residual blocks are named ``layer1.0``, ``lay
 The paper's ECG classifier is ResNet-34 (blocks 3-4-6-3) with its 3x3 kernels replaced by 1-D kernels of size 3.
 ``ResNet1d.paper_mix_points()`` gives the inputs of the 3rd and 5th residual blocks, where the paper mixes.
 """
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -79,9 +80,7 @@ class ResNet1d(nn.Module):
 
     def block_names(self) -> list[str]:
         """Names of the residual blocks in forward order (``layer1.0``, ``layer1.1``, ...)."""
-        return [
-            f"layer{i + 1}.{j}" for i in range(self.n_stages) for j in range(len(getattr(self, f"layer{i + 1}")))
-        ]
+        return [f"layer{i + 1}.{j}" for i in range(self.n_stages) for j in range(len(getattr(self, f"layer{i + 1}")))]
 
     def paper_mix_points(self) -> list[str]:
         """The inputs of the 3rd and 5th residual blocks (paper, section V-B)."""

@@ -1,4 +1,5 @@
 """The four regularizers of the paper's comparison, usable on any PyTorch model."""
+
 from .base import INPUT, Regularizer, RegularizerError, mix
 from .erm import ERM
 from .flowmixup import FlowMixup

@@ -4,6 +4,7 @@ A regularizer wraps a model. ``logits, targets = reg(x, y)``: in training mode i
 and returns the outputs (all flows stacked along the batch dimension) with the matching soft targets; the
 training loss is the criterion averaged over every returned row. In eval mode it returns ``model(x), y``.
 """
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -48,8 +49,10 @@ def resolve_mix_points(model: nn.Module, names: Sequence[str], allow_input: bool
             hint = f" (did you mean {close[0]}?)" if close else ""
             more = len(valid) - len(top)
             shown = ", ".join(top[:40]) + (", ..." if len(top) > 40 else "")
-            raise RegularizerError(f"regularizer.mix_points: unknown submodule '{name}'{hint}; allowed: {shown}"
-                                   + (f" (and {more} deeper submodules by their full names)" if more else ""))
+            raise RegularizerError(
+                f"regularizer.mix_points: unknown submodule '{name}'{hint}; allowed: {shown}"
+                + (f" (and {more} deeper submodules by their full names)" if more else "")
+            )
     if len(set(names)) != len(names):
         raise RegularizerError(f"regularizer.mix_points has duplicates: {names}")
     return names
@@ -63,8 +66,10 @@ class Regularizer:
 
     def __init__(self, model: nn.Module, generator: torch.Generator | None = None):
         self.model = model
-        self.generator = generator if generator is not None else torch.Generator().manual_seed(
-            int(torch.randint(0, 2**62, (1,)).item())
+        self.generator = (
+            generator
+            if generator is not None
+            else torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,)).item()))
         )
         #: what the last training call drew: a list of dicts {"point", "lam", "perm"} (for inspection and tests)
         self.last_mix: list[dict] = []

@@ -1,4 +1,5 @@
 """Empirical risk minimisation: the plain model, no mixing (the paper's baseline)."""
+
 from __future__ import annotations
 
 import torch

@@ -23,6 +23,7 @@ and Manifold Mixup at a fixed layer with one.
 
 In eval mode the model runs unchanged: ``reg(x, y) == (model(x), y)``.
 """
+
 from __future__ import annotations
 
 from typing import Sequence

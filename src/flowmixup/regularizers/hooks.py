@@ -3,6 +3,7 @@
 The hooks are registered once, at construction, and do nothing unless their regularizer is inside a training
 call: a model wrapped by a regularizer behaves exactly as before everywhere else. ``reg.remove()`` detaches them.
 """
+
 from __future__ import annotations
 
 from typing import Callable, Sequence

@@ -4,6 +4,7 @@ Each training step draws one mix point uniformly from ``mix_points`` (``"input"`
 ``lam ~ Beta(alpha, alpha)`` and one partner permutation, and replaces the hidden state at that point by
 ``lam h + (1 - lam) h[perm]``; the multi-hot targets are mixed the same way.
 """
+
 from __future__ import annotations
 
 from typing import Sequence

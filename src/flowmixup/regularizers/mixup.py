@@ -1,4 +1,5 @@
 """Mixup (Zhang et al., ICLR 2018) for multi-label targets: mix the inputs, mix the multi-hot targets linearly."""
+
 from __future__ import annotations
 
 import torch

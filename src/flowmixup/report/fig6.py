@@ -5,6 +5,7 @@ sources and counts, the classes left out or ignored) is in ``FIG6.md`` beside th
 :mod:`flowmixup.report.figures`. Computed once per report (:func:`fig6_all`) from the ok runs of
 :func:`flowmixup.report.runs.prepare_runs`.
 """
+
 from __future__ import annotations
 
 import functools
@@ -21,8 +22,16 @@ import pandas as pd
 from scipy import stats
 
 from .output import markdown_table
-from .runs import (PER_CLASS_COLUMNS, PER_CLASS_METRIC, PreparedRuns, Setting, builtin_key, dataset_label,
-                   read_csv_checked, run_file_columns)
+from .runs import (
+    PER_CLASS_COLUMNS,
+    PER_CLASS_METRIC,
+    PreparedRuns,
+    Setting,
+    builtin_key,
+    dataset_label,
+    read_csv_checked,
+    run_file_columns,
+)
 
 MIXUP = Setting("mixup", 3.0)
 FLOW = Setting("flowmixup", 3.0, False)
@@ -52,9 +61,15 @@ class _ByDataset(dict):
         return default if key is None else self[key]
 
 
-NORMAL_CLASSES, IGNORED_CLASSES = (_ByDataset({d: tuple(_CLASSES["class"][_CLASSES[col].str.split().map(
-    lambda ds: d in ds)]) for d in ("ecg12", "ecg55", "synth_ecg", "chestxray14", "nih1000", "ptbxl", "cinc2021")})
-                                   for col in ("normal_in", "ignored_in"))
+NORMAL_CLASSES, IGNORED_CLASSES = (
+    _ByDataset(
+        {
+            d: tuple(_CLASSES["class"][_CLASSES[col].str.split().map(lambda ds, d=d: d in ds)])
+            for d in ("ecg12", "ecg55", "synth_ecg", "chestxray14", "nih1000", "ptbxl", "cinc2021")
+        }
+    )
+    for col in ("normal_in", "ignored_in")
+)
 
 
 def _glossed(names: Sequence[str]) -> str:
@@ -80,8 +95,12 @@ def normalize_minmax(values: Sequence[float], floor: float = 0.0) -> np.ndarray:
     return floor + (1.0 - floor) * (x - lo) / (hi - lo)
 
 
-def normalize_pair(perf_mixup: Sequence[float], perf_flow: Sequence[float], normalization: str = DEFAULT_NORMALIZATION,
-                   joint_floor: float = JOINT_FLOOR) -> tuple[np.ndarray, np.ndarray]:
+def normalize_pair(
+    perf_mixup: Sequence[float],
+    perf_flow: Sequence[float],
+    normalization: str = DEFAULT_NORMALIZATION,
+    joint_floor: float = JOINT_FLOOR,
+) -> tuple[np.ndarray, np.ndarray]:
     """The two per-class vectors as ``normalization`` says: ``none``, ``per_method`` (each onto [0, 1]) or ``joint``
     (one min-max over both, onto [``joint_floor``, 1])."""
     a, b = np.asarray(perf_mixup, dtype=float), np.asarray(perf_flow, dtype=float)
@@ -94,13 +113,18 @@ def normalize_pair(perf_mixup: Sequence[float], perf_flow: Sequence[float], norm
         if not 0.0 <= joint_floor < 1.0:
             raise ValueError(f"joint_floor must be in [0, 1), not {joint_floor}")
         both = normalize_minmax(np.concatenate([a, b]), joint_floor)
-        return both[:len(a)], both[len(a):]
+        return both[: len(a)], both[len(a) :]
     return a, b
 
 
-def performance_ratio(perf_mixup: Sequence[float], perf_flow: Sequence[float], r: float,
-                      normalization: str = DEFAULT_NORMALIZATION, eps: float = 0.0,
-                      joint_floor: float = JOINT_FLOOR) -> np.ndarray:
+def performance_ratio(
+    perf_mixup: Sequence[float],
+    perf_flow: Sequence[float],
+    r: float,
+    normalization: str = DEFAULT_NORMALIZATION,
+    eps: float = 0.0,
+    joint_floor: float = JOINT_FLOOR,
+) -> np.ndarray:
     """The paper's "Performance Ratio" per class, ((norm Mixup + eps) / (norm Flow-Mixup + eps)) ** r; NaN where the
     denominator is 0 (``per_method``: Flow-Mixup's worst class; never under ``joint`` with ``joint_floor > 0``)."""
     a, b = normalize_pair(perf_mixup, perf_flow, normalization, joint_floor)
@@ -133,10 +157,14 @@ def alone_counts(y: np.ndarray, class_names: Sequence[str], ignored: Sequence[st
     counted = ~np.isin(np.array(names, dtype=object), list(ignored))  # the labels that can keep c from being alone
     per_record = y.sum(axis=1)
     others = y[:, counted].sum(axis=1)[:, None] - (y & counted[None, :])  # counted labels other than c
-    return pd.DataFrame({"count": y.sum(axis=0),
-                         "single_literal": (y & (per_record == 1)[:, None]).sum(axis=0),
-                         "single_ignore_rhythm": (y & (others == 0)).sum(axis=0)},
-                        index=pd.Index(names, name="class")).astype(float)
+    return pd.DataFrame(
+        {
+            "count": y.sum(axis=0),
+            "single_literal": (y & (per_record == 1)[:, None]).sum(axis=0),
+            "single_ignore_rhythm": (y & (others == 0)).sum(axis=0),
+        },
+        index=pd.Index(names, name="class"),
+    ).astype(float)
 
 
 def spearman(x: Sequence[float], y: Sequence[float]) -> tuple[float, float, int]:
@@ -160,8 +188,9 @@ def _read_per_class(run_dir: str, columns: tuple[str, ...] = ("class",)) -> tupl
     return frame, problem
 
 
-def _read_label_file(run_dir: str, classes: Sequence[str], files: Sequence[str] = _PREDICTION_FILES,
-                      key: str = "y_true") -> tuple[np.ndarray | None, list[str], str | None]:
+def _read_label_file(
+    run_dir: str, classes: Sequence[str], files: Sequence[str] = _PREDICTION_FILES, key: str = "y_true"
+) -> tuple[np.ndarray | None, list[str], str | None]:
     """``(labels, class names, None)`` from the first of ``files`` a run has (its test predictions by default), or
     ``(None, [], problem)``; ``classes`` (per_class.csv's order) names the columns of a file without ``class_names``."""
     for name in files:
@@ -184,8 +213,12 @@ def _train_counts(frames: Sequence[pd.DataFrame]) -> pd.DataFrame:
     """per_class.csv training counts summed over runs: ``count``, ``single_literal``, indexed by class."""
     stacked = pd.concat([f[list(PER_CLASS_COLUMNS)] for f in frames])
     numbers = stacked[["train_count", "train_single_count"]].apply(pd.to_numeric, errors="coerce")
-    return numbers.groupby(stacked["class"], sort=False).sum(min_count=1).set_axis(
-        ["count", "single_literal"], axis=1).astype(float)
+    return (
+        numbers.groupby(stacked["class"], sort=False)
+        .sum(min_count=1)
+        .set_axis(["count", "single_literal"], axis=1)
+        .astype(float)
+    )
 
 
 def _summed(label_sets: list[tuple[np.ndarray, list[str]]], ignored: Sequence[str]) -> pd.DataFrame:
@@ -198,16 +231,29 @@ def _summed(label_sets: list[tuple[np.ndarray, list[str]]], ignored: Sequence[st
     return functools.reduce(lambda a, b: a.add(b, fill_value=0.0), counts), len(distinct)
 
 
-def _independent_counts(dataset: str, fig_runs: Sequence[tuple[str, pd.DataFrame]], clean_train: pd.DataFrame | None,
-                        noise: float, notes: list[str]) -> tuple[pd.DataFrame, dict[str, Any]]:
+def _independent_counts(
+    dataset: str,
+    fig_runs: Sequence[tuple[str, pd.DataFrame]],
+    clean_train: pd.DataFrame | None,
+    noise: float,
+    notes: list[str],
+) -> tuple[pd.DataFrame, dict[str, Any]]:
     """n_c (both counts) and m_c per class from the cleanest source there is (FIG6.md), and the source."""
     ignored = IGNORED_CLASSES.get(dataset, ())
-    train = [(y, names) for y, names, _ in (_read_label_file(d, list(f["class"]), ("labels_train_clean.npz",), "y")
-                                            for d, f in fig_runs) if y is not None]
+    train = [
+        (y, names)
+        for y, names, _ in (
+            _read_label_file(d, list(f["class"]), ("labels_train_clean.npz",), "y") for d, f in fig_runs
+        )
+        if y is not None
+    ]
     if train:
         total, n = _summed(train, ignored)
-        return total, {"independent_source": "train_clean", "independent_source_text": "clean training labels "
-                       "(labels_train_clean.npz" + (f", {n} different training sets summed)" if n > 1 else ")")}
+        return total, {
+            "independent_source": "train_clean",
+            "independent_source_text": "clean training labels "
+            "(labels_train_clean.npz" + (f", {n} different training sets summed)" if n > 1 else ")"),
+        }
     test = []
     for run_dir, per_class in fig_runs:
         y, names, problem = _read_label_file(run_dir, list(per_class["class"]))
@@ -218,29 +264,37 @@ def _independent_counts(dataset: str, fig_runs: Sequence[tuple[str, pd.DataFrame
     if test:
         total, n = _summed(test, ignored)
         if n > 1:
-            notes.append(f"Fig. 6 ({dataset}): the runs' test labels differ ({n} test sets); n_c and m_c are summed "
-                         "over them")
+            notes.append(
+                f"Fig. 6 ({dataset}): the runs' test labels differ ({n} test sets); n_c and m_c are summed over them"
+            )
         sets = "one test set" if n == 1 else f"{n} different test sets, counts summed"
-        return total, {"independent_source": "test_clean", "independent_source_text": "clean test labels (y_true of "
-                       f"predictions_test_*.npz of {len(test)} run{'s' if len(test) != 1 else ''}: {sets})"}
+        return total, {
+            "independent_source": "test_clean",
+            "independent_source_text": "clean test labels (y_true of "
+            f"predictions_test_*.npz of {len(test)} run{'s' if len(test) != 1 else ''}: {sets})",
+        }
     if clean_train is not None:
         frame, kind, text = clean_train, "train_clean", "clean training labels (per_class.csv of the noise-0 runs)"
     else:
         frame = _train_counts([f for _, f in fig_runs])
-        kind, text = "train_as_trained", (f"training labels as trained on, corrupted at noise {noise:g} "
-                                          "(per_class.csv; no clean source found)")
-        notes.append(f"Fig. 6 ({dataset}): Independent Ratio from corrupted training labels (no "
-                     "predictions_test_*.npz and no noise-0 run)")
+        kind, text = (
+            "train_as_trained",
+            (f"training labels as trained on, corrupted at noise {noise:g} (per_class.csv; no clean source found)"),
+        )
+        notes.append(
+            f"Fig. 6 ({dataset}): Independent Ratio from corrupted training labels (no "
+            "predictions_test_*.npz and no noise-0 run)"
+        )
     # per_class.csv counts are literal; they are the rhythm-ignoring count too when no ignored class is present
-    frame = frame.assign(single_ignore_rhythm=frame["single_literal"] if not set(ignored) & set(frame.index)
-                         else np.nan)
+    frame = frame.assign(
+        single_ignore_rhythm=frame["single_literal"] if not set(ignored) & set(frame.index) else np.nan
+    )
     return frame, {"independent_source": kind, "independent_source_text": text}
 
 
 def _check_choice(value: str, allowed: Sequence[str], what: str) -> None:
     if value not in allowed:
         raise ValueError(f"{what} must be one of {', '.join(allowed)}, not {value!r}")
-
 
 
 @dataclass(frozen=True)
@@ -271,8 +325,9 @@ class Fig6Options:
 _RunFrames = dict[Setting, list[tuple[str, pd.DataFrame]]]  # per method, (run_dir, per_class.csv) of each seed
 
 
-def _runs_per_noise(ok: pd.DataFrame, dataset: str, needed: tuple[str, ...], notes: list[str]
-                    ) -> dict[float, _RunFrames]:
+def _runs_per_noise(
+    ok: pd.DataFrame, dataset: str, needed: tuple[str, ...], notes: list[str]
+) -> dict[float, _RunFrames]:
     """The per_class.csv of every ok Mixup / Flow-Mixup run of ``dataset``, by noise level and method."""
     per_noise: dict[float, _RunFrames] = {}
     for record in ok.to_dict("records"):
@@ -286,37 +341,47 @@ def _runs_per_noise(ok: pd.DataFrame, dataset: str, needed: tuple[str, ...], not
     return per_noise
 
 
-def _performance(runs_at: _RunFrames, dataset: str, column: str, r: float, options: Fig6Options
-                 ) -> tuple[pd.DataFrame, list[str], list[str]]:
+def _performance(
+    runs_at: _RunFrames, dataset: str, column: str, r: float, options: Fig6Options
+) -> tuple[pd.DataFrame, list[str], list[str]]:
     """Per class (per_class.csv's order) both methods' seed-averaged performance and the Performance Ratio under
     every normalisation; the normal classes left out and the ignored (rhythm/normal) classes present."""
+
     def mean_perf(setting: Setting) -> pd.Series:
         stacked = pd.concat([f[["class", column]] for _, f in runs_at[setting]])
         return pd.to_numeric(stacked[column], errors="coerce").groupby(stacked["class"], sort=False).mean()
 
     mix, flow = mean_perf(MIXUP), mean_perf(FLOW)
     order = [c for c in runs_at[FLOW][0][1]["class"] if c in mix.index]  # class order as in per_class.csv
-    table = pd.DataFrame({"class": order, "perf_mixup": mix.reindex(order).to_numpy(),
-                          "perf_flow": flow.reindex(order).to_numpy()})
+    table = pd.DataFrame(
+        {"class": order, "perf_mixup": mix.reindex(order).to_numpy(), "perf_flow": flow.reindex(order).to_numpy()}
+    )
     normal = [c for c in table["class"] if c in NORMAL_CLASSES.get(dataset, ())]
-    table = table[np.isfinite(table["perf_mixup"]) & np.isfinite(table["perf_flow"])
-                  & ~table["class"].isin(normal)].reset_index(drop=True)
+    table = table[
+        np.isfinite(table["perf_mixup"]) & np.isfinite(table["perf_flow"]) & ~table["class"].isin(normal)
+    ].reset_index(drop=True)
     for norm in NORMALIZATIONS:
-        table[f"ratio_{norm}"] = performance_ratio(table["perf_mixup"], table["perf_flow"], r, norm, options.eps,
-                                                   options.joint_floor)
-    table["norm_mixup"], table["norm_flow"] = normalize_pair(table["perf_mixup"], table["perf_flow"],
-                                                             options.normalization, options.joint_floor)
+        table[f"ratio_{norm}"] = performance_ratio(
+            table["perf_mixup"], table["perf_flow"], r, norm, options.eps, options.joint_floor
+        )
+    table["norm_mixup"], table["norm_flow"] = normalize_pair(
+        table["perf_mixup"], table["perf_flow"], options.normalization, options.joint_floor
+    )
     table["performance_ratio"] = table[f"ratio_{options.normalization}"]
     return table, normal, [c for c in order if c in IGNORED_CLASSES.get(dataset, ())]
 
 
-def _add_independent(table: pd.DataFrame, dataset: str, ok: pd.DataFrame, runs_at: _RunFrames, noise: float,
-                     count: str, notes: list[str]) -> dict[str, Any]:
+def _add_independent(
+    table: pd.DataFrame, dataset: str, ok: pd.DataFrame, runs_at: _RunFrames, noise: float, count: str, notes: list[str]
+) -> dict[str, Any]:
     """n_c, m_c and the Independent Ratio of both counts into ``table`` (and the literal one from the clean training
     labels as a cross-check, when the main source is the test labels); returns the source's entries of ``info``."""
     fig_runs = [pair for s in (MIXUP, FLOW) for pair in runs_at[s]]
-    clean = [f for f, _ in (_read_per_class(d, PER_CLASS_COLUMNS) for d in ok.loc[ok["_noise"] == 0.0, "run_dir"])
-             if f is not None]  # the noise-0 runs' literal training counts: clean labels
+    clean = [
+        f
+        for f, _ in (_read_per_class(d, PER_CLASS_COLUMNS) for d in ok.loc[ok["_noise"] == 0.0, "run_dir"])
+        if f is not None
+    ]  # the noise-0 runs' literal training counts: clean labels
     clean_train = _train_counts(clean) if clean else None
     counts, source = _independent_counts(dataset, fig_runs, clean_train, noise, notes)
     counts = counts.reindex(table["class"])
@@ -346,13 +411,18 @@ def _correlations(table: pd.DataFrame) -> dict[str, Any]:
         info[f"n_dropped_{norm}"] = int(undefined.sum())
         info[f"dropped_{norm}"] = "; ".join(table["class"][undefined])
         for key, independent in pairs:
-            info.update(zip((f"spearman_rho_{norm}_{key}", f"spearman_p_{norm}_{key}", f"n_classes_{norm}_{key}"),
-                            spearman(table[f"ratio_{norm}"], table[independent])))
+            info.update(
+                zip(
+                    (f"spearman_rho_{norm}_{key}", f"spearman_p_{norm}_{key}", f"n_classes_{norm}_{key}"),
+                    spearman(table[f"ratio_{norm}"], table[independent]),
+                )
+            )
     return info
 
 
-def fig6_data(ok: pd.DataFrame, dataset: str, options: Fig6Options = Fig6Options(),
-              notes: list[str] | None = None) -> tuple[pd.DataFrame, dict[str, Any]] | None:
+def fig6_data(
+    ok: pd.DataFrame, dataset: str, options: Fig6Options = Fig6Options(), notes: list[str] | None = None
+) -> tuple[pd.DataFrame, dict[str, Any]] | None:
     """``(per_class, info)`` behind Fig. 6 for ``dataset`` from the ok runs of
     :func:`~flowmixup.report.runs.prepare_runs` (None without the runs it needs): the per-class numbers under every
     normalisation and count, and Spearman's rho of each pair (``info``, one row of ``fig6_spearman.csv``). A run
@@ -372,16 +442,29 @@ def fig6_data(ok: pd.DataFrame, dataset: str, options: Fig6Options = Fig6Options
     table, normal, ignored = _performance(per_noise[noise], dataset, column, r, options)
     source = _add_independent(table, dataset, ok, per_noise[noise], noise, options.count, notes)
     info: dict[str, Any] = {
-        "dataset": dataset, "primary_metric": metric, "per_class_column": column, "noise": noise,
-        "target_noise": options.target_noise, "r": r, "normalization": options.normalization, "count": options.count,
-        "joint_floor": options.joint_floor, "eps": options.eps, **source,
+        "dataset": dataset,
+        "primary_metric": metric,
+        "per_class_column": column,
+        "noise": noise,
+        "target_noise": options.target_noise,
+        "r": r,
+        "normalization": options.normalization,
+        "count": options.count,
+        "joint_floor": options.joint_floor,
+        "eps": options.eps,
+        **source,
         "normal_classes_left_out": "; ".join(normal),
         "ignored_classes": "; ".join(ignored),
-        "n_classes_plotted": len(table), "n_seeds_mixup": len(per_noise[noise][MIXUP]),
-        "n_seeds_flow": len(per_noise[noise][FLOW]), **_correlations(table)}
+        "n_classes_plotted": len(table),
+        "n_seeds_mixup": len(per_noise[noise][MIXUP]),
+        "n_seeds_flow": len(per_noise[noise][FLOW]),
+        **_correlations(table),
+    }
     chosen = f"{options.normalization}_{options.count}"
     info.update({k: info[f"{k}_{chosen}"] for k in ("spearman_rho", "spearman_p", "n_classes")})
     return table, info
+
+
 # ---- Text: the Spearman correlations under every reading, for the figure and report.md -----------------------------
 def _rho_text(info: dict[str, Any], key: str) -> str:
     rho, n = info.get(f"spearman_rho_{key}", math.nan), info.get(f"n_classes_{key}", 0)
@@ -403,22 +486,32 @@ def _dropped_text(info: dict[str, Any], norm: str, gloss: bool = False) -> str:
     return f"{k}: {_glossed(names) if gloss else _named(names)}" if k else "0"
 
 
-
-
 def figure_note(info: dict[str, Any]) -> str:
     """The annotation under Fig. 6: ρ for every normalisation and count, what is drawn, where n_c comes from."""
     perf = "AUC" if info["primary_metric"] == "auc" else "F1"
     drawn = (info["normalization"], info["count"])
-    rows = [[norm_text(norm, info) + (" *" if norm == drawn[0] else "")]
-            + [_rho_text(info, f"{norm}_{c}") + (" *" if (norm, c) == drawn else "") for c in COUNTS]
-            + [_dropped_text(info, norm, gloss=True)] for norm in NORMALIZATIONS]
-    frame = pd.DataFrame(rows, columns=["normalisation", f"ρ, n_c {COUNT_TEXT['literal']}",
-                                        f"ρ, n_c {COUNT_TEXT['ignore_rhythm']}", "classes dropped (ratio undefined)"])
+    rows = [
+        [norm_text(norm, info) + (" *" if norm == drawn[0] else "")]
+        + [_rho_text(info, f"{norm}_{c}") + (" *" if (norm, c) == drawn else "") for c in COUNTS]
+        + [_dropped_text(info, norm, gloss=True)]
+        for norm in NORMALIZATIONS
+    ]
+    frame = pd.DataFrame(
+        rows,
+        columns=[
+            "normalisation",
+            f"ρ, n_c {COUNT_TEXT['literal']}",
+            f"ρ, n_c {COUNT_TEXT['ignore_rhythm']}",
+            "classes dropped (ratio undefined)",
+        ],
+    )
     text = frame.to_markdown(index=False, tablefmt="plain", disable_numparse=True)
     lines = [f"Spearman ρ({perf} Ratio, Independent Ratio) over the classes where both are finite (paper: ≈ 0.3):"]
     lines += ["  " + line.rstrip() for line in text.splitlines()]
-    drawn_text = (f"* drawn: {norm_text(info['normalization'], info)} normalisation; Independent Ratio n_c "
-                  f"{COUNT_TEXT[info['count']]}")
+    drawn_text = (
+        f"* drawn: {norm_text(info['normalization'], info)} normalisation; Independent Ratio n_c "
+        f"{COUNT_TEXT[info['count']]}"
+    )
     if info["count"] == "ignore_rhythm":
         ignored = _listed(info, "ignored_classes")
         drawn_text += f" ({_glossed(ignored)})" if ignored else " (no rhythm/normal classes here: the two counts agree)"
@@ -435,36 +528,59 @@ FIG6_INTRO = (
     "which gives Mixup's worst class ratio 0 and leaves Flow-Mixup's worst class undefined) and both counts "
     "of n_c (`literal`: records whose only label is c; `ignoring rhythm/normal`: no other label outside the "
     "dataset's rhythm/normal classes, the default). The paper reports ρ ≈ 0.3. `n` is the number of classes "
-    "in the correlation; the per-class numbers are in `figures/fig6_<dataset>.csv`.")
+    "in the correlation; the per-class numbers are in `figures/fig6_<dataset>.csv`."
+)
 
 
 def _dataset_section(info: dict[str, Any]) -> list[str]:
     """One dataset's part of the Fig. 6 section: what was read and chosen, and ρ under every reading."""
     perf = "AUC" if info["primary_metric"] == "auc" else "F1"
-    lines = [f"### {dataset_label(info['dataset'])}: noise {info['noise'] * 100:g}%, test {perf} "
-             f"(`{info['per_class_column']}`), r = {info['r']:g}, {info['n_classes_plotted']} classes", ""]
+    lines = [
+        f"### {dataset_label(info['dataset'])}: noise {info['noise'] * 100:g}%, test {perf} "
+        f"(`{info['per_class_column']}`), r = {info['r']:g}, {info['n_classes_plotted']} classes",
+        "",
+    ]
     if normal := _listed(info, "normal_classes_left_out"):
         lines.append(f"- Left out of the figure: the normal class {_named(normal)}, as in the paper's Fig. 6(b).")
     lines.append(f"- n_c and m_c from {info['independent_source_text']}.")
     ignored = _listed(info, "ignored_classes")
-    lines.append("- Rhythm/normal classes ignored by the second count: "
-                 + (_named(ignored) if ignored else "none (the two counts agree)") + ".")
-    chosen = "default" if (info["normalization"], info["count"]) == (DEFAULT_NORMALIZATION, DEFAULT_COUNT) \
-        else "chosen"
-    lines.append(f"- {chosen.capitalize()} for the figure: `{info['normalization']}` normalisation"
-                 + (f" (floor {info['joint_floor']:g})" if info["normalization"] == "joint" else "")
-                 + f", n_c {COUNT_TEXT[info['count']]}" + (f", eps = {info['eps']:g}" if info["eps"] else "")
-                 + " (what a figure drew is in its annotation and in `figures/fig6_spearman.csv`).")
-    rows = [[f"**{norm}** ({chosen})" if norm == info["normalization"] else norm]
-            + [_rho_text(info, f"{norm}_{c}") for c in COUNTS] + [_dropped_text(info, norm)] for norm in NORMALIZATIONS]
-    frame = pd.DataFrame(rows, columns=["normalisation", f"ρ, n_c {COUNT_TEXT['literal']}",
-                                        f"ρ, n_c {COUNT_TEXT['ignore_rhythm']}", "classes dropped (ratio undefined)"])
+    lines.append(
+        "- Rhythm/normal classes ignored by the second count: "
+        + (_named(ignored) if ignored else "none (the two counts agree)")
+        + "."
+    )
+    chosen = "default" if (info["normalization"], info["count"]) == (DEFAULT_NORMALIZATION, DEFAULT_COUNT) else "chosen"
+    lines.append(
+        f"- {chosen.capitalize()} for the figure: `{info['normalization']}` normalisation"
+        + (f" (floor {info['joint_floor']:g})" if info["normalization"] == "joint" else "")
+        + f", n_c {COUNT_TEXT[info['count']]}"
+        + (f", eps = {info['eps']:g}" if info["eps"] else "")
+        + " (what a figure drew is in its annotation and in `figures/fig6_spearman.csv`)."
+    )
+    rows = [
+        [f"**{norm}** ({chosen})" if norm == info["normalization"] else norm]
+        + [_rho_text(info, f"{norm}_{c}") for c in COUNTS]
+        + [_dropped_text(info, norm)]
+        for norm in NORMALIZATIONS
+    ]
+    frame = pd.DataFrame(
+        rows,
+        columns=[
+            "normalisation",
+            f"ρ, n_c {COUNT_TEXT['literal']}",
+            f"ρ, n_c {COUNT_TEXT['ignore_rhythm']}",
+            "classes dropped (ratio undefined)",
+        ],
+    )
     lines += ["", markdown_table(frame, lead=frame.shape[1])]
     if f"spearman_rho_{NORMALIZATIONS[0]}_literal_train_clean" in info:
-        lines += ["", f"Cross-check, literal n_c / m_c from the clean training labels of "
-                      f"{info['n_clean_train_runs']} noise-0 run(s) (per_class.csv): ρ = "
-                  + "; ".join(f"{norm} {_rho_text(info, f'{norm}_literal_train_clean')}" for norm in NORMALIZATIONS)
-                  + "."]
+        lines += [
+            "",
+            f"Cross-check, literal n_c / m_c from the clean training labels of "
+            f"{info['n_clean_train_runs']} noise-0 run(s) (per_class.csv): ρ = "
+            + "; ".join(f"{norm} {_rho_text(info, f'{norm}_literal_train_clean')}" for norm in NORMALIZATIONS)
+            + ".",
+        ]
     return lines + [""]
 
 
@@ -507,8 +623,9 @@ def fig6_all(prepared: PreparedRuns, options: Fig6Options = Fig6Options()) -> Fi
         if metric not in PER_CLASS_METRIC:
             skipped[dataset] = f"primary metric unknown ({metric!r}): set primary_metric in its summaries"
         elif (result := fig6_data(prepared.ok, dataset, options, notes)) is None:
-            skipped[dataset] = (f"no noise level with ok runs of both {MIXUP.label} and {FLOW.label} having "
-                                "per_class.csv")
+            skipped[dataset] = (
+                f"no noise level with ok runs of both {MIXUP.label} and {FLOW.label} having per_class.csv"
+            )
         else:
             results.append((dataset, *result))
     return Fig6(results, skipped, notes)

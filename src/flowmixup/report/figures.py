@@ -7,6 +7,7 @@ Only ok runs are used; a run without a usable ``metrics.csv`` is left out of the
 Matplotlib is used through its object API with the Agg canvas (no pyplot, so importing this module never changes
 the global backend).
 """
+
 from __future__ import annotations
 
 import io
@@ -44,8 +45,13 @@ def _render(fig: Figure, stem: str) -> dict[str, bytes]:
 def _ratio_axis(ax: Axes, x: np.ndarray, table: pd.DataFrame, info: dict[str, Any], perf: str) -> Axes:
     """The Performance Ratio on its own right-hand axis, log (or symlog) where it spans decades."""
     ax2 = ax.twinx()
-    ax2.plot(x, table["performance_ratio"], "o-", color="#e6550d",
-             label=f"{perf} Ratio (r = {info['r']:g}, {norm_text(info['normalization'], info)} normalisation)")
+    ax2.plot(
+        x,
+        table["performance_ratio"],
+        "o-",
+        color="#e6550d",
+        label=f"{perf} Ratio (r = {info['r']:g}, {norm_text(info['normalization'], info)} normalisation)",
+    )
     ax2.set_ylabel(f"{perf} Ratio", color="#e6550d")
     ratios = np.asarray(table["performance_ratio"], dtype=float)
     positive = ratios[np.isfinite(ratios)]
@@ -93,16 +99,28 @@ def _draw_fig6(table: pd.DataFrame, info: dict[str, Any]) -> Figure:
     ax3.set_ylim(-0.03, 1.03)
     handles, labels = zip(*(a.get_legend_handles_labels() for a in (ax, ax2, ax3)))
     # above the plot, between it and the title: inside it would hide bars or lines
-    ax3.legend(sum(handles, []), sum(labels, []), fontsize=7, loc="lower center", bbox_to_anchor=(0.5, 1.01), ncol=2,
-               frameon=False)
+    ax3.legend(
+        sum(handles, []),
+        sum(labels, []),
+        fontsize=7,
+        loc="lower center",
+        bbox_to_anchor=(0.5, 1.01),
+        ncol=2,
+        frameon=False,
+    )
     rho = info["spearman_rho"]
-    ax.set_title(f"{dataset_label(info['dataset'])}, noise {info['noise'] * 100:g}%: Spearman ρ({perf} Ratio, "
-                 f"Independent Ratio) = {'n/a' if not np.isfinite(rho) else f'{rho:.3f}'} over {info['n_classes']} "
-                 f"of {n} classes", fontsize=9, pad=32)
+    ax.set_title(
+        f"{dataset_label(info['dataset'])}, noise {info['noise'] * 100:g}%: Spearman ρ({perf} Ratio, "
+        f"Independent Ratio) = {'n/a' if not np.isfinite(rho) else f'{rho:.3f}'} over {info['n_classes']} "
+        f"of {n} classes",
+        fontsize=9,
+        pad=32,
+    )
     text_ax = fig.add_subplot(grid[1])
     text_ax.axis("off")
-    text_ax.text(0.0, 1.0, note, family="DejaVu Sans Mono", fontsize=7, va="top", ha="left",
-                 transform=text_ax.transAxes)
+    text_ax.text(
+        0.0, 1.0, note, family="DejaVu Sans Mono", fontsize=7, va="top", ha="left", transform=text_ax.transAxes
+    )
     fig.tight_layout()
     return fig
 
@@ -138,9 +156,16 @@ def _curve_table(ok: pd.DataFrame, dataset: str, metric: str, notes: list[str]) 
         if frame is None:
             notes.append(f"curves ({dataset}) leave out {record['run_dir']}: metrics.csv ({problem})")
             continue
-        pieces.append(pd.DataFrame({"setting": record["_setting"], "noise": record["_noise"], "epoch": frame["epoch"],
-                                    "value": pd.to_numeric(frame[column], errors="coerce")
-                                    * (100.0 if metric == "auc" else 1.0)}))
+        pieces.append(
+            pd.DataFrame(
+                {
+                    "setting": record["_setting"],
+                    "noise": record["_noise"],
+                    "epoch": frame["epoch"],
+                    "value": pd.to_numeric(frame[column], errors="coerce") * (100.0 if metric == "auc" else 1.0),
+                }
+            )
+        )
     if not pieces:
         return pd.DataFrame()
     data = pd.concat(pieces, ignore_index=True).dropna(subset=["value"])
@@ -158,8 +183,14 @@ def _curve_panel(ax: Axes, curves: pd.DataFrame, settings: list, noise: float, d
         ax.plot(part["epoch"], part["mean"], label=setting.label, color=color, lw=1.2)
         band = part["n_seeds"] > DDOF
         if band.any():
-            ax.fill_between(part["epoch"][band], (part["mean"] - part["std"])[band],
-                            (part["mean"] + part["std"])[band], color=color, alpha=0.2, lw=0)
+            ax.fill_between(
+                part["epoch"][band],
+                (part["mean"] - part["std"])[band],
+                (part["mean"] + part["std"])[band],
+                color=color,
+                alpha=0.2,
+                lw=0,
+            )
     ax.set_title(f"{dataset_label(dataset)}, noise {noise * 100:g}%", fontsize=9)
     ax.set_xlabel("epoch")
     ax.set_ylabel(label)
@@ -169,8 +200,10 @@ def _curve_panel(ax: Axes, curves: pd.DataFrame, settings: list, noise: float, d
 def _draw_curves(curves: pd.DataFrame, dataset: str, metric: str) -> Figure:
     """A panel per noise level (at most 4 a row), the paper's rows first, one legend below them all."""
     noises = sorted(set(curves["noise"]))
-    settings = sorted(set(curves["setting"]), key=lambda s: (
-        PAPER_SETTINGS.index(s) if s in PAPER_SETTINGS else len(PAPER_SETTINGS), s.sort_key()))
+    settings = sorted(
+        set(curves["setting"]),
+        key=lambda s: (PAPER_SETTINGS.index(s) if s in PAPER_SETTINGS else len(PAPER_SETTINGS), s.sort_key()),
+    )
     cols = min(len(noises), 4)
     rows = math.ceil(len(noises) / cols)
     fig = Figure(figsize=(4.2 * cols, 3.4 * rows + 0.6))

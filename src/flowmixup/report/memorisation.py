@@ -2,6 +2,7 @@
 then declines, so under label noise its best epoch moves away from the last one and the gap grows with the noise
 rate. ``report.md`` holds the seed-averaged table, ``memorisation.csv`` its numbers.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -13,10 +14,12 @@ import pandas as pd
 from .runs import read_csv_checked
 from .tables import markdown_table
 
-INTRO = ("Test value of the primary metric at its best epoch and at the last epoch, and best - last (mean over "
-         "seeds; the best epoch is a mean when seeds differ). Under label noise a model that memorises the "
-         "corrupted labels peaks early and then declines: the best epoch moves away from the last one and the "
-         "gap grows with the noise rate.")
+INTRO = (
+    "Test value of the primary metric at its best epoch and at the last epoch, and best - last (mean over "
+    "seeds; the best epoch is a mean when seeds differ). Under label noise a model that memorises the "
+    "corrupted labels peaks early and then declines: the best epoch moves away from the last one and the "
+    "gap grows with the noise rate."
+)
 
 
 @dataclass(frozen=True)
@@ -35,10 +38,20 @@ def _per_run(ok: pd.DataFrame) -> pd.DataFrame:
         frame = read_csv_checked(Path(run["run_dir"]) / "metrics.csv", (column,))[0] if run["_metric"] else None
         curve = None if frame is None else pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=float)
         if curve is not None and np.isfinite(curve).any():
-            rows.append({"dataset": run["dataset"], "setting": run["_setting"].label,
-                         "order": run["_setting"].sort_key(), "noise": run["_noise"], "seed": run.get("seed"),
-                         "metric": run["_metric"], "best": float(np.nanmax(curve)), "last": float(curve[-1]),
-                         "best_epoch": int(np.nanargmax(curve)) + 1, "epochs": len(curve)})
+            rows.append(
+                {
+                    "dataset": run["dataset"],
+                    "setting": run["_setting"].label,
+                    "order": run["_setting"].sort_key(),
+                    "noise": run["_noise"],
+                    "seed": run.get("seed"),
+                    "metric": run["_metric"],
+                    "best": float(np.nanmax(curve)),
+                    "last": float(curve[-1]),
+                    "best_epoch": int(np.nanargmax(curve)) + 1,
+                    "epochs": len(curve),
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -49,10 +62,19 @@ def _dataset_table(block: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for (_, label), sub in block.groupby(["order", "setting"], sort=True):
         by_noise = sub.set_index("noise")
-        cells = [x for n in noises for x in (
-            [f"{by_noise.at[n, 'best']:.4f} ({by_noise.at[n, 'best_epoch']:.0f}/{by_noise.at[n, 'epochs']:.0f})",
-             f"{by_noise.at[n, 'last']:.4f}", f"{by_noise.at[n, 'diff']:.4f}"] if n in by_noise.index
-            else ["-", "-", "-"])]
+        cells = [
+            x
+            for n in noises
+            for x in (
+                [
+                    f"{by_noise.at[n, 'best']:.4f} ({by_noise.at[n, 'best_epoch']:.0f}/{by_noise.at[n, 'epochs']:.0f})",
+                    f"{by_noise.at[n, 'last']:.4f}",
+                    f"{by_noise.at[n, 'diff']:.4f}",
+                ]
+                if n in by_noise.index
+                else ["-", "-", "-"]
+            )
+        ]
         rows.append([label.replace("|", r"\|")] + cells)
     return pd.DataFrame(rows, columns=["Regularization"] + heads)
 
@@ -63,10 +85,19 @@ def memorisation(ok: pd.DataFrame) -> Memorisation | None:
     per_run = _per_run(ok)
     if per_run.empty:
         return None
-    agg = (per_run.assign(diff=per_run["best"] - per_run["last"])
-           .groupby(["dataset", "order", "setting", "noise", "metric"], sort=True)
-           .agg(best=("best", "mean"), last=("last", "mean"), diff=("diff", "mean"), best_epoch=("best_epoch", "mean"),
-                epochs=("epochs", "max"), seeds=("seed", "count")).reset_index())
+    agg = (
+        per_run.assign(diff=per_run["best"] - per_run["last"])
+        .groupby(["dataset", "order", "setting", "noise", "metric"], sort=True)
+        .agg(
+            best=("best", "mean"),
+            last=("last", "mean"),
+            diff=("diff", "mean"),
+            best_epoch=("best_epoch", "mean"),
+            epochs=("epochs", "max"),
+            seeds=("seed", "count"),
+        )
+        .reset_index()
+    )
     lines = ["## Memorisation: best vs last epoch", "", INTRO, ""]
     for dataset, block in agg.groupby("dataset", sort=True):
         lines += [f"### {dataset} (test {block['metric'].iloc[0]})", "", markdown_table(_dataset_table(block)), ""]

@@ -13,6 +13,7 @@ Markdown tables are tabulate's pipe tables (:func:`markdown_table`), padded so t
 terminal; tabulate measures East Asian wide characters (the Tianchi class names) with wcwidth, so the padding is the
 same wherever the package is installed with its dependencies.
 """
+
 from __future__ import annotations
 
 import os

@@ -2,6 +2,7 @@
 read: ``PAPER_TABLES.md``) and other papers' published baselines (``published_baselines.csv``), both package data
 beside this module; and the paper's rows, in the order of ``paper_tables.csv``.
 """
+
 from __future__ import annotations
 
 import os
@@ -24,8 +25,12 @@ def _packaged_csv(path: str | os.PathLike | None, name: str, columns: str, dtype
 
 def load_paper_tables(paper_csv: str | os.PathLike | None = None) -> pd.DataFrame:
     """The paper's numbers (the packaged ``paper_tables.csv`` unless given), with ``setting`` and ``noise_key``."""
-    frame = _packaged_csv(paper_csv, "paper_tables.csv", "table dataset regularizer alpha keep_original noise metric "
-                          "value", {"keep_original": "string", "alpha": "string"})
+    frame = _packaged_csv(
+        paper_csv,
+        "paper_tables.csv",
+        "table dataset regularizer alpha keep_original noise metric value",
+        {"keep_original": "string", "alpha": "string"},
+    )
     frame["setting"] = [Setting.of(*x) for x in zip(frame["regularizer"], frame["alpha"], frame["keep_original"])]
     frame["noise_key"] = frame["noise"].map(noise_key)
     return frame
@@ -34,10 +39,16 @@ def load_paper_tables(paper_csv: str | os.PathLike | None = None) -> pd.DataFram
 def load_published(published_csv: str | os.PathLike | None = None) -> dict:
     """Other papers' numbers shown beside a cell (the packaged ``published_baselines.csv`` unless given):
     ``(dataset, metric, regularizer, noise, quantity) -> (value as a fraction, source)``."""
-    frame = _packaged_csv(published_csv, "published_baselines.csv", "dataset metric regularizer noise quantity value "
-                          "source", dict.fromkeys(["dataset", "metric", "regularizer", "quantity"], str))
-    return {(r.dataset, r.metric, r.regularizer, noise_key(r.noise), r.quantity): (float(r.value), str(r.source))
-            for r in frame.itertuples(index=False)}
+    frame = _packaged_csv(
+        published_csv,
+        "published_baselines.csv",
+        "dataset metric regularizer noise quantity value source",
+        dict.fromkeys(["dataset", "metric", "regularizer", "quantity"], str),
+    )
+    return {
+        (r.dataset, r.metric, r.regularizer, noise_key(r.noise), r.quantity): (float(r.value), str(r.source))
+        for r in frame.itertuples(index=False)
+    }
 
 
 def paper_rows(table: str | None = None) -> tuple[Setting, ...]:

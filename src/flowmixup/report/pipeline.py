@@ -14,6 +14,7 @@ as ``.md``, ``.csv`` (the tidy cells) and ``.tex``; ``memorisation.csv``; ``repo
 out, failed or duplicated, the tables, memorisation and Fig. 6); ``figures/`` (``fig6_<dataset>``,
 ``curves_<dataset>`` as PNG, PDF and CSV; ``fig6_spearman.csv``).
 """
+
 from __future__ import annotations
 
 import os
@@ -86,28 +87,45 @@ class Report:
         return [name for name in self.files if name.startswith("figures/")]
 
 
-def _counts(sweep_dir: Path, prepared: PreparedRuns, grid: list | None, metric_of: dict[str, str],
-            frames: dict[str, pd.DataFrame], left_out: Sequence[tuple[Any, str]]) -> dict[str, Any]:
+def _counts(
+    sweep_dir: Path,
+    prepared: PreparedRuns,
+    grid: list | None,
+    metric_of: dict[str, str],
+    frames: dict[str, pd.DataFrame],
+    left_out: Sequence[tuple[Any, str]],
+) -> dict[str, Any]:
     """What report.md's header says: runs ok / failed / missing / unreadable / duplicated / outside the grid /
     unfinished, the bad files left out, and per dataset of Table III the epochs its variances span."""
     used, duplicates = prepared.used, prepared.duplicates
     ok = used["status"] == "ok"
-    seen = {(d, s.base(), n, e) for d, s, n, e in used[["dataset", "_setting", "_noise", "_seed"]].itertuples(
-        index=False, name=None)}
-    epochs = (used[ok & used["dataset"].isin([d for d, m in metric_of.items() if m in METRICS_COLUMNS])]
-              .assign(v=pd.to_numeric(used.get("variance_epochs"), errors="coerce")).dropna(subset=["v"]))
+    seen = {
+        (d, s.base(), n, e)
+        for d, s, n, e in used[["dataset", "_setting", "_noise", "_seed"]].itertuples(index=False, name=None)
+    }
+    epochs = (
+        used[ok & used["dataset"].isin([d for d, m in metric_of.items() if m in METRICS_COLUMNS])]
+        .assign(v=pd.to_numeric(used.get("variance_epochs"), errors="coerce"))
+        .dropna(subset=["v"])
+    )
     reasons = used.loc[~ok].get("reason", pd.Series("", used.index))
     return {
-        "ok": int(ok.sum()), "failed": int((~ok).sum()), "unreadable": len(prepared.unreadable),
-        "unreadable_runs": prepared.unreadable, "duplicates": len(duplicates),
+        "ok": int(ok.sum()),
+        "failed": int((~ok).sum()),
+        "unreadable": len(prepared.unreadable),
+        "unreadable_runs": prepared.unreadable,
+        "duplicates": len(duplicates),
         "duplicate_runs": sorted(zip(duplicates["run_dir"], duplicates["_kept"])),
         "missing": None if grid is None else len({(d, s, n, e) for d, s, n, e in grid} - seen),
         "not_in_grid": 0 if grid is None else len(seen - set(grid)),
         "failed_runs": sorted(zip(used.loc[~ok, "run_dir"], reasons.fillna("").astype(str).replace("nan", ""))),
         "unknown_metric_datasets": [d for d, m in metric_of.items() if m not in METRICS_COLUMNS],
         # Table III's caption: per dataset (in table order) the epochs its variances span
-        "variance_epochs": {d: sorted({int(v) for v in epochs.loc[epochs["dataset"] == d, "v"]})
-                            for d in frames["III"]["dataset"].unique() if d in set(epochs["dataset"])},
+        "variance_epochs": {
+            d: sorted({int(v) for v in epochs.loc[epochs["dataset"] == d, "v"]})
+            for d in frames["III"]["dataset"].unique()
+            if d in set(epochs["dataset"])
+        },
         "unfinished": sum(1 for p in sweep_dir.rglob("metrics.csv") if not (p.parent / "summary.json").exists()),
         "left_out": [(str(path), str(problem)) for path, problem in left_out],
     }
@@ -115,16 +133,29 @@ def _counts(sweep_dir: Path, prepared: PreparedRuns, grid: list | None, metric_o
 
 def _also(counts: dict[str, Any], has_grid: bool) -> list[str]:
     """The header's "Also: ..." line: whatever else is worth knowing about the runs, or nothing."""
-    extras = [text for n, text in (
-        (counts["unfinished"], f"{counts['unfinished']} unfinished (metrics.csv but no summary.json)"),
-        (counts["unreadable"], f"{counts['unreadable']} unreadable summary.json (listed below)"),
-        (counts["left_out"], f"{len(counts['left_out'])} bad run files left out (listed below)"),
-        (counts["duplicates"], f"{counts['duplicates']} duplicate runs of the same cell and seed (kept: ok over "
-                               "failed, then the newest; listed below)"),
-        (has_grid and counts["not_in_grid"], f"{counts['not_in_grid']} runs outside grid.json (included in the "
-                                             "tables)"),
-        (counts["unknown_metric_datasets"], "datasets left out (primary metric unknown or not auc/macro_f1): "
-                                            + ", ".join(counts["unknown_metric_datasets"]))) if n]
+    extras = [
+        text
+        for n, text in (
+            (counts["unfinished"], f"{counts['unfinished']} unfinished (metrics.csv but no summary.json)"),
+            (counts["unreadable"], f"{counts['unreadable']} unreadable summary.json (listed below)"),
+            (counts["left_out"], f"{len(counts['left_out'])} bad run files left out (listed below)"),
+            (
+                counts["duplicates"],
+                f"{counts['duplicates']} duplicate runs of the same cell and seed (kept: ok over "
+                "failed, then the newest; listed below)",
+            ),
+            (
+                has_grid and counts["not_in_grid"],
+                f"{counts['not_in_grid']} runs outside grid.json (included in the tables)",
+            ),
+            (
+                counts["unknown_metric_datasets"],
+                "datasets left out (primary metric unknown or not auc/macro_f1): "
+                + ", ".join(counts["unknown_metric_datasets"]),
+            ),
+        )
+        if n
+    ]
     return ["", "Also: " + "; ".join(extras) + "."] if extras else []
 
 
@@ -144,24 +175,39 @@ def _listings(counts: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _report_md(sweep_dir: Path, counts: dict[str, Any], has_grid: bool, tables: Sequence[str],
-               sections: Sequence[str]) -> str:
+def _report_md(
+    sweep_dir: Path, counts: dict[str, Any], has_grid: bool, tables: Sequence[str], sections: Sequence[str]
+) -> str:
     """report.md: the header (the runs counted and listed), the tables, then each section that has anything."""
-    missing = (f"**{counts['missing']} missing** (in grid.json, no summary.json)" if has_grid
-               else "missing: n/a (no grid.json, the grid is what was found)")
-    lines = [f"# Flow-Mixup report: sweep `{sweep_dir.name}`", "", f"Sweep folder: `{sweep_dir.resolve()}`", "",
-             f"Runs: **{counts['ok']} ok**, **{counts['failed']} failed**, {missing}."]
+    missing = (
+        f"**{counts['missing']} missing** (in grid.json, no summary.json)"
+        if has_grid
+        else "missing: n/a (no grid.json, the grid is what was found)"
+    )
+    lines = [
+        f"# Flow-Mixup report: sweep `{sweep_dir.name}`",
+        "",
+        f"Sweep folder: `{sweep_dir.resolve()}`",
+        "",
+        f"Runs: **{counts['ok']} ok**, **{counts['failed']} failed**, {missing}.",
+    ]
     header = "\n".join(lines + _also(counts, has_grid) + _listings(counts) + [""])
     return header + "\n" + "\n".join(tables) + "".join("\n" + section for section in sections if section)
 
 
-def _files(tables: dict[str, Table], memo: Memorisation | None, report_md: str, fig6: Fig6 | None,
-           curves: Curves | None) -> dict[str, Content]:
+def _files(
+    tables: dict[str, Table], memo: Memorisation | None, report_md: str, fig6: Fig6 | None, curves: Curves | None
+) -> dict[str, Content]:
     """Every file of the report by its path below the report folder, in the order they are written."""
     files: dict[str, Content] = {}
     for table in tables.values():
-        files.update({f"{table.stem}.md": table.markdown, f"{table.stem}.csv": csv_text(table.cells),
-                      f"{table.stem}.tex": table.latex})
+        files.update(
+            {
+                f"{table.stem}.md": table.markdown,
+                f"{table.stem}.csv": csv_text(table.cells),
+                f"{table.stem}.tex": table.latex,
+            }
+        )
     if memo is not None:
         files["memorisation.csv"] = csv_text(memo.frame)
     files["report.md"] = report_md
@@ -180,8 +226,9 @@ def _inputs(sweep_dir: Path, check: SweepCheck | None) -> tuple[pd.DataFrame, li
     return collect_runs(sweep_dir), grid, []
 
 
-def build_report(sweep_dir: str | os.PathLike, options: ReportOptions | None = None, *,
-                 check: SweepCheck | None = None) -> Report:
+def build_report(
+    sweep_dir: str | os.PathLike, options: ReportOptions | None = None, *, check: SweepCheck | None = None
+) -> Report:
     """Every table, figure and section of the report on the runs below ``sweep_dir``, computed in memory.
 
     ``check`` (:func:`~flowmixup.report.runs.check_sweep`'s result) gives the runs, the grid and the bad files to
@@ -195,20 +242,50 @@ def build_report(sweep_dir: str | os.PathLike, options: ReportOptions | None = N
     options = options or ReportOptions()
     runs, grid, left_out = _inputs(sweep_dir, check)
     prepared = prepare_runs(runs)
-    frames, metric_of = tidy_tables(prepared.used, grid, load_paper_tables(options.paper_csv), options.best_from,
-                                    load_published(options.published_csv))
+    frames, metric_of = tidy_tables(
+        prepared.used,
+        grid,
+        load_paper_tables(options.paper_csv),
+        options.best_from,
+        load_published(options.published_csv),
+    )
     counts = _counts(sweep_dir, prepared, grid, metric_of, frames, left_out)
     tables = render_tables(frames, counts["variance_epochs"])
     memo = memorisation(prepared.ok)
     fig6 = fig6_all(prepared, options.fig6) if options.figures else None
     curves = curve_files(prepared.ok) if options.figures else None
-    report_md = _report_md(sweep_dir, counts, grid is not None, [t.markdown for t in tables.values()],
-                           [memo.markdown if memo else "", fig6.markdown if fig6 else ""])
-    notes = [] if fig6 is None or curves is None else fig6.notes + curves.notes + [
-        f"{kind} skipped for {dataset}: {why}" for kind, skipped in (("fig6", fig6.skipped), ("curves", curves.skipped))
-        for dataset, why in skipped.items()]
-    return Report(sweep_dir, options, runs, prepared, counts, tables, memo, fig6, curves, report_md,
-                  _files(tables, memo, report_md, fig6, curves), notes)
+    report_md = _report_md(
+        sweep_dir,
+        counts,
+        grid is not None,
+        [t.markdown for t in tables.values()],
+        [memo.markdown if memo else "", fig6.markdown if fig6 else ""],
+    )
+    notes = (
+        []
+        if fig6 is None or curves is None
+        else fig6.notes
+        + curves.notes
+        + [
+            f"{kind} skipped for {dataset}: {why}"
+            for kind, skipped in (("fig6", fig6.skipped), ("curves", curves.skipped))
+            for dataset, why in skipped.items()
+        ]
+    )
+    return Report(
+        sweep_dir,
+        options,
+        runs,
+        prepared,
+        counts,
+        tables,
+        memo,
+        fig6,
+        curves,
+        report_md,
+        _files(tables, memo, report_md, fig6, curves),
+        notes,
+    )
 
 
 def write_report(report: Report, out_dir: str | os.PathLike | None = None) -> list[Path]:

@@ -15,6 +15,7 @@ dataset, row and noise level differ in any other result-affecting setting (every
 and all are listed in ``report.md``. Every reader returns or raises a one-line problem naming what is wrong, never
 a traceback.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -31,10 +32,22 @@ import pandas as pd
 
 # Built-in display names and primary metrics, for runs whose config does not say (dataset.label,
 # dataset.primary_metric). A key also covers the datasets named <key>_<variant> (ptbxl_all: "PTB-XL all").
-DATASET_NAMES = {"chestxray14": "ChestX-ray14", "ecg12": "ECG-12", "ecg55": "ECG-55", "synth_ecg": "Synthetic ECG",
-                 "ptbxl": "PTB-XL", "cinc2021": "CinC 2021"}
-DEFAULT_PRIMARY_METRIC = {"chestxray14": "auc", "ecg12": "macro_f1", "ecg55": "macro_f1", "synth_ecg": "macro_f1",
-                          "ptbxl": "auc", "cinc2021": "macro_f1"}
+DATASET_NAMES = {
+    "chestxray14": "ChestX-ray14",
+    "ecg12": "ECG-12",
+    "ecg55": "ECG-55",
+    "synth_ecg": "Synthetic ECG",
+    "ptbxl": "PTB-XL",
+    "cinc2021": "CinC 2021",
+}
+DEFAULT_PRIMARY_METRIC = {
+    "chestxray14": "auc",
+    "ecg12": "macro_f1",
+    "ecg55": "macro_f1",
+    "synth_ecg": "macro_f1",
+    "ptbxl": "auc",
+    "cinc2021": "macro_f1",
+}
 _REGULARIZER_NAMES = {"erm": "ERM", "mixup": "Mixup", "manifold_mixup": "Manifold Mixup", "flowmixup": "Flow-Mixup"}
 _REGULARIZER_ORDER = list(_REGULARIZER_NAMES)
 REQUIRED_KEYS = ("status", "dataset", "regularizer", "noise", "seed")
@@ -45,10 +58,28 @@ DDOF = 1  # the standard deviation over seeds is the sample one, everywhere in t
 
 # Settings that change how or where a run executes, never its result: they never split a table row. Patterns on
 # the config's dotted keys (fnmatch). Everything else in a run's config is result-affecting.
-EXECUTION_ONLY = ("seed", "paths.*", "trainer.device", "trainer.num_workers", "trainer.num_threads",
-                  "trainer.progress", "trainer.resume", "trainer.skip_finished", "trainer.compile*", "logger.*",
-                  "logger", "hydra.*", "dataset.root", "dataset.prepare_workers", "*cache_dir", "*.cache_dir",
-                  "run_dir", "output_dir", "dataset.label", "dataset.report_metrics")
+EXECUTION_ONLY = (
+    "seed",
+    "paths.*",
+    "trainer.device",
+    "trainer.num_workers",
+    "trainer.num_threads",
+    "trainer.progress",
+    "trainer.resume",
+    "trainer.skip_finished",
+    "trainer.compile*",
+    "logger.*",
+    "logger",
+    "hydra.*",
+    "dataset.root",
+    "dataset.prepare_workers",
+    "*cache_dir",
+    "*.cache_dir",
+    "run_dir",
+    "output_dir",
+    "dataset.label",
+    "dataset.report_metrics",
+)
 # Summary keys that are settings, for older summaries without any config (the others are results).
 SUMMARY_SETTINGS = ("backbone", "mix_points", "corruption_kind", "epochs_planned")
 
@@ -73,7 +104,7 @@ def dataset_label(dataset: str, labels: dict | None = None) -> str:
     key = builtin_key(dataset, DATASET_NAMES)
     if key is None:
         return dataset
-    return DATASET_NAMES[key] + ("" if key == dataset else " " + dataset[len(key) + 1:])
+    return DATASET_NAMES[key] + ("" if key == dataset else " " + dataset[len(key) + 1 :])
 
 
 def default_primary_metric(dataset: str) -> str | None:
@@ -133,15 +164,19 @@ class Setting:
     def of(cls, regularizer: str, alpha: Any = None, keep_original: Any = None) -> "Setting":
         """The built-in reading of an older summary: α except for ERM, Op for Flow-Mixup only."""
         regularizer = str(regularizer)
-        return cls(regularizer, None if regularizer == "erm" else _as_alpha(alpha),
-                   _as_bool(keep_original) if regularizer == "flowmixup" else None)
+        return cls(
+            regularizer,
+            None if regularizer == "erm" else _as_alpha(alpha),
+            _as_bool(keep_original) if regularizer == "flowmixup" else None,
+        )
 
     def _label(self, latex: bool) -> str:
         esc = latex_escape if latex else str
         name = self.name or _REGULARIZER_NAMES.get(self.regularizer) or esc(self.regularizer)
         a = self.alpha
-        parts = [] if a is None else [(r"$\alpha={}$" if latex else "α={}").format(
-            f"{a:.1f}" if a == int(a) else f"{a:g}")]
+        parts = (
+            [] if a is None else [(r"$\alpha={}$" if latex else "α={}").format(f"{a:.1f}" if a == int(a) else f"{a:g}")]
+        )
         parts += [] if self.keep_original is None else [f"Op={self.keep_original}"]
         parts += [esc(f"{k}={v}") for k, v in self.params]
         label = f"{name} ({', '.join(parts)})" if parts else name
@@ -152,8 +187,14 @@ class Setting:
 
     def sort_key(self) -> tuple:
         order = _REGULARIZER_ORDER.index(self.regularizer) if self.regularizer in _REGULARIZER_ORDER else 99
-        return (order, self.regularizer, -1.0 if self.alpha is None else self.alpha,
-                -1 if self.keep_original is None else int(self.keep_original), str(self.params), str(self.extra))
+        return (
+            order,
+            self.regularizer,
+            -1.0 if self.alpha is None else self.alpha,
+            -1 if self.keep_original is None else int(self.keep_original),
+            str(self.params),
+            str(self.extra),
+        )
 
     def base(self) -> "Setting":
         return dataclasses.replace(self, extra=())
@@ -166,9 +207,13 @@ def setting_of(run: dict) -> Setting:
         return Setting.of(run["regularizer"], run.get("alpha"), run.get("keep_original"))
     values = {str(k): run.get(f"config.regularizer.{k}", run.get(str(k))) for k in shown}
     label = run.get("config.regularizer.label")
-    return Setting(str(run["regularizer"]), _as_alpha(values.pop("alpha", None)),
-                   _as_bool(values.pop("keep_original", None)), tuple((k, hashable(v)) for k, v in values.items()),
-                   name=str(label) if isinstance(label, str) and label else None)
+    return Setting(
+        str(run["regularizer"]),
+        _as_alpha(values.pop("alpha", None)),
+        _as_bool(values.pop("keep_original", None)),
+        tuple((k, hashable(v)) for k, v in values.items()),
+        name=str(label) if isinstance(label, str) and label else None,
+    )
 
 
 def _json_problem(exc: json.JSONDecodeError, text: str) -> str:
@@ -194,9 +239,11 @@ def read_summary(path: str | os.PathLike) -> tuple[dict[str, Any] | None, str | 
 def primary_metric_of(record: dict[str, Any]) -> str | None:
     """The run's ``primary_metric``, else its config's ``dataset.primary_metric``, else its dataset's default."""
     config = record.get("config") if isinstance(record.get("config"), dict) else {}
-    for metric in (record.get("primary_metric"), record.get("config.dataset.primary_metric"),
-                   (config.get("dataset") or {}).get("primary_metric") if isinstance(config.get("dataset"), dict)
-                   else None):
+    for metric in (
+        record.get("primary_metric"),
+        record.get("config.dataset.primary_metric"),
+        (config.get("dataset") or {}).get("primary_metric") if isinstance(config.get("dataset"), dict) else None,
+    ):
         if not is_missing(metric) and str(metric).strip():
             return str(metric)
     dataset = record.get("dataset")
@@ -210,8 +257,11 @@ def summary_problem(record: dict[str, Any]) -> str | None:
     if record.get("status") == "ok" and metric in METRICS_COLUMNS:
         missing += [k for k in (f"best_test_{metric}", f"last_test_{metric}") if k not in record]
     problems = [f"missing key{'s' if len(missing) > 1 else ''} {', '.join(missing)}"] if missing else []
-    problems += [f"{k} must be a non-empty string, got {record[k]!r}" for k in ("status", "dataset", "regularizer")
-                 if k in record and (not isinstance(record[k], str) or not record[k].strip())]
+    problems += [
+        f"{k} must be a non-empty string, got {record[k]!r}"
+        for k in ("status", "dataset", "regularizer")
+        if k in record and (not isinstance(record[k], str) or not record[k].strip())
+    ]
     try:
         if "noise" in record and not math.isfinite(noise_key(record["noise"])):
             raise ValueError
@@ -221,8 +271,10 @@ def summary_problem(record: dict[str, Any]) -> str | None:
         if isinstance(record.get("regularizer"), str):
             Setting.of(record["regularizer"], record.get("alpha"), record.get("keep_original"))
     except (TypeError, ValueError):
-        problems.append(f"alpha / keep_original unreadable: alpha={record.get('alpha')!r}, "
-                        f"keep_original={record.get('keep_original')!r}")
+        problems.append(
+            f"alpha / keep_original unreadable: alpha={record.get('alpha')!r}, "
+            f"keep_original={record.get('keep_original')!r}"
+        )
     return "; ".join(problems) or None
 
 
@@ -244,8 +296,10 @@ def run_file_columns(metric: str | None, which: str = "best") -> dict[str, tuple
     """The columns the figures read from a run's ``metrics.csv`` and ``per_class.csv`` for ``metric``."""
     if metric not in METRICS_COLUMNS:
         return {"metrics.csv": ("epoch",), "per_class.csv": PER_CLASS_COLUMNS}
-    return {"metrics.csv": ("epoch", METRICS_COLUMNS[metric]),
-            "per_class.csv": PER_CLASS_COLUMNS + (f"{PER_CLASS_METRIC[metric]}_{which}",)}
+    return {
+        "metrics.csv": ("epoch", METRICS_COLUMNS[metric]),
+        "per_class.csv": PER_CLASS_COLUMNS + (f"{PER_CLASS_METRIC[metric]}_{which}",),
+    }
 
 
 def _config_yaml(run_dir: Path) -> dict | None:
@@ -276,8 +330,19 @@ def _stamp(record: dict[str, Any], path: Path) -> dict[str, Any]:
 def _runs_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
     """One row per run; a config dict becomes dotted ``config.*`` columns (``pd.json_normalize``)."""
     if not records:
-        return pd.DataFrame(columns=["status", "dataset", "regularizer", "alpha", "keep_original", "noise", "seed",
-                                     "run_dir", "summary_mtime"])
+        return pd.DataFrame(
+            columns=[
+                "status",
+                "dataset",
+                "regularizer",
+                "alpha",
+                "keep_original",
+                "noise",
+                "seed",
+                "run_dir",
+                "summary_mtime",
+            ]
+        )
     configs = pd.json_normalize([r.get("config") or {} for r in records]).add_prefix("config.")
     top = pd.DataFrame.from_records([{k: v for k, v in r.items() if k != "config"} for r in records])
     return pd.concat([top, configs.set_axis(top.index)], axis=1)
@@ -286,8 +351,12 @@ def _runs_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
 def collect_runs(sweep_dir: str | os.PathLike) -> pd.DataFrame:
     """One row per ``summary.json`` at any depth below ``sweep_dir`` (sorted by path), with ``run_dir`` and
     ``summary_mtime``; an unusable summary gives ``status == "unreadable"`` and its problem in ``reason``."""
-    return _runs_frame([_stamp(record if problem is None else {"status": "unreadable", "reason": problem}, path)
-                        for path, record, problem in _scan(Path(sweep_dir))])
+    return _runs_frame(
+        [
+            _stamp(record if problem is None else {"status": "unreadable", "reason": problem}, path)
+            for path, record, problem in _scan(Path(sweep_dir))
+        ]
+    )
 
 
 @dataclass
@@ -309,13 +378,16 @@ def check_sweep(sweep_dir: str | os.PathLike, run_files: bool = True, which: str
     """Read and check every ``summary.json`` below ``sweep_dir`` and ``grid.json``; with ``run_files`` also the
     ``metrics.csv`` / ``per_class.csv`` of every ok run (an absent one is fine: the figures leave that run out)."""
     good, problems, n = [], [], 0
-    for n, (path, record, problem) in enumerate(_scan(Path(sweep_dir)), 1):
+    for n, (path, record, problem) in enumerate(_scan(Path(sweep_dir)), 1):  # noqa: B007 - n: the count, after
         if problem is not None:
             problems.append((path, problem))
             continue
         good.append(_stamp(record, path))
-        for name, columns in run_file_columns(primary_metric_of(record), which).items() if (
-                run_files and record.get("status") == "ok") else ():
+        for name, columns in (
+            run_file_columns(primary_metric_of(record), which).items()
+            if (run_files and record.get("status") == "ok")
+            else ()
+        ):
             if (path.parent / name).exists() and (bad := read_csv_checked(path.parent / name, columns)[1]):
                 problems.append((path.parent / name, bad))
     bad_summaries = sum(1 for p, _ in problems if p.name == "summary.json")
@@ -354,8 +426,14 @@ def load_grid(sweep_dir: str | os.PathLike) -> list[tuple[str, Setting, float, A
     grid = []
     for i, e in enumerate(entries):
         try:
-            grid.append((str(e["dataset"]), Setting.of(e["regularizer"], e.get("alpha"), e.get("keep_original")),
-                         noise_key(e["noise"]), seed_key(e.get("seed"))))
+            grid.append(
+                (
+                    str(e["dataset"]),
+                    Setting.of(e["regularizer"], e.get("alpha"), e.get("keep_original")),
+                    noise_key(e["noise"]),
+                    seed_key(e.get("seed")),
+                )
+            )
         except KeyError as exc:
             raise ValueError(f"entry {i} lacks key {exc.args[0]}") from None
         except (AttributeError, TypeError, ValueError):
@@ -387,8 +465,15 @@ def _row_keys(runs: pd.DataFrame) -> tuple[list[dict], list[tuple[str, str]]]:
             unreadable.append((where, "missing dataset or regularizer" if is_missing(reason) else str(reason)))
             continue
         try:
-            keep.append({"index": i, "_setting": setting_of(r.to_dict()), "_noise": noise_key(r["noise"]),
-                         "_seed": seed_key(r.get("seed")), "_metric": primary_metric_of(r.to_dict())})
+            keep.append(
+                {
+                    "index": i,
+                    "_setting": setting_of(r.to_dict()),
+                    "_noise": noise_key(r["noise"]),
+                    "_seed": seed_key(r.get("seed")),
+                    "_metric": primary_metric_of(r.to_dict()),
+                }
+            )
         except (KeyError, TypeError, ValueError) as exc:
             unreadable.append((where, f"unusable values ({type(exc).__name__}: {exc})"))
     return keep, sorted(unreadable)
@@ -397,8 +482,13 @@ def _row_keys(runs: pd.DataFrame) -> tuple[list[dict], list[tuple[str, str]]]:
 def _split_rows(used: pd.DataFrame) -> pd.DataFrame:
     """``_setting`` with ``extra``: the result-affecting settings (the summary's setting keys, every config value
     not :data:`EXECUTION_ONLY`) that differ between runs of one dataset, row and noise level."""
-    columns = [c for c in used.columns if c in SUMMARY_SETTINGS or c.startswith("config.") and not any(
-        fnmatch.fnmatchcase(c[len("config."):], p) for p in EXECUTION_ONLY + ("noise", "dataset.name"))]
+    columns = [
+        c
+        for c in used.columns
+        if c in SUMMARY_SETTINGS
+        or c.startswith("config.")
+        and not any(fnmatch.fnmatchcase(c[len("config.") :], p) for p in EXECUTION_ONLY + ("noise", "dataset.name"))
+    ]
     values = used[columns].map(hashable)
     varies = values.groupby([used["dataset"], used["_setting"], used["_noise"]], sort=False).nunique(dropna=False).gt(1)
     if not varies.any(axis=None):
@@ -415,7 +505,8 @@ def _split_rows(used: pd.DataFrame) -> pd.DataFrame:
 def _set_aside_duplicates(used: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """One run per dataset, row, noise and seed (an ok run over a failed one, then the newest) and the others."""
     ranked = used.assign(_ok=used["status"].eq("ok"), _mtime=used.get("summary_mtime", 0.0)).sort_values(
-        ["_ok", "_mtime"], kind="stable")
+        ["_ok", "_mtime"], kind="stable"
+    )
     key = ["dataset", "_setting", "_noise", "_seed"]
     dup = ranked.duplicated(key, keep="last")
     kept = ranked[~dup].set_index(key)["run_dir"]
@@ -432,6 +523,7 @@ def prepare_runs(runs: pd.DataFrame) -> PreparedRuns:
         return PreparedRuns(empty, empty.assign(_kept=None), unreadable)
     used = runs.loc[[k["index"] for k in keep]].assign(
         **{c: [k[c] for k in keep] for c in ("_setting", "_noise", "_seed", "_metric")},
-        dataset=lambda f: f["dataset"].astype(str))
+        dataset=lambda f: f["dataset"].astype(str),
+    )
     used, duplicates = _set_aside_duplicates(_split_rows(used))
     return PreparedRuns(used, duplicates, unreadable)

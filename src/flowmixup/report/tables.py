@@ -13,6 +13,7 @@ lowest variance bold), decided on the printed numbers; Diff. columns unmarked. T
 ``<sweep>/grid.json`` when present. The paper's rows (in the order of ``paper_tables.csv``) are always listed;
 other rows follow.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -25,16 +26,45 @@ import pandas as pd
 
 from .output import markdown_table
 from .paper import PAPER_SETTINGS, TABLE3_SETTINGS
-from .runs import (DATASET_NAMES, DDOF, METRICS_COLUMNS, Setting, builtin_key, dataset_label, default_primary_metric,
-                   is_missing, latex_escape)
+from .runs import (
+    DATASET_NAMES,
+    DDOF,
+    METRICS_COLUMNS,
+    Setting,
+    builtin_key,
+    dataset_label,
+    default_primary_metric,
+    is_missing,
+    latex_escape,
+)
 
 MISSING = "—"
 FAILED = "failed"
 DAGGER = "†"
 EXTRA_TABLE_PREFIX = "extra_"  # the key of an additional metric's table: extra_<metric> (files table_<metric>.*)
-TIDY_COLUMNS = ["table", "dataset", "primary_metric", "setting", "regularizer", "alpha", "keep_original", "noise",
-                "quantity", "unit", "status", "mean", "std", "ddof", "n_seeds", "n_failed", "n_missing",
-                "n_expected", "paper", "mark", "text"]
+TIDY_COLUMNS = [
+    "table",
+    "dataset",
+    "primary_metric",
+    "setting",
+    "regularizer",
+    "alpha",
+    "keep_original",
+    "noise",
+    "quantity",
+    "unit",
+    "status",
+    "mean",
+    "std",
+    "ddof",
+    "n_seeds",
+    "n_failed",
+    "n_missing",
+    "n_expected",
+    "paper",
+    "mark",
+    "text",
+]
 _PRIVATE_COLUMNS = ["_setting", "_decimals", "_label", "published", "published_source"]
 _QUANTITY_LABELS = {"best": "Best", "last": "Last", "diff": "Diff.", "variance": ""}
 _QUANTITIES = {"I": ["best", "last", "diff"], "II": ["best"], "III": ["variance"]}  # the columns of a layout
@@ -61,8 +91,18 @@ class Markup:
 
 
 MARKDOWN = Markup("**{}**", "<u>{}</u>", "±", "−", MISSING, DAGGER, str, " {}", "{}\n", "label")
-LATEX = Markup(r"\textbf{{{}}}", r"\underline{{{}}}", r"$\pm$", "$-$", "--", r"$^\dagger$", latex_escape,
-               r" {{\scriptsize{}}}", r"\par\smallskip{{\scriptsize {}}}", "latex_label")
+LATEX = Markup(
+    r"\textbf{{{}}}",
+    r"\underline{{{}}}",
+    r"$\pm$",
+    "$-$",
+    "--",
+    r"$^\dagger$",
+    latex_escape,
+    r" {{\scriptsize{}}}",
+    r"\par\smallskip{{\scriptsize {}}}",
+    "latex_label",
+)
 
 
 # ---- Rows -> cells (the tidy tables) -------------------------------------------------------------------------------
@@ -97,8 +137,9 @@ class _Sweep:
         return sorted({n for d, _, n in self.cells if d == dataset})
 
 
-def _cell_record(sweep: _Sweep, table: str, dataset: str, metric: str, setting: Setting, noise: float,
-                 quantity: str, layout: str) -> dict:
+def _cell_record(
+    sweep: _Sweep, table: str, dataset: str, metric: str, setting: Setting, noise: float, quantity: str, layout: str
+) -> dict:
     """One cell of ``table``: its numbers over the seeds, its status and counts, the paper's number beside it."""
     here = sweep.runs[sweep.runs["dataset"] == dataset]
     cell = here[(here["_setting"] == setting) & (here["_noise"] == noise)]
@@ -107,31 +148,49 @@ def _cell_record(sweep: _Sweep, table: str, dataset: str, metric: str, setting: 
     n_failed = int((cell["status"] != "ok").sum())
     n_missing = len(sweep.expected.get((dataset, setting.base(), noise), set()) - set(cell["_seed"]))
     return {
-        "table": table, "dataset": dataset, "primary_metric": metric, "setting": setting.label,
-        "regularizer": setting.regularizer, "alpha": setting.alpha, "keep_original": setting.keep_original,
-        "noise": noise, "quantity": quantity,
+        "table": table,
+        "dataset": dataset,
+        "primary_metric": metric,
+        "setting": setting.label,
+        "regularizer": setting.regularizer,
+        "alpha": setting.alpha,
+        "keep_original": setting.keep_original,
+        "noise": noise,
+        "quantity": quantity,
         "unit": "variance" if quantity == "variance" else "auc_percent" if metric == "auc" else "macro_f1",
         "status": "ok" if len(values) else "n/a" if len(ok) else FAILED if n_failed else "missing",
         "mean": float(np.mean(values)) if len(values) else math.nan,
-        "std": float(np.std(values, ddof=DDOF)) if len(values) > DDOF else math.nan, "ddof": DDOF,
-        "n_seeds": len(values), "n_failed": n_failed, "n_missing": n_missing,
+        "std": float(np.std(values, ddof=DDOF)) if len(values) > DDOF else math.nan,
+        "ddof": DDOF,
+        "n_seeds": len(values),
+        "n_failed": n_failed,
+        "n_missing": n_missing,
         "n_expected": len(values) + n_failed + n_missing,
         "paper": _paper_value(sweep.paper, table, dataset, setting.base(), noise, quantity, metric)
-        if layout == table else None, "mark": "",
-        "_setting": setting, "_decimals": 1 if layout == "I" else 4, "_label": sweep.labels[dataset],
-        **_published_value(sweep.published if layout != "III" else {}, dataset, metric, setting, noise, quantity)}
+        if layout == table
+        else None,
+        "mark": "",
+        "_setting": setting,
+        "_decimals": 1 if layout == "I" else 4,
+        "_label": sweep.labels[dataset],
+        **_published_value(sweep.published if layout != "III" else {}, dataset, metric, setting, noise, quantity),
+    }
 
 
-def _cell_records(sweep: _Sweep, table: str, dataset: str, metric: str, rows: list[Setting],
-                  layout: str) -> list[dict]:
+def _cell_records(sweep: _Sweep, table: str, dataset: str, metric: str, rows: list[Setting], layout: str) -> list[dict]:
     """The cells of one dataset in ``table``, laid out as ``layout`` (``I`` / ``II`` / ``III``; an extra table's
     differs): every row at every noise level of the dataset."""
-    return [_cell_record(sweep, table, dataset, metric, setting, noise, quantity, layout)
-            for setting in rows for noise in sweep.noises(dataset) for quantity in _QUANTITIES[layout]]
+    return [
+        _cell_record(sweep, table, dataset, metric, setting, noise, quantity, layout)
+        for setting in rows
+        for noise in sweep.noises(dataset)
+        for quantity in _QUANTITIES[layout]
+    ]
 
 
-def _paper_value(paper: dict, table: str, dataset: str, setting: Setting, noise: float, quantity: str,
-                 metric: str) -> float | None:
+def _paper_value(
+    paper: dict, table: str, dataset: str, setting: Setting, noise: float, quantity: str, metric: str
+) -> float | None:
     if table == "I" and quantity == "diff":
         best, last = (paper.get(("I", dataset, setting, noise, f"{q}_auc")) for q in ("best", "last"))
         return None if best is None or last is None else round(best - last, 1)
@@ -139,11 +198,13 @@ def _paper_value(paper: dict, table: str, dataset: str, setting: Setting, noise:
     return paper.get((table, dataset, setting, noise, name))
 
 
-def _published_value(published: dict, dataset: str, metric: str, setting: Setting, noise: float,
-                     quantity: str) -> dict:
+def _published_value(published: dict, dataset: str, metric: str, setting: Setting, noise: float, quantity: str) -> dict:
     """``published`` / ``published_source`` of a cell: only beside the plain row of the regularizer named."""
-    hit = published.get((dataset, metric, setting.regularizer, noise, quantity)) if (
-        setting.alpha is None and setting.keep_original is None and not setting.params and not setting.extra) else None
+    hit = (
+        published.get((dataset, metric, setting.regularizer, noise, quantity))
+        if (setting.alpha is None and setting.keep_original is None and not setting.params and not setting.extra)
+        else None
+    )
     if hit is None:
         return {"published": math.nan, "published_source": None}
     return {"published": hit[0] * (100.0 if metric == "auc" else 1.0), "published_source": hit[1]}
@@ -173,14 +234,21 @@ def _per_dataset(runs: pd.DataFrame, column: str) -> dict:
     return dict(zip(first["dataset"], first[column]))
 
 
-def _sweep_of(runs: pd.DataFrame, grid: list | None, paper: pd.DataFrame | None, best_from: str,
-              published: dict | None) -> _Sweep:
+def _sweep_of(
+    runs: pd.DataFrame, grid: list | None, paper: pd.DataFrame | None, best_from: str, published: dict | None
+) -> _Sweep:
     expected: dict = {}
     for dataset, setting, noise, seed in grid or []:
         expected.setdefault((dataset, setting, noise), set()).add(seed)
     cells = set(runs[["dataset", "_setting", "_noise"]].itertuples(index=False, name=None)) | set(expected)
-    lookup = {} if paper is None else {(str(r.table), str(r.dataset), r.setting, r.noise_key, str(r.metric)):
-                                       float(r.value) for r in paper.itertuples(index=False)}
+    lookup = (
+        {}
+        if paper is None
+        else {
+            (str(r.table), str(r.dataset), r.setting, r.noise_key, str(r.metric)): float(r.value)
+            for r in paper.itertuples(index=False)
+        }
+    )
     names = _per_dataset(runs, "config.dataset.label")
     labels = {d: dataset_label(d, names) for d, _, _ in cells}
     return _Sweep(runs, expected, cells, lookup, published or {}, labels, best_from)
@@ -189,8 +257,9 @@ def _sweep_of(runs: pd.DataFrame, grid: list | None, paper: pd.DataFrame | None,
 def _dataset_order(datasets) -> list[str]:
     """The built-in datasets in their order, then the others by name."""
     order = list(DATASET_NAMES)
-    return sorted(datasets, key=lambda d: (
-        order.index(builtin_key(d, DATASET_NAMES)) if builtin_key(d, DATASET_NAMES) else 99, d))
+    return sorted(
+        datasets, key=lambda d: (order.index(builtin_key(d, DATASET_NAMES)) if builtin_key(d, DATASET_NAMES) else 99, d)
+    )
 
 
 def _finish(table: str, records: list[dict], rows3: list[Setting]) -> pd.DataFrame:
@@ -205,8 +274,13 @@ def _finish(table: str, records: list[dict], rows3: list[Setting]) -> pd.DataFra
     return frame
 
 
-def tidy_tables(runs: pd.DataFrame, grid: list | None, paper: pd.DataFrame | None, best_from: str = "best",
-                published: dict | None = None) -> tuple[dict[str, pd.DataFrame], dict[str, str]]:
+def tidy_tables(
+    runs: pd.DataFrame,
+    grid: list | None,
+    paper: pd.DataFrame | None,
+    best_from: str = "best",
+    published: dict | None = None,
+) -> tuple[dict[str, pd.DataFrame], dict[str, str]]:
     """The tidy frames of Tables I-III (one row per cell, :data:`TIDY_COLUMNS` plus private ``_`` columns) and
     each dataset's primary metric, for the used runs of :func:`~flowmixup.report.runs.prepare_runs`.
 
@@ -217,8 +291,10 @@ def tidy_tables(runs: pd.DataFrame, grid: list | None, paper: pd.DataFrame | Non
     """
     sweep = _sweep_of(runs, grid, paper, best_from, published)
     datasets = _dataset_order({d for d, _, _ in sweep.cells})
-    metric_of = {d: next((m for m in runs.loc[runs["dataset"] == d, "_metric"] if m), None)
-                 or default_primary_metric(d) for d in datasets}
+    metric_of = {
+        d: next((m for m in runs.loc[runs["dataset"] == d, "_metric"] if m), None) or default_primary_metric(d)
+        for d in datasets
+    }
     asked = _per_dataset(runs, "config.dataset.report_metrics")
     known = [d for d in datasets if metric_of[d] in METRICS_COLUMNS]
     records: dict[str, list[dict]] = {"I": [], "II": [], "III": []}
@@ -261,23 +337,42 @@ def _published_note(frame: pd.DataFrame, markup: Markup) -> list[str]:
     sources = list(dict.fromkeys(str(x) for x in shown["published_source"]))
     if not sources:
         return []
-    text = markup.escape("A published number of ANOTHER paper's model, not a run of this sweep, shown for reference "
-                         "beside the cell it compares with: " + "; ".join(sources) + ".")
+    text = markup.escape(
+        "A published number of ANOTHER paper's model, not a run of this sweep, shown for reference "
+        "beside the cell it compares with: " + "; ".join(sources) + "."
+    )
     return markup.footnote.format(f"{markup.dagger} {text}").split("\n")
 
 
 def _caption(table: str, variance_epochs: dict, markup: Markup) -> str:
     esc = markup.escape
-    common = esc("Mean ") + markup.pm + esc(
-        " sample standard deviation (ddof = 1) over the seeds that ended ok; one seed: mean only. [k/n]: only k of "
-        "the n expected seeds are in the mean (the others failed or are missing). ") + markup.missing + esc(
-        ": no run; failed: every run of the cell failed. (paper x): the number printed in the paper.")
-    marks = (esc("Best and second best per column in ") + markup.bold.format("bold") + " / "
-             + markup.underline.format("underlined"))
-    auc = (esc("Best = highest test AUC over the epochs, Last = test AUC at the last epoch, Diff. = Best ")
-           + markup.minus + esc(" Last (per seed, then averaged). ") + marks + esc(" (Diff. not marked). "))
-    extra = esc("an additional metric of the datasets below (their dataset.report_metrics; their primary metric is "
-                "in Table I or II)")
+    common = (
+        esc("Mean ")
+        + markup.pm
+        + esc(
+            " sample standard deviation (ddof = 1) over the seeds that ended ok; one seed: mean only. [k/n]: only k of "
+            "the n expected seeds are in the mean (the others failed or are missing). "
+        )
+        + markup.missing
+        + esc(": no run; failed: every run of the cell failed. (paper x): the number printed in the paper.")
+    )
+    marks = (
+        esc("Best and second best per column in ")
+        + markup.bold.format("bold")
+        + " / "
+        + markup.underline.format("underlined")
+    )
+    auc = (
+        esc("Best = highest test AUC over the epochs, Last = test AUC at the last epoch, Diff. = Best ")
+        + markup.minus
+        + esc(" Last (per seed, then averaged). ")
+        + marks
+        + esc(" (Diff. not marked). ")
+    )
+    extra = esc(
+        "an additional metric of the datasets below (their dataset.report_metrics; their primary metric is "
+        "in Table I or II)"
+    )
     if table == "I":
         return esc("Table I. Test AUC (%) on the AUC datasets: ") + auc + common
     if table == "II":
@@ -285,13 +380,19 @@ def _caption(table: str, variance_epochs: dict, markup: Markup) -> str:
     if table == EXTRA_TABLE_PREFIX + "auc":
         return esc("Test AUC (%), ") + extra + ": " + auc + common
     if table.startswith(EXTRA_TABLE_PREFIX):
-        metric = table[len(EXTRA_TABLE_PREFIX):]
-        return esc(f"Best test {_METRIC_NAMES.get(metric, metric)} (fraction), ") + extra + ". " + marks + ". " \
-            + common
+        metric = table[len(EXTRA_TABLE_PREFIX) :]
+        return esc(f"Best test {_METRIC_NAMES.get(metric, metric)} (fraction), ") + extra + ". " + marks + ". " + common
     n_text = "; ".join(f"{d}: n = {', '.join(map(str, v))}" for d, v in variance_epochs.items())
-    return esc("Table III. Variance (Eq. 8, population variance over the first n epochs) of the min-max normalised "
-               "per-epoch test metric: AUC for AUC datasets, macro-F1 for macro-F1 datasets. Lowest per column in ") \
-        + markup.bold.format("bold") + ". " + (esc(f"({n_text}.) ") if n_text else "") + common
+    return (
+        esc(
+            "Table III. Variance (Eq. 8, population variance over the first n epochs) of the min-max normalised "
+            "per-epoch test metric: AUC for AUC datasets, macro-F1 for macro-F1 datasets. Lowest per column in "
+        )
+        + markup.bold.format("bold")
+        + ". "
+        + (esc(f"({n_text}.) ") if n_text else "")
+        + common
+    )
 
 
 def _noise_label(noise: float) -> str:
@@ -315,8 +416,12 @@ def _body(layout: str, blocks: list[pd.DataFrame], markup: Markup) -> tuple[list
     body = []
     for block in blocks:  # Table II's blocks share their noise levels, not their dataset
         columns = list(dict.fromkeys(zip(block["dataset"], block["noise"], block["quantity"])))
-        texts = {(s, d, n, q): cell_text(r, markup) for s, d, n, q, r in zip(
-            block["_setting"], block["dataset"], block["noise"], block["quantity"], block.to_dict("records"))}
+        texts = {
+            (s, d, n, q): cell_text(r, markup)
+            for s, d, n, q, r in zip(
+                block["_setting"], block["dataset"], block["noise"], block["quantity"], block.to_dict("records")
+            )
+        }
         for i, setting in enumerate(dict.fromkeys(block["_setting"])):
             lead = [markup.escape(block["_label"].iloc[0]) if i == 0 else ""] if layout == "II" else []
             lead.append(markup.label(setting))
@@ -327,8 +432,14 @@ def _body(layout: str, blocks: list[pd.DataFrame], markup: Markup) -> tuple[list
 def _markdown_tabular(layout: str, blocks: list[pd.DataFrame], names: dict) -> str:
     columns, body = _body(layout, blocks, MARKDOWN)
     lead = ["Dataset", "Regularization"] if layout == "II" else ["Regularization"]
-    heads = [f"{_noise_label(n)} {_QUANTITY_LABELS[q]}" if layout == "I" else _noise_label(n) if layout == "II"
-             else f"{names[d]} {_noise_label(n)}" for d, n, q in columns]
+    heads = [
+        f"{_noise_label(n)} {_QUANTITY_LABELS[q]}"
+        if layout == "I"
+        else _noise_label(n)
+        if layout == "II"
+        else f"{names[d]} {_noise_label(n)}"
+        for d, n, q in columns
+    ]
     frame = pd.DataFrame([[x.replace("|", r"\|") for x in row] for row in body], columns=lead + heads)
     return markdown_table(frame, len(lead))
 
@@ -340,11 +451,16 @@ def _latex_tabular(layout: str, blocks: list[pd.DataFrame], names: dict) -> str:
         heads = ["Dataset", "Regularization"] + [esc(_noise_label(n)) for _, n, _ in columns]
         styler = pd.DataFrame(body, columns=heads).style.hide(axis="index")
     else:  # the noise levels (Table I) or the datasets (Table III) span the columns below them
-        top = [(esc(_noise_label(n)), _QUANTITY_LABELS[q]) if layout == "I" else (esc(names[d]), esc(_noise_label(n)))
-               for d, n, q in columns]
+        top = [
+            (esc(_noise_label(n)), _QUANTITY_LABELS[q]) if layout == "I" else (esc(names[d]), esc(_noise_label(n)))
+            for d, n, q in columns
+        ]
         corner = esc(names[columns[0][0]]) if layout == "I" else None
-        frame = pd.DataFrame([row[1:] for row in body], index=[row[0] for row in body],
-                             columns=pd.MultiIndex.from_tuples(top, names=[corner, "Regularization"]))
+        frame = pd.DataFrame(
+            [row[1:] for row in body],
+            index=[row[0] for row in body],
+            columns=pd.MultiIndex.from_tuples(top, names=[corner, "Regularization"]),
+        )
         styler = frame.style
     lead = 2 if layout == "II" else 1
     return styler.to_latex(column_format="l" * lead + "c" * len(columns), hrules=True, multicol_align="c")
@@ -353,7 +469,7 @@ def _latex_tabular(layout: str, blocks: list[pd.DataFrame], names: dict) -> str:
 def _title(table: str) -> tuple[str, str]:
     """A table's title and its layout (``I``, ``II`` or ``III``)."""
     if table.startswith(EXTRA_TABLE_PREFIX):
-        metric = table[len(EXTRA_TABLE_PREFIX):]
+        metric = table[len(EXTRA_TABLE_PREFIX) :]
         return f"Table {_METRIC_NAMES.get(metric, metric)}", "I" if metric == "auc" else "II"
     return f"Table {table}", table
 
@@ -377,8 +493,14 @@ def render_latex(table: str, frame: pd.DataFrame, variance_epochs: dict) -> str:
     title, layout = _title(table)
     caption = _caption(table, {names.get(d, d): v for d, v in variance_epochs.items()}, LATEX)
     label = title.split(" ", 1)[1].lower().replace(" ", "_").replace("-", "_")
-    out = [r"% generated by flowmixup.report.tables; needs \usepackage{booktabs}", r"\begin{table*}[t]",
-           r"\centering", r"\scriptsize", f"\\caption{{{caption}}}", f"\\label{{tab:{label}}}"]
+    out = [
+        r"% generated by flowmixup.report.tables; needs \usepackage{booktabs}",
+        r"\begin{table*}[t]",
+        r"\centering",
+        r"\scriptsize",
+        f"\\caption{{{caption}}}",
+        f"\\label{{tab:{label}}}",
+    ]
     groups = _groups(layout, frame)
     for group in groups:
         out += [_latex_tabular(layout, group, names)] + _published_note(pd.concat(group), LATEX)
@@ -398,7 +520,7 @@ class Table:
     def stem(self) -> str:
         """The name of its files: table1, table2, table3, table_<metric>."""
         if self.key.startswith(EXTRA_TABLE_PREFIX):
-            return "table_" + self.key[len(EXTRA_TABLE_PREFIX):]
+            return "table_" + self.key[len(EXTRA_TABLE_PREFIX) :]
         return {"I": "table1", "II": "table2", "III": "table3"}[self.key]
 
 
@@ -410,6 +532,7 @@ def render_tables(frames: dict[str, pd.DataFrame], variance_epochs: dict[str, An
         frame = frames[key]
         shown = frame["published"].notna().any()  # the columns of other papers' numbers, where there are any
         cells = frame[TIDY_COLUMNS + (["published", "published_source"] if shown else [])]
-        tables[key] = Table(key, cells, render_markdown(key, frame, variance_epochs),
-                            render_latex(key, frame, variance_epochs))
+        tables[key] = Table(
+            key, cells, render_markdown(key, frame, variance_epochs), render_latex(key, frame, variance_epochs)
+        )
     return tables

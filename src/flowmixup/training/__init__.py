@@ -5,6 +5,7 @@ evaluate) - checkpoint.py (a plain-dict checkpoint, RNG states, resumability) - 
 metrics.csv, predictions, per_class.csv, summary.json) - signals.py, rundir.py, checks.py, losses.py, metrics.py,
 loggers.py (fault injection for tests: flowmixup.faults).
 """
+
 from .run import run
 
 __all__ = ["run"]

@@ -1,6 +1,7 @@
 """Everything a run trains with, built from the config: device, data and corrupted labels, loaders, model,
 regularizer, loss, optimiser, scheduler, extra metrics. Every configured object is made by
 :func:`instantiate` (``hydra.utils.instantiate``) from its ``_target_`` node."""
+
 from __future__ import annotations
 
 import os
@@ -20,7 +21,6 @@ from .checks import ConfigError
 from .signals import ignore_sigint_in_worker
 
 
-
 def instantiate(node, **extra):
     """``hydra.utils.instantiate(node, **extra)`` with every config value passed as a plain container.
 
@@ -36,9 +36,11 @@ def instantiate(node, **extra):
         if str(err).startswith("Error locating target"):
             key = str(err).rsplit("full_key: ", 1)[-1].strip() if "full_key: " in str(err) else "_target_"
             cause = " ".join(str(err.__cause__).split()) if err.__cause__ else ""
-            raise ConfigError(f"{key}._target_: cannot import {node.get('_target_')!r} ({cause}); allowed: an "
-                              "importable class or function, module.name (is its folder on PYTHONPATH?)",
-                              key=f"{key}._target_") from None
+            raise ConfigError(
+                f"{key}._target_: cannot import {node.get('_target_')!r} ({cause}); allowed: an "
+                "importable class or function, module.name (is its folder on PYTHONPATH?)",
+                key=f"{key}._target_",
+            ) from None
         if err.__cause__ is not None:
             raise err.__cause__ from None
         raise
@@ -88,7 +90,9 @@ def load_data(cfg: DictConfig) -> LabeledArrays:
         raise DataError(_prepare_hint_with_overrides(str(err))) from None
     for split in ("train", "val", "test"):
         if len(data.splits[split]) == 0:
-            raise DataError(f"dataset={cfg.dataset.name}: the {split} split is empty; check the dataset's size and split settings")
+            raise DataError(
+                f"dataset={cfg.dataset.name}: the {split} split is empty; check the dataset's size and split settings"
+            )
     return data
 
 
@@ -103,8 +107,11 @@ def _prepare_hint_with_overrides(message: str) -> str:
     if not HydraConfig.initialized():
         return message
     keep = ("dataset", "paths", "experiment")
-    overrides = [o for o in HydraConfig.get().overrides.task
-                 if o.lstrip("+~").split("=", 1)[0].split(".")[0].split("/")[0] in keep]
+    overrides = [
+        o
+        for o in HydraConfig.get().overrides.task
+        if o.lstrip("+~").split("=", 1)[0].split(".")[0].split("/")[0] in keep
+    ]
     return message[: message.index(marker)] + " ".join([marker, *overrides])
 
 
@@ -112,10 +119,10 @@ def _prepare_hint_with_overrides(message: str) -> str:
 class Labels:
     """The labels trained on: corruption hits train and validation, never test."""
 
-    clean: np.ndarray      # uint8, every record
-    used: np.ndarray       # float32, every record: clean for test, corrupted for train and val
-    train: np.ndarray      # the corrupted training labels
-    corrupted: float       # the fraction of training labels changed
+    clean: np.ndarray  # uint8, every record
+    used: np.ndarray  # float32, every record: clean for test, corrupted for train and val
+    train: np.ndarray  # the corrupted training labels
+    corrupted: float  # the fraction of training labels changed
 
 
 def corrupt(cfg: DictConfig, data: LabeledArrays) -> Labels:
@@ -126,7 +133,9 @@ def corrupt(cfg: DictConfig, data: LabeledArrays) -> Labels:
     y_used[idx["train"]] = y_train
     y_used[idx["val"]] = y_val
     if len(idx["train"]) < cfg.trainer.batch_size:
-        raise DataError(f"the train split has {len(idx['train'])} samples, fewer than trainer.batch_size={cfg.trainer.batch_size}")
+        raise DataError(
+            f"the train split has {len(idx['train'])} samples, fewer than trainer.batch_size={cfg.trainer.batch_size}"
+        )
     return Labels(y_clean, y_used, y_train, changed_fraction(y_clean[idx["train"]], y_train))
 
 
@@ -147,20 +156,26 @@ class EpochBatches(Sampler):
 
     def __iter__(self):
         for i in range(self.start, self.n // self.batch_size):
-            yield self.perm[i * self.batch_size:(i + 1) * self.batch_size].tolist()
+            yield self.perm[i * self.batch_size : (i + 1) * self.batch_size].tolist()
 
 
 def make_loaders(cfg: DictConfig, data: LabeledArrays, y_used: np.ndarray, device: torch.device):
     """(the epoch's batch sampler, {train, val, test} loaders)."""
     idx, workers = data.splits, cfg.trainer.num_workers
-    common = dict(collate_fn=batch_collate, num_workers=workers, pin_memory=device.type == "cuda",
-                  persistent_workers=workers > 0, worker_init_fn=ignore_sigint_in_worker,
-                  generator=torch.Generator().manual_seed(cfg.seed + 3))  # worker seeds only
+    common = dict(
+        collate_fn=batch_collate,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=workers > 0,
+        worker_init_fn=ignore_sigint_in_worker,
+        generator=torch.Generator().manual_seed(cfg.seed + 3),
+    )  # worker seeds only
     batches = EpochBatches(len(idx["train"]), cfg.trainer.batch_size)
     loaders = {"train": DataLoader(ArrayDataset(data.x, y_used, idx["train"]), batch_sampler=batches, **common)}
     for split in ("val", "test"):
-        loaders[split] = DataLoader(ArrayDataset(data.x, y_used, idx[split]), batch_size=cfg.trainer.eval_batch_size,
-                                    **common)
+        loaders[split] = DataLoader(
+            ArrayDataset(data.x, y_used, idx[split]), batch_size=cfg.trainer.eval_batch_size, **common
+        )
     return batches, loaders
 
 
@@ -188,15 +203,19 @@ def resolve_mix_points(cfg: DictConfig, model: torch.nn.Module) -> list[str] | N
         points = list(cfg.regularizer.mix_points)
     else:
         if not hasattr(model, "paper_mix_points"):
-            raise ConfigError(f"regularizer.mix_points: null, but backbone={cfg.backbone.name} has no default mix "
-                              "points; allowed: a list of its submodule names, e.g. regularizer.mix_points=[...]",
-                              key="regularizer.mix_points")
+            raise ConfigError(
+                f"regularizer.mix_points: null, but backbone={cfg.backbone.name} has no default mix "
+                "points; allowed: a list of its submodule names, e.g. regularizer.mix_points=[...]",
+                key="regularizer.mix_points",
+            )
         try:
             points = model.paper_mix_points()
         except ValueError as err:
-            raise ConfigError(f"regularizer.mix_points: null (the paper's), but {err} (backbone={cfg.backbone.name}); "
-                              "allowed: a larger backbone, or regularizer.mix_points=[...] naming its blocks",
-                              key="regularizer.mix_points") from None
+            raise ConfigError(
+                f"regularizer.mix_points: null (the paper's), but {err} (backbone={cfg.backbone.name}); "
+                "allowed: a larger backbone, or regularizer.mix_points=[...] naming its blocks",
+                key="regularizer.mix_points",
+            ) from None
     from ..regularizers.base import resolve_mix_points as check_names
 
     return check_names(model, points)
@@ -211,9 +230,12 @@ def check_input_fits(cfg: DictConfig, model: torch.nn.Module, sample: torch.Tens
             model(sample)
     except RuntimeError as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ConfigError(f"backbone: {cfg.backbone.name} cannot take this dataset's input of shape "
-                          f"{tuple(sample.shape[1:])} ({first}); allowed: a larger input (e.g. dataset.resolution) "
-                          "or a backbone with fewer down-sampling stages", key="backbone") from None
+        raise ConfigError(
+            f"backbone: {cfg.backbone.name} cannot take this dataset's input of shape "
+            f"{tuple(sample.shape[1:])} ({first}); allowed: a larger input (e.g. dataset.resolution) "
+            "or a backbone with fewer down-sampling stages",
+            key="backbone",
+        ) from None
     finally:
         model.train()
 
@@ -296,15 +318,15 @@ class Built:
     labels: Labels
     model: torch.nn.Module
     mix_points: list[str] | None
-    reg: object                        # the regularizer: ``logits, targets = reg(x, y)``
+    reg: object  # the regularizer: ``logits, targets = reg(x, y)``
     criterion: torch.nn.Module
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.ReduceLROnPlateau
-    generators: dict                   # the run's own random streams, saved in checkpoints
+    generators: dict  # the run's own random streams, saved in checkpoints
     batches: EpochBatches
     loaders: dict
     extra_metrics: dict
-    resolved: dict                     # the resolved config, with the mix points actually used
+    resolved: dict  # the resolved config, with the mix points actually used
 
     @property
     def names(self) -> list[str]:
@@ -334,12 +356,27 @@ def build(cfg: DictConfig) -> Built:
     model, mix_points, reg, reg_gen = build_network(cfg, data, device)
     criterion = build_loss(cfg, labels.train).to(device)
     optimizer = build_optimizer(cfg, model)
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=cfg.trainer.plateau_factor,
-                                                           patience=cfg.trainer.plateau_patience)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, mode="min", factor=cfg.trainer.plateau_factor, patience=cfg.trainer.plateau_patience
+    )
     resolved = OmegaConf.to_container(cfg, resolve=True)
     if mix_points is not None:
         resolved["regularizer"]["mix_points"] = list(mix_points)
     generators = {"regularizer": reg_gen, "batches": torch.Generator().manual_seed(cfg.seed + 2)}
     batches, loaders = make_loaders(cfg, data, labels.used, device)
-    return Built(device, data, labels, model, mix_points, reg, criterion, optimizer, scheduler, generators, batches,
-                 loaders, build_extra_metrics(cfg), resolved)
+    return Built(
+        device,
+        data,
+        labels,
+        model,
+        mix_points,
+        reg,
+        criterion,
+        optimizer,
+        scheduler,
+        generators,
+        batches,
+        loaders,
+        build_extra_metrics(cfg),
+        resolved,
+    )

@@ -5,6 +5,7 @@ Keys: ``config`` (the resolved config dict), ``state`` (:meth:`RunState.to_dict`
 state the run draws from, as tensors and lists). Saved as ``checkpoint.pt``, the one before kept as
 ``checkpoint.prev.pt``.
 """
+
 from __future__ import annotations
 
 import io
@@ -22,8 +23,17 @@ CHECKPOINT = "checkpoint.pt"
 PREVIOUS = "checkpoint.prev.pt"  # the checkpoint before the last one: the way back if the last one is damaged
 CHECKPOINT_KEYS = ("config", "state", "model", "optimizer", "scheduler", "rng")
 # keys that may differ between an interrupted run and its resumption (everything else must match)
-RESUMABLE_CHANGES = ("trainer.epochs", "trainer.progress", "trainer.num_workers", "trainer.num_threads", "trainer.resume",
-                     "trainer.skip_finished", "trainer.device", "logger", "paths")
+RESUMABLE_CHANGES = (
+    "trainer.epochs",
+    "trainer.progress",
+    "trainer.num_workers",
+    "trainer.num_threads",
+    "trainer.resume",
+    "trainer.skip_finished",
+    "trainer.device",
+    "logger",
+    "paths",
+)
 
 
 class CheckpointError(RuntimeError):
@@ -34,19 +44,26 @@ def capture_rng(generators: dict[str, torch.Generator]) -> dict:
     """torch's, numpy's and Python's global states and the run's own generators, as tensors and lists."""
     _, keys, pos, has_gauss, cached = np.random.get_state()
     version, mt, gauss_next = random.getstate()
-    return {"torch": torch.get_rng_state(),
-            "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss),
-                      "cached_gaussian": float(cached)},
-            "python": {"version": version, "state": list(mt), "gauss_next": gauss_next},
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-            **{name: gen.get_state() for name, gen in generators.items()}}
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        },
+        "python": {"version": version, "state": list(mt), "gauss_next": gauss_next},
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        **{name: gen.get_state() for name, gen in generators.items()},
+    }
 
 
 def restore_rng(rng: dict, generators: dict[str, torch.Generator]) -> None:
     torch.set_rng_state(rng["torch"])
     n = rng["numpy"]
-    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
-                         n["cached_gaussian"]))
+    np.random.set_state(
+        ("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"])
+    )
     p = rng["python"]
     random.setstate((p["version"], tuple(p["state"]), p["gauss_next"]))
     for name, gen in generators.items():
@@ -65,11 +82,20 @@ def save_rotating(ckpt: dict, run_dir: Path) -> None:
     buf = io.BytesIO()
     torch.save(ckpt, buf)  # in memory first: the size it needs on disk is known before the write
     data = buf.getbuffer()
-    kept = (f"the last good checkpoint {path} is kept as it was" if path.is_file()
-            else "no checkpoint was written yet, so nothing of this run can be resumed")
-    with atomic_path(path, what="writing the checkpoint", needed=len(data), kept=kept,
-                     todo="free some space and run the same command again to resume from it"
-                     if path.is_file() else "free some space and run the same command again") as tmp:
+    kept = (
+        f"the last good checkpoint {path} is kept as it was"
+        if path.is_file()
+        else "no checkpoint was written yet, so nothing of this run can be resumed"
+    )
+    with atomic_path(
+        path,
+        what="writing the checkpoint",
+        needed=len(data),
+        kept=kept,
+        todo="free some space and run the same command again to resume from it"
+        if path.is_file()
+        else "free some space and run the same command again",
+    ) as tmp:
         with open(tmp, "wb") as fh:
             fh.write(data)
         if path.is_file():
@@ -94,7 +120,9 @@ def load_checkpoint(path: Path) -> dict:
     """The checkpoint at ``path`` (on the CPU); a :class:`CheckpointError` in one line if it is damaged."""
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        problem = None if isinstance(ckpt, dict) and all(k in ckpt for k in CHECKPOINT_KEYS) else "not a flowmixup checkpoint"
+        problem = (
+            None if isinstance(ckpt, dict) and all(k in ckpt for k in CHECKPOINT_KEYS) else "not a flowmixup checkpoint"
+        )
     except Exception as err:  # truncated zip, a pickle of something else, a text file...
         problem = " ".join(f"{type(err).__name__}: {err}".split())[:160]
     if problem is None:
@@ -115,9 +143,14 @@ def _flat(d: dict, prefix: str = "") -> dict:
 def check_resumable(saved: dict, now: dict, path: Path) -> None:
     """Stop with one line if the checkpoint's config differs from this run's in anything but RESUMABLE_CHANGES."""
     a, b = _flat(saved), _flat(now)
-    differ = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k)
-                    and not any(k == p or k.startswith(p + ".") for p in RESUMABLE_CHANGES))
+    differ = sorted(
+        k
+        for k in set(a) | set(b)
+        if a.get(k) != b.get(k) and not any(k == p or k.startswith(p + ".") for p in RESUMABLE_CHANGES)
+    )
     if differ:
         shown = ", ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in differ[:4])
-        raise ConfigError(f"{path}: written by a different configuration ({shown}); use another run directory "
-                          "or trainer.resume=false to start over")
+        raise ConfigError(
+            f"{path}: written by a different configuration ({shown}); use another run directory "
+            "or trainer.resume=false to start over"
+        )

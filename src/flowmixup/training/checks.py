@@ -4,6 +4,7 @@
 bad value stops a run in a second instead of deep inside numpy or after the data is loaded. It imports no torch
 unless a CUDA device is named, so the command line can run it before anything heavy.
 """
+
 from __future__ import annotations
 
 import math
@@ -91,9 +92,10 @@ class _Checker:
             return
         v = self.get(key)
         v = list(v) if isinstance(v, (list, tuple, ListConfig)) else v
-        ok = (isinstance(v, list) and len(v) == n and all(_is_num(f) and 0 < f < 1 for f in v)
-              and abs(sum(v) - 1) < 1e-6)
-        self.need(ok, key, f"got {v!r}", f"{n} fractions in (0, 1) summing to 1 (train, val, test), e.g. [0.7, 0.1, 0.2]")
+        ok = isinstance(v, list) and len(v) == n and all(_is_num(f) and 0 < f < 1 for f in v) and abs(sum(v) - 1) < 1e-6
+        self.need(
+            ok, key, f"got {v!r}", f"{n} fractions in (0, 1) summing to 1 (train, val, test), e.g. [0.7, 0.1, 0.2]"
+        )
 
 
 def missing_keys(cfg: DictConfig) -> list[str]:
@@ -128,8 +130,11 @@ def check_config(cfg: DictConfig, local: bool = True) -> None:
     not looked for on this machine (a login node has no GPU, and may not mount the data)."""
     for key in missing_keys(cfg):
         if key == "dataset.root":
-            raise ConfigError(f"dataset.root: is not set; allowed: the folder of the raw {cfg.dataset.name} data "
-                              f"(dataset.root=/path), or dataset.root=null to train from a ready cache", key=key)
+            raise ConfigError(
+                f"dataset.root: is not set; allowed: the folder of the raw {cfg.dataset.name} data "
+                f"(dataset.root=/path), or dataset.root=null to train from a ready cache",
+                key=key,
+            )
         raise ConfigError(f"{key}: is not set (a mandatory value); allowed: any value ({key}=...)", key=key)
     c = _Checker(cfg)
     _check_regularizer_and_labels(c)
@@ -145,8 +150,12 @@ def _check_regularizer_and_labels(c: "_Checker") -> None:
     if c.has("regularizer.mix_points"):
         mp = c.get("regularizer.mix_points")
         ok = mp is None or (isinstance(mp, ListConfig) and len(mp) > 0 and all(isinstance(p, str) and p for p in mp))
-        c.need(ok, "regularizer.mix_points", f"got {OmegaConf.to_container(mp) if isinstance(mp, ListConfig) else mp!r}",
-               "null (the backbone's paper mix points) or a non-empty list of submodule names, e.g. [layer2.0,layer3.0]")
+        c.need(
+            ok,
+            "regularizer.mix_points",
+            f"got {OmegaConf.to_container(mp) if isinstance(mp, ListConfig) else mp!r}",
+            "null (the backbone's paper mix points) or a non-empty list of submodule names, e.g. [layer2.0,layer3.0]",
+        )
     c.number_in("noise", 0, 1)
     c.one_of("corruption.kind", CORRUPTION_KINDS)
     c.seed("seed")
@@ -159,14 +168,21 @@ def _check_trainer(c: "_Checker", cfg: DictConfig, local: bool) -> None:
     bs = cfg.trainer.batch_size
     mixes = _is_int(bs) and bs < 2 and regularizer_mixes(cfg)  # imports the class only for a batch of one
     min_batch = 2 if mixes else 1
-    c.need(_is_int(bs) and bs >= min_batch, t + "batch_size",
-           f"got {bs!r}" + (f" (regularizer={reg} mixes pairs of samples)" if mixes else ""), f"an integer >= {min_batch}")
+    c.need(
+        _is_int(bs) and bs >= min_batch,
+        t + "batch_size",
+        f"got {bs!r}" + (f" (regularizer={reg} mixes pairs of samples)" if mixes else ""),
+        f"an integer >= {min_batch}",
+    )
     c.int_at_least(t + "eval_batch_size", 1)
     c.number_in(t + "lr", 0, math.inf, low_open=True, high_open=True)
     betas = c.get(t + "betas")
-    c.need(isinstance(betas, ListConfig) and len(betas) == 2 and all(_is_num(b) and 0 <= b < 1 for b in betas),
-           t + "betas", f"got {OmegaConf.to_container(betas) if isinstance(betas, ListConfig) else betas!r}",
-           "two numbers in [0, 1), e.g. [0.9,0.999]")
+    c.need(
+        isinstance(betas, ListConfig) and len(betas) == 2 and all(_is_num(b) and 0 <= b < 1 for b in betas),
+        t + "betas",
+        f"got {OmegaConf.to_container(betas) if isinstance(betas, ListConfig) else betas!r}",
+        "two numbers in [0, 1), e.g. [0.9,0.999]",
+    )
     c.number_in(t + "weight_decay", 0, math.inf, high_open=True)
     c.number_in(t + "plateau_factor", 0, 1, low_open=True, high_open=True)
     c.int_at_least(t + "plateau_patience", 0)
@@ -174,12 +190,20 @@ def _check_trainer(c: "_Checker", cfg: DictConfig, local: bool) -> None:
     c.int_at_least(t + "num_threads", 1, optional=True)
     c.one_of(t + "precision", PRECISIONS)
     dev = c.get(t + "device")
-    c.need(isinstance(dev, str) and (dev in DEVICES or (dev.startswith("cuda:") and dev[5:].isdigit())),
-           t + "device", f"{dev!r} is unknown", ", ".join(DEVICES) + ", cuda:N")
+    c.need(
+        isinstance(dev, str) and (dev in DEVICES or (dev.startswith("cuda:") and dev[5:].isdigit())),
+        t + "device",
+        f"{dev!r} is unknown",
+        ", ".join(DEVICES) + ", cuda:N",
+    )
     for key in ("channels_last", "compile", "deterministic", "skip_finished", "progress"):
         c.boolean(t + key)
-    c.need(str(c.get(t + "resume")).lower() in ("auto", "true", "false"), t + "resume",
-           f"{c.get(t + 'resume')!r} is unknown", "auto, true, false")
+    c.need(
+        str(c.get(t + "resume")).lower() in ("auto", "true", "false"),
+        t + "resume",
+        f"{c.get(t + 'resume')!r} is unknown",
+        "auto, true, false",
+    )
     if local and isinstance(dev, str) and dev.startswith("cuda"):
         check_cuda(dev)
 
@@ -201,8 +225,12 @@ def _check_dataset(c: "_Checker", cfg: DictConfig, local: bool) -> None:
     c.boolean(d + "prepare_if_missing")
     root = c.get(d + "root")
     if local and root not in (None, "") and c.has(d + "root"):
-        c.need(Path(str(root)).expanduser().is_dir(), d + "root", f"{root} is not a folder",
-               f"the folder of the raw {cfg.dataset.name} data, or null to train from a ready cache")
+        c.need(
+            Path(str(root)).expanduser().is_dir(),
+            d + "root",
+            f"{root} is not a folder",
+            f"the folder of the raw {cfg.dataset.name} data, or null to train from a ready cache",
+        )
 
 
 def regularizer_mixes(cfg: DictConfig) -> bool:
@@ -210,28 +238,36 @@ def regularizer_mixes(cfg: DictConfig) -> bool:
     (:class:`flowmixup.regularizers.base.Regularizer`; True unless the class says otherwise)."""
     target = OmegaConf.select(cfg, "regularizer.module._target_", default=None)
     if target is None:
-        raise ConfigError(f"regularizer.module._target_: is not set (regularizer={cfg.regularizer.get('name')}); "
-                          "allowed: the regularizer's class, e.g. flowmixup.FlowMixup", key="regularizer.module")
+        raise ConfigError(
+            f"regularizer.module._target_: is not set (regularizer={cfg.regularizer.get('name')}); "
+            "allowed: the regularizer's class, e.g. flowmixup.FlowMixup",
+            key="regularizer.module",
+        )
     import hydra.utils
 
     try:
         return bool(getattr(hydra.utils.get_object(str(target)), "mixes", True))
     except Exception as err:  # noqa: BLE001 - any import failure is the same user error
-        raise ConfigError(f"regularizer.module._target_: cannot import {target!r} ({' '.join(str(err).split())[:160]}); "
-                          "allowed: an importable class (is its folder on PYTHONPATH?)",
-                          key="regularizer.module._target_") from None
+        raise ConfigError(
+            f"regularizer.module._target_: cannot import {target!r} ({' '.join(str(err).split())[:160]}); "
+            "allowed: an importable class (is its folder on PYTHONPATH?)",
+            key="regularizer.module._target_",
+        ) from None
 
 
 def check_cuda(device: str) -> None:
     import torch
 
     if not torch.cuda.is_available():
-        raise ConfigError(f"trainer.device: {device} but no CUDA device is available; allowed: cpu, auto",
-                          key="trainer.device")
+        raise ConfigError(
+            f"trainer.device: {device} but no CUDA device is available; allowed: cpu, auto", key="trainer.device"
+        )
     if ":" in device and int(device.split(":")[1]) >= torch.cuda.device_count():
-        raise ConfigError(f"trainer.device: {device} but this machine has {torch.cuda.device_count()} CUDA "
-                          f"device(s); allowed: cuda:0 ... cuda:{torch.cuda.device_count() - 1}, auto",
-                          key="trainer.device")
+        raise ConfigError(
+            f"trainer.device: {device} but this machine has {torch.cuda.device_count()} CUDA "
+            f"device(s); allowed: cuda:0 ... cuda:{torch.cuda.device_count() - 1}, auto",
+            key="trainer.device",
+        )
 
 
 def check_writable(folder: str | os.PathLike, key: str) -> None:
@@ -241,9 +277,11 @@ def check_writable(folder: str | os.PathLike, key: str) -> None:
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
     if not probe.is_dir():
-        raise ConfigError(f"{key}: {p} cannot be created ({probe} is not a folder); allowed: a writable folder",
-                          key=key)
+        raise ConfigError(
+            f"{key}: {p} cannot be created ({probe} is not a folder); allowed: a writable folder", key=key
+        )
     if not os.access(probe, os.W_OK | os.X_OK):
         where = "" if probe == p else f" (its parent {probe} is not writable)"
-        raise ConfigError(f"{key}: {p} is not writable{where}; allowed: a folder you can write to, "
-                          f"e.g. {key}=outputs/...", key=key)
+        raise ConfigError(
+            f"{key}: {p} is not writable{where}; allowed: a folder you can write to, e.g. {key}=outputs/...", key=key
+        )

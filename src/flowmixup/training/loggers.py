@@ -1,6 +1,7 @@
 """Run loggers. ``metrics.csv`` is always written by the trainer, whatever the logger: ``logger=csv`` (the default)
 means "metrics.csv only" and logs nothing else; ``logger=wandb`` also logs to Weights & Biases, offline unless
 ``WANDB_MODE`` says otherwise (it never needs the network)."""
+
 from __future__ import annotations
 
 import os
@@ -21,16 +22,23 @@ class CsvLogger:
 
 
 class WandbLogger:
-    def __init__(self, run_dir: Path, run_config: dict, project: str = "flowmixup", mode: str = "offline",
-                 name: str | None = None):
+    def __init__(
+        self,
+        run_dir: Path,
+        run_config: dict,
+        project: str = "flowmixup",
+        mode: str = "offline",
+        name: str | None = None,
+    ):
         try:
             import wandb
         except ImportError as err:  # optional dependency
             raise ImportError("logger=wandb needs the wandb package: pip install 'flowmixup[wandb]'") from err
         mode = os.environ.get("WANDB_MODE", mode)
         self.wandb = wandb
-        self.run = wandb.init(project=project, dir=str(run_dir), config=run_config, mode=mode, name=name,
-                              reinit="finish_previous")
+        self.run = wandb.init(
+            project=project, dir=str(run_dir), config=run_config, mode=mode, name=name, reinit="finish_previous"
+        )
 
     def log(self, row: dict) -> None:
         self.run.log({k: v for k, v in row.items() if k != "epoch"}, step=int(row["epoch"]))

@@ -1,4 +1,5 @@
 """One optimisation step, one training epoch, one evaluation."""
+
 from __future__ import annotations
 
 import time
@@ -7,6 +8,7 @@ from typing import Callable
 import numpy as np
 import torch
 from omegaconf import DictConfig
+
 from .. import faults
 from ..progress import progress
 from .build import Built, to_input
@@ -18,8 +20,9 @@ class NonFiniteLoss(RuntimeError):
     pass
 
 
-def train_step(reg, criterion, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
-               bf16: bool = False) -> torch.Tensor:
+def train_step(
+    reg, criterion, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, bf16: bool = False
+) -> torch.Tensor:
     """One optimisation step on a batch already on its device: the regularizer's forward (under bf16 autocast if
     asked), the criterion over every returned row, backward, optimiser step. Returns the loss (not synchronised)."""
     with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
@@ -61,8 +64,16 @@ def train_epoch(b: Built, state: RunState, cfg: DictConfig, watch: SignalWatch, 
     epoch, loader = state.epoch + 1, b.loaders["train"]
     n_batches = state.step + len(loader)
     losses = _LossWatch(state, b.device, epoch)
-    bar = progress(loader, desc=f"epoch {epoch}/{cfg.trainer.epochs}", leave=False, initial=state.step,
-                   total=n_batches, unit="steps", enabled=cfg.trainer.progress, dynamic_ncols=True)
+    bar = progress(
+        loader,
+        desc=f"epoch {epoch}/{cfg.trainer.epochs}",
+        leave=False,
+        initial=state.step,
+        total=n_batches,
+        unit="steps",
+        enabled=cfg.trainer.progress,
+        dynamic_ncols=True,
+    )
     speed, started = state.speed, time.perf_counter()
     asked = started
     for x, y in bar:

@@ -1,4 +1,5 @@
 """Training criteria on (soft) multi-hot targets; each averages over every returned row and class."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -54,6 +55,7 @@ def dataset_default(loss: str, train_labels: np.ndarray) -> nn.Module:
     if loss not in BY_NAME:
         from .checks import ConfigError
 
-        raise ConfigError(f"dataset.loss_default: {loss!r} is unknown; allowed: {', '.join(BY_NAME)}",
-                          key="dataset.loss_default")
+        raise ConfigError(
+            f"dataset.loss_default: {loss!r} is unknown; allowed: {', '.join(BY_NAME)}", key="dataset.loss_default"
+        )
     return BY_NAME[loss](train_labels)

@@ -7,6 +7,7 @@
 * Eq. (8), Table III: the population variance of the min-max-normalised per-epoch test metric over the first n
   epochs.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

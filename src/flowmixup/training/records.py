@@ -1,6 +1,7 @@
 """What a run records: its progress and best values (:class:`RunState`), ``metrics.csv``, the test predictions,
 ``per_class.csv``, ``labels_train_clean.npz`` and ``summary.json`` (:class:`Summary`). Every file is written
 atomically."""
+
 from __future__ import annotations
 
 import csv
@@ -18,8 +19,18 @@ from ..io import atomic_path, write_text
 from .metrics import Scores, normalized_variance
 
 METRIC_COLUMNS = ["epoch", "lr", "train_loss", "val_loss", "val_auc", "val_macro_f1", "test_auc", "test_macro_f1"]
-PER_CLASS_COLUMNS = ["class", "train_count", "train_single_count", "test_count", "test_auc_best", "test_f1_best",
-                     "test_auc_last", "test_f1_last", "test_auc_at_best_val", "test_f1_at_best_val"]
+PER_CLASS_COLUMNS = [
+    "class",
+    "train_count",
+    "train_single_count",
+    "test_count",
+    "test_auc_best",
+    "test_f1_best",
+    "test_auc_last",
+    "test_f1_last",
+    "test_auc_at_best_val",
+    "test_f1_at_best_val",
+]
 
 
 def metric_columns(extra: list[str]) -> list[str]:
@@ -41,28 +52,32 @@ class Speed:
 
     steps: int = 0
     samples: int = 0
-    train_s: float = 0.0      # wall time inside the training loop, waiting for data included
+    train_s: float = 0.0  # wall time inside the training loop, waiting for data included
     data_wait_s: float = 0.0  # of which: waiting for the DataLoader's next batch
 
     def as_dict(self) -> dict:
-        return {"train_steps": self.steps, "train_samples": self.samples, "train_s": round(self.train_s, 3),
-                "data_wait_s": round(self.data_wait_s, 3),
-                "train_samples_per_s": self.samples / self.train_s if self.train_s > 0 else None,
-                "data_wait_fraction": self.data_wait_s / self.train_s if self.train_s > 0 else None}
+        return {
+            "train_steps": self.steps,
+            "train_samples": self.samples,
+            "train_s": round(self.train_s, 3),
+            "data_wait_s": round(self.data_wait_s, 3),
+            "train_samples_per_s": self.samples / self.train_s if self.train_s > 0 else None,
+            "data_wait_fraction": self.data_wait_s / self.train_s if self.train_s > 0 else None,
+        }
 
 
 @dataclass
 class RunState:
     """Everything a checkpoint holds besides the model, optimiser, scheduler and random states."""
 
-    epoch: int = 0                      # completed epochs
-    step: int = 0                       # completed steps of epoch ``epoch + 1`` (a mid-epoch checkpoint)
-    loss_sum: float = 0.0               # training loss summed over those steps
-    perm: torch.Tensor | None = None    # the batch order of epoch ``epoch + 1`` once drawn
-    history: list[dict] = field(default_factory=list)      # the rows of metrics.csv
+    epoch: int = 0  # completed epochs
+    step: int = 0  # completed steps of epoch ``epoch + 1`` (a mid-epoch checkpoint)
+    loss_sum: float = 0.0  # training loss summed over those steps
+    perm: torch.Tensor | None = None  # the batch order of epoch ``epoch + 1`` once drawn
+    history: list[dict] = field(default_factory=list)  # the rows of metrics.csv
     per_epoch: list[Scores] = field(default_factory=list)  # test scores of each epoch
     best: dict = field(default_factory=lambda: {"auc": (-1.0, None), "macro_f1": (-1.0, None)})
-    best_val: tuple = (math.inf, -1)    # (validation loss, epoch)
+    best_val: tuple = (math.inf, -1)  # (validation loss, epoch)
     last_probs: np.ndarray | None = None
     y_test: np.ndarray | None = None
     speed: Speed = field(default_factory=Speed)  # this process's throughput (not part of the checkpoint)
@@ -82,21 +97,40 @@ class RunState:
 
     def to_dict(self) -> dict:
         """Tensors and primitives only (a checkpoint loaded with ``weights_only=True``)."""
-        return {"epoch": self.epoch, "step": self.step, "loss_sum": self.loss_sum, "perm": self.perm,
-                "history": self.history,
-                "per_epoch": [{**vars(s), "per_class_auc": _tensor(s.per_class_auc),
-                               "per_class_f1": _tensor(s.per_class_f1)} for s in self.per_epoch],
-                "best": {k: [v, _tensor(p)] for k, (v, p) in self.best.items()},
-                "best_val": list(self.best_val), "last_probs": _tensor(self.last_probs),
-                "y_test": _tensor(self.y_test)}
+        return {
+            "epoch": self.epoch,
+            "step": self.step,
+            "loss_sum": self.loss_sum,
+            "perm": self.perm,
+            "history": self.history,
+            "per_epoch": [
+                {**vars(s), "per_class_auc": _tensor(s.per_class_auc), "per_class_f1": _tensor(s.per_class_f1)}
+                for s in self.per_epoch
+            ],
+            "best": {k: [v, _tensor(p)] for k, (v, p) in self.best.items()},
+            "best_val": list(self.best_val),
+            "last_probs": _tensor(self.last_probs),
+            "y_test": _tensor(self.y_test),
+        }
 
     @classmethod
     def from_dict(cls, d: dict) -> "RunState":
-        per_epoch = [Scores(**{**s, "per_class_auc": _array(s["per_class_auc"]),
-                               "per_class_f1": _array(s["per_class_f1"])}) for s in d["per_epoch"]]
-        return cls(epoch=d["epoch"], step=d["step"], loss_sum=d["loss_sum"], perm=d["perm"], history=d["history"],
-                   per_epoch=per_epoch, best={k: (v, _array(p)) for k, (v, p) in d["best"].items()},
-                   best_val=tuple(d["best_val"]), last_probs=_array(d["last_probs"]), y_test=_array(d["y_test"]))
+        per_epoch = [
+            Scores(**{**s, "per_class_auc": _array(s["per_class_auc"]), "per_class_f1": _array(s["per_class_f1"])})
+            for s in d["per_epoch"]
+        ]
+        return cls(
+            epoch=d["epoch"],
+            step=d["step"],
+            loss_sum=d["loss_sum"],
+            perm=d["perm"],
+            history=d["history"],
+            per_epoch=per_epoch,
+            best={k: (v, _array(p)) for k, (v, p) in d["best"].items()},
+            best_val=tuple(d["best_val"]),
+            last_probs=_array(d["last_probs"]),
+            y_test=_array(d["y_test"]),
+        )
 
 
 def write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
@@ -111,8 +145,13 @@ def write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
 def save_predictions(path: Path, y_true: np.ndarray, y_score: np.ndarray, class_names: list[str], epoch: int) -> None:
     with atomic_path(path, suffix=".npz") as tmp:
         with open(tmp, "wb") as fh:
-            np.savez(fh, y_true=y_true.astype(np.uint8), y_score=y_score.astype(np.float32),
-                     class_names=np.array(class_names), epoch=np.array(epoch))
+            np.savez(
+                fh,
+                y_true=y_true.astype(np.uint8),
+                y_score=y_score.astype(np.float32),
+                class_names=np.array(class_names),
+                epoch=np.array(epoch),
+            )
 
 
 def save_labels(path: Path, y: np.ndarray, class_names: list[str]) -> None:
@@ -122,16 +161,25 @@ def save_labels(path: Path, y: np.ndarray, class_names: list[str]) -> None:
             np.savez_compressed(fh, y=np.asarray(y, dtype=np.uint8), class_names=np.array(class_names))
 
 
-def write_final_files(run_dir: Path, state: RunState, names: list[str], primary: str, y_train_clean: np.ndarray,
-                      y_train: np.ndarray) -> None:
+def write_final_files(
+    run_dir: Path, state: RunState, names: list[str], primary: str, y_train_clean: np.ndarray, y_train: np.ndarray
+) -> None:
     """Test predictions (last and best epoch), the clean training labels and per_class.csv (after >= 1 epoch)."""
     best_probs = state.best[primary][1] if state.best[primary][1] is not None else state.last_probs
     save_predictions(run_dir / "predictions_test_last.npz", state.y_test, state.last_probs, names, len(state.history))
     save_labels(run_dir / "labels_train_clean.npz", y_train_clean, names)
-    save_predictions(run_dir / "predictions_test_best.npz", state.y_test, best_probs, names,
-                     int(np.nanargmax([getattr(sc, primary) for sc in state.per_epoch])) + 1)
-    write_csv(run_dir / "per_class.csv", per_class_rows(names, y_train, state.y_test, state.per_epoch,
-                                                        state.best_val[1]), PER_CLASS_COLUMNS)
+    save_predictions(
+        run_dir / "predictions_test_best.npz",
+        state.y_test,
+        best_probs,
+        names,
+        int(np.nanargmax([getattr(sc, primary) for sc in state.per_epoch])) + 1,
+    )
+    write_csv(
+        run_dir / "per_class.csv",
+        per_class_rows(names, y_train, state.y_test, state.per_epoch, state.best_val[1]),
+        PER_CLASS_COLUMNS,
+    )
 
 
 def _best_epoch(values: list[float]) -> int:
@@ -144,16 +192,21 @@ def per_class_rows(names, y_train, y_test, per_epoch: list[Scores], best_val_epo
     auc_epoch = _best_epoch([s.auc for s in per_epoch])
     f1_epoch = _best_epoch([s.macro_f1 for s in per_epoch])
     bv = per_epoch[best_val_epoch - 1] if best_val_epoch >= 1 else per_epoch[-1]
-    return [{"class": name,
-             "train_count": int(y_train[:, c].sum()),
-             "train_single_count": int((y_train[:, c] & single).sum()),
-             "test_count": int((np.asarray(y_test)[:, c] >= 0.5).sum()),
-             "test_auc_best": per_epoch[auc_epoch].per_class_auc[c],
-             "test_f1_best": per_epoch[f1_epoch].per_class_f1[c],
-             "test_auc_last": per_epoch[-1].per_class_auc[c],
-             "test_f1_last": per_epoch[-1].per_class_f1[c],
-             "test_auc_at_best_val": bv.per_class_auc[c],
-             "test_f1_at_best_val": bv.per_class_f1[c]} for c, name in enumerate(names)]
+    return [
+        {
+            "class": name,
+            "train_count": int(y_train[:, c].sum()),
+            "train_single_count": int((y_train[:, c] & single).sum()),
+            "test_count": int((np.asarray(y_test)[:, c] >= 0.5).sum()),
+            "test_auc_best": per_epoch[auc_epoch].per_class_auc[c],
+            "test_f1_best": per_epoch[f1_epoch].per_class_f1[c],
+            "test_auc_last": per_epoch[-1].per_class_auc[c],
+            "test_f1_last": per_epoch[-1].per_class_f1[c],
+            "test_auc_at_best_val": bv.per_class_auc[c],
+            "test_f1_at_best_val": bv.per_class_f1[c],
+        }
+        for c, name in enumerate(names)
+    ]
 
 
 class Summary(TypedDict, total=False):
@@ -161,9 +214,9 @@ class Summary(TypedDict, total=False):
     (``dataset.extra_metrics``), each ``<name>`` adds ``best_test_<name>``, ``last_test_<name>`` and
     ``test_<name>_at_best_val``."""
 
-    status: str                   # ok | failed
+    status: str  # ok | failed
     dataset: str
-    primary_metric: str           # auc | macro_f1
+    primary_metric: str  # auc | macro_f1
     backbone: str
     regularizer: str
     alpha: Optional[float]
@@ -172,7 +225,7 @@ class Summary(TypedDict, total=False):
     noise: float
     corruption_kind: str
     seed: int
-    epochs: int                   # epochs trained
+    epochs: int  # epochs trained
     epochs_planned: int
     best_test_auc: Optional[float]
     last_test_auc: Optional[float]
@@ -190,10 +243,10 @@ class Summary(TypedDict, total=False):
     auc_excluded_classes: list
     f1_excluded_classes: list
     wall_time_s: float
-    speed: dict                   # this process's throughput: train_steps, train_samples, train_s, data_wait_s,
+    speed: dict  # this process's throughput: train_steps, train_samples, train_s, data_wait_s,
     #                               train_samples_per_s, data_wait_fraction (is the loader keeping up?)
-    reason: str                   # only when status is failed
-    config: dict                  # the resolved config (the run's config.yaml)
+    reason: str  # only when status is failed
+    config: dict  # the resolved config (the run's config.yaml)
 
 
 def _extra_summary(history: list[dict], at: dict | None, extra: list[str]) -> dict:
@@ -206,8 +259,16 @@ def _extra_summary(history: list[dict], at: dict | None, extra: list[str]) -> di
     return out
 
 
-def summarize(cfg, resolved: dict, state: RunState, corrupted: float, status: str, reason: str | None,
-              started: float, extra: list[str] = ()) -> Summary:
+def summarize(
+    cfg,
+    resolved: dict,
+    state: RunState,
+    corrupted: float,
+    status: str,
+    reason: str | None,
+    started: float,
+    extra: list[str] = (),
+) -> Summary:
     history, reg, nan = state.history, resolved["regularizer"], float("nan")
     test_auc = [r["test_auc"] for r in history]
     test_f1 = [r["test_macro_f1"] for r in history]
@@ -215,19 +276,31 @@ def summarize(cfg, resolved: dict, state: RunState, corrupted: float, status: st
     var_f1, _ = normalized_variance(test_f1, int(cfg.metrics.variance_epochs))
     at = history[state.best_val[1] - 1] if state.best_val[1] >= 1 else None
     summary: dict[str, Any] = {
-        "status": status, "dataset": cfg.dataset.name, "primary_metric": cfg.dataset.primary_metric,
-        "backbone": cfg.backbone.name, "regularizer": reg["name"], "alpha": reg.get("alpha"),
-        "keep_original": reg.get("keep_original"), "mix_points": reg.get("mix_points"), "noise": float(cfg.noise),
-        "corruption_kind": cfg.corruption.kind, "seed": int(cfg.seed), "epochs": len(history),
+        "status": status,
+        "dataset": cfg.dataset.name,
+        "primary_metric": cfg.dataset.primary_metric,
+        "backbone": cfg.backbone.name,
+        "regularizer": reg["name"],
+        "alpha": reg.get("alpha"),
+        "keep_original": reg.get("keep_original"),
+        "mix_points": reg.get("mix_points"),
+        "noise": float(cfg.noise),
+        "corruption_kind": cfg.corruption.kind,
+        "seed": int(cfg.seed),
+        "epochs": len(history),
         "epochs_planned": int(cfg.trainer.epochs),
-        "best_test_auc": max(test_auc, default=nan), "last_test_auc": test_auc[-1] if history else nan,
-        "best_test_macro_f1": max(test_f1, default=nan), "last_test_macro_f1": test_f1[-1] if history else nan,
+        "best_test_auc": max(test_auc, default=nan),
+        "last_test_auc": test_auc[-1] if history else nan,
+        "best_test_macro_f1": max(test_f1, default=nan),
+        "last_test_macro_f1": test_f1[-1] if history else nan,
         "best_val_epoch": state.best_val[1] if history else None,
         "test_auc_at_best_val": at["test_auc"] if at else nan,
         "test_macro_f1_at_best_val": at["test_macro_f1"] if at else nan,
         "val_auc_at_best_val": at["val_auc"] if at else nan,
         "val_macro_f1_at_best_val": at["val_macro_f1"] if at else nan,
-        "variance_auc": var_auc, "variance_macro_f1": var_f1, "variance_epochs": used,
+        "variance_auc": var_auc,
+        "variance_macro_f1": var_f1,
+        "variance_epochs": used,
         "corrupted_fraction": corrupted,
         "auc_excluded_classes": state.per_epoch[-1].auc_excluded if state.per_epoch else [],
         "f1_excluded_classes": state.per_epoch[-1].f1_excluded if state.per_epoch else [],

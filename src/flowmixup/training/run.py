@@ -4,6 +4,7 @@ check -> lock the run directory -> build (data, corrupted labels, model, regular
 from its checkpoint -> for each epoch: train, evaluate validation AND test, checkpoint, metrics.csv -> per-class
 table, predictions, and ``summary.json`` written last (its presence means the run ended).
 """
+
 from __future__ import annotations
 
 import json
@@ -17,8 +18,16 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..io import on_write_failure, write_json, write_text
 from .build import Built, build
-from .checkpoint import (CHECKPOINT, capture_rng, check_resumable, latest_checkpoint, load_checkpoint, remove_stale_temps,
-                         restore_rng, save_rotating)
+from .checkpoint import (
+    CHECKPOINT,
+    capture_rng,
+    check_resumable,
+    latest_checkpoint,
+    load_checkpoint,
+    remove_stale_temps,
+    restore_rng,
+    save_rotating,
+)
 from .checks import ConfigError, check_config, check_writable
 from .loggers import make_logger
 from .loop import NonFiniteLoss, evaluate, extra_scores, train_epoch
@@ -47,17 +56,34 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> Summary:
         b = build(cfg)
         state = resume(cfg, b, run_dir)
         write_text(run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(b.resolved)))
-        log.info("dataset=%s (%d train / %d val / %d test, %d classes) backbone=%s %s noise=%s (%.1f%% of training "
-                 "labels changed) device=%s", cfg.dataset.name, *(len(b.data.splits[s]) for s in ("train", "val", "test")),
-                 len(b.names), cfg.backbone.name, b.reg, cfg.noise, 100 * b.labels.corrupted, b.device)
+        log.info(
+            "dataset=%s (%d train / %d val / %d test, %d classes) backbone=%s %s noise=%s (%.1f%% of training "
+            "labels changed) device=%s",
+            cfg.dataset.name,
+            *(len(b.data.splits[s]) for s in ("train", "val", "test")),
+            len(b.names),
+            cfg.backbone.name,
+            b.reg,
+            cfg.noise,
+            100 * b.labels.corrupted,
+            b.device,
+        )
         status, reason = train(cfg, b, state, run_dir)
         summary = summarize(cfg, b.resolved, state, b.labels.corrupted, status, reason, started, list(b.extra_metrics))
-        with on_write_failure(kept=f"the training itself is done and kept in {run_dir / CHECKPOINT}",
-                              todo="free some space and run the same command again: it resumes from that "
-                                   "checkpoint and writes the final files"):
+        with on_write_failure(
+            kept=f"the training itself is done and kept in {run_dir / CHECKPOINT}",
+            todo="free some space and run the same command again: it resumes from that "
+            "checkpoint and writes the final files",
+        ):
             if state.history:
-                write_final_files(run_dir, state, b.names, cfg.dataset.primary_metric,
-                                  b.labels.clean[b.data.splits["train"]], b.labels.train)
+                write_final_files(
+                    run_dir,
+                    state,
+                    b.names,
+                    cfg.dataset.primary_metric,
+                    b.labels.clean[b.data.splits["train"]],
+                    b.labels.train,
+                )
             write_json(run_dir / "summary.json", summary)
         return summary
 
@@ -76,9 +102,14 @@ def _already_finished(run_dir: Path) -> Summary:
 
 def checkpoint(b: Built, state: RunState) -> dict:
     """The checkpoint: a plain dict of tensors and primitives (see :mod:`.checkpoint`)."""
-    return {"config": b.resolved, "state": state.to_dict(), "model": b.model.state_dict(),
-            "optimizer": b.optimizer.state_dict(), "scheduler": b.scheduler.state_dict(),
-            "rng": capture_rng(b.generators)}
+    return {
+        "config": b.resolved,
+        "state": state.to_dict(),
+        "model": b.model.state_dict(),
+        "optimizer": b.optimizer.state_dict(),
+        "scheduler": b.scheduler.state_dict(),
+        "rng": capture_rng(b.generators),
+    }
 
 
 def resume(cfg: DictConfig, b: Built, run_dir: Path) -> RunState:
@@ -112,8 +143,10 @@ def train(cfg: DictConfig, b: Built, state: RunState, run_dir: Path) -> tuple[st
             while state.epoch < cfg.trainer.epochs:
                 row = run_epoch(cfg, b, state, watch, save)
                 save()
-                with on_write_failure(kept=f"the checkpoint of epoch {state.epoch} is saved in {run_dir / CHECKPOINT}",
-                                      todo="free some space and run the same command again to resume from it"):
+                with on_write_failure(
+                    kept=f"the checkpoint of epoch {state.epoch} is saved in {run_dir / CHECKPOINT}",
+                    todo="free some space and run the same command again to resume from it",
+                ):
                     write_csv(run_dir / "metrics.csv", state.history, columns)
                 logger.log(row)
                 if watch.signum is not None and state.epoch < cfg.trainer.epochs:
@@ -123,8 +156,12 @@ def train(cfg: DictConfig, b: Built, state: RunState, run_dir: Path) -> tuple[st
         return "failed", str(err)
     except StopRequested as stop:
         where = f"epoch {state.epoch + 1}, step {state.step}" if state.step else f"the end of epoch {state.epoch}"
-        log.warning("%s received: checkpoint saved at %s in %s; run the same command again (same run directory) "
-                    "to resume", stop, where, run_dir)
+        log.warning(
+            "%s received: checkpoint saved at %s in %s; run the same command again (same run directory) to resume",
+            stop,
+            where,
+            run_dir,
+        )
         watch.forward()
         raise SystemExit(128 + stop.signum) from None
     finally:
@@ -149,11 +186,28 @@ def run_epoch(cfg: DictConfig, b: Built, state: RunState, watch: SignalWatch, sa
     ts = score(state.y_test, probs, b.names, cfg.metrics.threshold)
     lr = b.optimizer.param_groups[0]["lr"]
     b.scheduler.step(val_loss)
-    row = {"epoch": epoch, "lr": lr, "train_loss": train_loss, "val_loss": val_loss, "val_auc": vs.auc,
-           "val_macro_f1": vs.macro_f1, "test_auc": ts.auc, "test_macro_f1": ts.macro_f1}
+    row = {
+        "epoch": epoch,
+        "lr": lr,
+        "train_loss": train_loss,
+        "val_loss": val_loss,
+        "val_auc": vs.auc,
+        "val_macro_f1": vs.macro_f1,
+        "test_auc": ts.auc,
+        "test_macro_f1": ts.macro_f1,
+    }
     for split, (y, p) in (("val", (yv, pv)), ("test", (state.y_test, probs))):
         row.update({f"{split}_{name}": v for name, v in extra_scores(b, y, p).items()})
     state.record(row, ts, probs)
-    log.info("epoch %d/%d  train_loss %.4f  val_loss %.4f  test_auc %.4f  test_macro_f1 %.4f  lr %.1e (%.1fs)",
-             epoch, cfg.trainer.epochs, train_loss, val_loss, ts.auc, ts.macro_f1, lr, time.time() - t0)
+    log.info(
+        "epoch %d/%d  train_loss %.4f  val_loss %.4f  test_auc %.4f  test_macro_f1 %.4f  lr %.1e (%.1fs)",
+        epoch,
+        cfg.trainer.epochs,
+        train_loss,
+        val_loss,
+        ts.auc,
+        ts.macro_f1,
+        lr,
+        time.time() - t0,
+    )
     return row

@@ -1,4 +1,5 @@
 """The run directory: one training process at a time (``.lock``)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -24,8 +25,10 @@ class RunDirLock:
         try:
             self.lock.acquire(wait=False)
         except LockBusy as busy:
-            raise RunDirBusy(f"{self.path.parent} is in use by another training run ({holder_text(busy.holder)}); "
-                             "wait for it to end, or give this run its own folder (hydra.run.dir=...)") from None
+            raise RunDirBusy(
+                f"{self.path.parent} is in use by another training run ({holder_text(busy.holder)}); "
+                "wait for it to end, or give this run its own folder (hydra.run.dir=...)"
+            ) from None
         return self
 
     def __exit__(self, *exc) -> None:

@@ -1,5 +1,6 @@
 """Stopping on a signal: Ctrl-C (SIGINT), SIGTERM and SIGUSR1 become a flag the loop checks after each step, so the
 run saves a checkpoint and exits (``StopRequested``) instead of dying mid-write."""
+
 from __future__ import annotations
 
 import signal
@@ -21,8 +22,11 @@ class SignalWatch:
     back; for SIGTERM / SIGUSR1 a Python handler that was there (submitit's requeue) is then called with the
     signal, after our checkpoint is safely on disk."""
 
-    SIGNALS = tuple(s for s in (getattr(signal, "SIGINT", None), getattr(signal, "SIGTERM", None),
-                                getattr(signal, "SIGUSR1", None)) if s)
+    SIGNALS = tuple(
+        s
+        for s in (getattr(signal, "SIGINT", None), getattr(signal, "SIGTERM", None), getattr(signal, "SIGUSR1", None))
+        if s
+    )
 
     def __init__(self):
         self.signum: int | None = None

@@ -16,11 +16,9 @@ its slot with its process. The device a job used is in its ``config.yaml`` and `
 import fcntl
 import logging
 import os
-from pathlib import Path
-from typing import Any, Sequence
-
 from dataclasses import dataclass
-from typing import Optional
+from pathlib import Path
+from typing import Any, Optional, Sequence
 
 from hydra.core.config_store import ConfigStore
 from hydra.core.utils import JobReturn
@@ -59,7 +57,9 @@ def resolve_gpus(gpus: Any, count: int | None = None) -> list[int]:
         raise NoGpus(f"hydra.launcher.gpus: got {gpus!r}; allowed: {allowed}")
     elif isinstance(gpus, int):
         if not 1 <= gpus <= count:
-            raise NoGpus(f"hydra.launcher.gpus: got {gpus}, this machine sees {count} CUDA device(s); allowed: {allowed}")
+            raise NoGpus(
+                f"hydra.launcher.gpus: got {gpus}, this machine sees {count} CUDA device(s); allowed: {allowed}"
+            )
         ids = list(range(gpus))
     else:
         try:
@@ -68,11 +68,15 @@ def resolve_gpus(gpus: Any, count: int | None = None) -> list[int]:
             raise NoGpus(f"hydra.launcher.gpus: got {gpus!r}; allowed: {allowed}") from None
         bad = [g for g in ids if not 0 <= g < count]
         if bad or len(set(ids)) != len(ids) or not ids:
-            raise NoGpus(f"hydra.launcher.gpus: got {list(ids)} (unknown or repeated ids {bad or ids}); allowed: {allowed}")
+            raise NoGpus(
+                f"hydra.launcher.gpus: got {list(ids)} (unknown or repeated ids {bad or ids}); allowed: {allowed}"
+            )
     if not ids:
-        raise NoGpus("hydra.launcher=local_gpus: no CUDA device is visible to this process "
-                     "(check nvidia-smi and CUDA_VISIBLE_DEVICES); allowed: a machine with at least one GPU, "
-                     "or hydra/launcher=joblib to run on CPU")
+        raise NoGpus(
+            "hydra.launcher=local_gpus: no CUDA device is visible to this process "
+            "(check nvidia-smi and CUDA_VISIBLE_DEVICES); allowed: a machine with at least one GPU, "
+            "or hydra/launcher=joblib to run on CPU"
+        )
     return ids
 
 
@@ -85,8 +89,15 @@ def slot_order(job_idx: int, slots: int) -> list[int]:
 class GpuSlot:
     """An exclusive hold on one of ``slots`` slots (each a GPU id, repeated ``jobs_per_gpu`` times) for one job."""
 
-    def __init__(self, folder: Path, devices: Sequence[int], jobs_per_gpu: int, job_idx: int, wait: bool = False,
-                 poll_s: float = 0.5):
+    def __init__(
+        self,
+        folder: Path,
+        devices: Sequence[int],
+        jobs_per_gpu: int,
+        job_idx: int,
+        wait: bool = False,
+        poll_s: float = 0.5,
+    ):
         self.folder, self.job_idx, self.wait, self.poll_s = Path(folder), job_idx, wait, poll_s
         self.slots = [(d, k) for k in range(jobs_per_gpu) for d in devices]
         self.fd: int | None = None
@@ -99,8 +110,10 @@ class GpuSlot:
         waited = False
         while not self._take_free():
             if not self.wait:
-                raise RuntimeError(f"no free GPU slot in {self.folder} for job {self.job_idx}: more workers than "
-                                   f"slots ({len(self.slots)})")
+                raise RuntimeError(
+                    f"no free GPU slot in {self.folder} for job {self.job_idx}: more workers than "
+                    f"slots ({len(self.slots)})"
+                )
             if not waited:
                 log.info("job %d: every GPU slot in %s is taken; waiting for one", self.job_idx, self.folder)
                 waited = True
@@ -127,8 +140,15 @@ class GpuSlot:
             self.fd = None
 
 
-def run_on_slot(idx: int, overrides: Sequence[str], devices: Sequence[int], jobs_per_gpu: int, slot_dir: str,
-                device_key: str, *hydra_args: Any) -> JobReturn:
+def run_on_slot(
+    idx: int,
+    overrides: Sequence[str],
+    devices: Sequence[int],
+    jobs_per_gpu: int,
+    slot_dir: str,
+    device_key: str,
+    *hydra_args: Any,
+) -> JobReturn:
     """Runs in a worker process: take a free slot, then run the job as Hydra's joblib launcher does, on its GPU."""
     with GpuSlot(Path(slot_dir), devices, jobs_per_gpu, idx, wait=True) as slot:
         return joblib_core.execute_job(idx, [*overrides, f"{device_key}=cuda:{slot.device}"], *hydra_args)
@@ -144,13 +164,15 @@ class LocalGpusLauncherConf(JobLibLauncherConf):
     device_key: str = "trainer.device"
 
 
-ConfigStore.instance().store(group="hydra/launcher", name="local_gpus_schema", node=LocalGpusLauncherConf,
-                             provider="flowmixup")
+ConfigStore.instance().store(
+    group="hydra/launcher", name="local_gpus_schema", node=LocalGpusLauncherConf, provider="flowmixup"
+)
 
 
 class LocalGpusLauncher(JoblibLauncher):
-    def __init__(self, gpus: Any = None, jobs_per_gpu: int = 1, device_key: str = "trainer.device",
-                 **joblib_kwargs: Any) -> None:
+    def __init__(
+        self, gpus: Any = None, jobs_per_gpu: int = 1, device_key: str = "trainer.device", **joblib_kwargs: Any
+    ) -> None:
         super().__init__(**joblib_kwargs)
         if not isinstance(jobs_per_gpu, int) or isinstance(jobs_per_gpu, bool) or jobs_per_gpu < 1:
             raise NoGpus(f"hydra.launcher.jobs_per_gpu: got {jobs_per_gpu!r}; allowed: an integer >= 1")
@@ -170,14 +192,29 @@ class LocalGpusLauncher(JoblibLauncher):
         sweep_dir.mkdir(parents=True, exist_ok=True)
         options = {**self.joblib, "backend": "loky", "n_jobs": len(devices) * self.jobs_per_gpu}
         joblib_core.process_joblib_cfg(options)
-        log.info("local_gpus: %d job(s) on GPU(s) %s, %d at a time per GPU; sweep output dir: %s",
-                 len(job_overrides), devices, self.jobs_per_gpu, sweep_dir)
+        log.info(
+            "local_gpus: %d job(s) on GPU(s) %s, %d at a time per GPU; sweep output dir: %s",
+            len(job_overrides),
+            devices,
+            self.jobs_per_gpu,
+            sweep_dir,
+        )
         for i, overrides in enumerate(job_overrides):
             log.info("\t#%d : %s", initial_job_idx + i, " ".join(filter_overrides(overrides)))
         state = Singleton.get_state()
         runs = Parallel(**options)(
-            delayed(run_on_slot)(initial_job_idx + i, overrides, devices, self.jobs_per_gpu,
-                                 str(sweep_dir / SLOT_DIR), self.device_key, self.hydra_context, self.config,
-                                 self.task_function, state)
-            for i, overrides in enumerate(job_overrides))
+            delayed(run_on_slot)(
+                initial_job_idx + i,
+                overrides,
+                devices,
+                self.jobs_per_gpu,
+                str(sweep_dir / SLOT_DIR),
+                self.device_key,
+                self.hydra_context,
+                self.config,
+                self.task_function,
+                state,
+            )
+            for i, overrides in enumerate(job_overrides)
+        )
         return list(runs)

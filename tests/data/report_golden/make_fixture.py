@@ -8,6 +8,7 @@ neither (Fig. 6 then counts n_c from its noise-0 runs' per_class.csv). Numbers c
 rounded, so the files are the same on every machine. The sweep holds the paper's six rows, one row outside them
 (Mixup alpha=2), failed runs, a cell in grid.json without any run, and grid.json as reproduce writes it.
 """
+
 from __future__ import annotations
 
 import json
@@ -17,16 +18,34 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-ROWS = [("erm", None, None), ("mixup", 1.0, None), ("mixup", 3.0, None), ("manifold_mixup", 3.0, None),
-        ("flowmixup", 3.0, False), ("flowmixup", 3.0, True)]
+ROWS = [
+    ("erm", None, None),
+    ("mixup", 1.0, None),
+    ("mixup", 3.0, None),
+    ("manifold_mixup", 3.0, None),
+    ("flowmixup", 3.0, False),
+    ("flowmixup", 3.0, True),
+]
 EXTRA_ROW = ("mixup", 2.0, None)  # run for ECG-12 only, outside the paper's rows and outside grid.json
 DATASETS = {  # dataset -> (primary metric, noise levels, seeds, classes)
-    "chestxray14": ("auc", [0.0, 0.1, 0.3], [0, 1, 2], ["Atelectasis", "Cardiomegaly", "Effusion", "Infiltration",
-                                                         "Mass", "Nodule"]),
-    "ecg12": ("macro_f1", [0.0, 0.1, 0.4], [0, 1], ["窦性心律", "T波改变", "正常ECG", "心房颤动", "房性早搏",
-                                                    "ST段改变", "电轴左偏"]),
-    "ecg55": ("macro_f1", [0.0, 0.4], [0, 1], ["窦性心律", "窦性心动过缓", "室性早搏", "QRS低电压", "T波改变",
-                                               "临界ECG"]),
+    "chestxray14": (
+        "auc",
+        [0.0, 0.1, 0.3],
+        [0, 1, 2],
+        ["Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule"],
+    ),
+    "ecg12": (
+        "macro_f1",
+        [0.0, 0.1, 0.4],
+        [0, 1],
+        ["窦性心律", "T波改变", "正常ECG", "心房颤动", "房性早搏", "ST段改变", "电轴左偏"],
+    ),
+    "ecg55": (
+        "macro_f1",
+        [0.0, 0.4],
+        [0, 1],
+        ["窦性心律", "窦性心动过缓", "室性早搏", "QRS低电压", "T波改变", "临界ECG"],
+    ),
 }
 FAILED = {("chestxray14", "manifold_mixup", 0.3, 1), ("ecg12", "erm", 0.4, 0), ("ecg12", "erm", 0.4, 1)}
 MISSING = {("ecg55", "flowmixup", True, 0.4, 1)}  # in grid.json, never run
@@ -60,22 +79,46 @@ def write_run(root: Path, rng, dataset, row, noise, seed, status="ok"):
     f1 = np.round(base - 0.1 + 0.06 * rise - decay + rng.normal(0, 0.006, EPOCHS), 4)
     n_epochs = EPOCHS if status == "ok" else 3
     auc, f1 = auc[:n_epochs], f1[:n_epochs]
-    pd.DataFrame({"epoch": np.arange(1, n_epochs + 1), "lr": 0.001, "train_loss": _r(np.linspace(0.7, 0.3, n_epochs)),
-                  "val_loss": _r(np.linspace(0.6, 0.4, n_epochs)), "val_auc": auc, "val_macro_f1": f1,
-                  "test_auc": auc, "test_macro_f1": f1}).to_csv(run / "metrics.csv", index=False)
+    pd.DataFrame(
+        {
+            "epoch": np.arange(1, n_epochs + 1),
+            "lr": 0.001,
+            "train_loss": _r(np.linspace(0.7, 0.3, n_epochs)),
+            "val_loss": _r(np.linspace(0.6, 0.4, n_epochs)),
+            "val_auc": auc,
+            "val_macro_f1": f1,
+            "test_auc": auc,
+            "test_macro_f1": f1,
+        }
+    ).to_csv(run / "metrics.csv", index=False)
     values = auc if metric == "auc" else f1
-    summary = {"status": status, "dataset": dataset, "primary_metric": metric, "backbone": "resnet18",
-               "regularizer": regularizer, "alpha": alpha, "keep_original": keep,
-               "mix_points": None if regularizer in ("erm", "mixup") else [0, 1], "noise": float(noise),
-               "corruption_kind": "flip", "seed": seed, "epochs": n_epochs, "epochs_planned": EPOCHS,
-               "best_test_auc": float(auc.max()), "last_test_auc": float(auc[-1]),
-               "best_test_macro_f1": float(f1.max()), "last_test_macro_f1": float(f1[-1]),
-               "best_val_epoch": int(np.argmax(values)) + 1,
-               "test_auc_at_best_val": float(auc[np.argmax(values)]),
-               "test_macro_f1_at_best_val": float(f1[np.argmax(values)]),
-               "variance_auc": round(float(rng.uniform(0.03, 0.12)), 4),
-               "variance_macro_f1": round(float(rng.uniform(0.03, 0.12)), 4), "variance_epochs": 5,
-               "corrupted_fraction": float(noise), "wall_time_s": 1.0}
+    summary = {
+        "status": status,
+        "dataset": dataset,
+        "primary_metric": metric,
+        "backbone": "resnet18",
+        "regularizer": regularizer,
+        "alpha": alpha,
+        "keep_original": keep,
+        "mix_points": None if regularizer in ("erm", "mixup") else [0, 1],
+        "noise": float(noise),
+        "corruption_kind": "flip",
+        "seed": seed,
+        "epochs": n_epochs,
+        "epochs_planned": EPOCHS,
+        "best_test_auc": float(auc.max()),
+        "last_test_auc": float(auc[-1]),
+        "best_test_macro_f1": float(f1.max()),
+        "last_test_macro_f1": float(f1[-1]),
+        "best_val_epoch": int(np.argmax(values)) + 1,
+        "test_auc_at_best_val": float(auc[np.argmax(values)]),
+        "test_macro_f1_at_best_val": float(f1[np.argmax(values)]),
+        "variance_auc": round(float(rng.uniform(0.03, 0.12)), 4),
+        "variance_macro_f1": round(float(rng.uniform(0.03, 0.12)), 4),
+        "variance_epochs": 5,
+        "corrupted_fraction": float(noise),
+        "wall_time_s": 1.0,
+    }
     if status != "ok":
         summary["status"] = "failed"
         summary["reason"] = "loss became NaN at epoch 4"
@@ -84,12 +127,20 @@ def write_run(root: Path, rng, dataset, row, noise, seed, status="ok"):
                 summary[key] = None
     else:
         n = len(classes)
-        per_class = pd.DataFrame({
-            "class": classes, "train_count": [int(v) for v in rng.integers(40, 200, n)],
-            "train_single_count": [int(v) for v in rng.integers(0, 40, n)], "test_count": 20,
-            "test_auc_best": _r(rng.uniform(0.6, 0.9, n)), "test_f1_best": _r(rng.uniform(0.2, 0.8, n)),
-            "test_auc_last": _r(rng.uniform(0.6, 0.9, n)), "test_f1_last": _r(rng.uniform(0.2, 0.8, n)),
-            "test_auc_at_best_val": _r(rng.uniform(0.6, 0.9, n)), "test_f1_at_best_val": _r(rng.uniform(0.2, 0.8, n))})
+        per_class = pd.DataFrame(
+            {
+                "class": classes,
+                "train_count": [int(v) for v in rng.integers(40, 200, n)],
+                "train_single_count": [int(v) for v in rng.integers(0, 40, n)],
+                "test_count": 20,
+                "test_auc_best": _r(rng.uniform(0.6, 0.9, n)),
+                "test_f1_best": _r(rng.uniform(0.2, 0.8, n)),
+                "test_auc_last": _r(rng.uniform(0.6, 0.9, n)),
+                "test_f1_last": _r(rng.uniform(0.2, 0.8, n)),
+                "test_auc_at_best_val": _r(rng.uniform(0.6, 0.9, n)),
+                "test_f1_at_best_val": _r(rng.uniform(0.2, 0.8, n)),
+            }
+        )
         per_class.to_csv(run / "per_class.csv", index=False)
         fig6_row = row in (("mixup", 3.0, None), ("flowmixup", 3.0, False))
         label_rng = np.random.default_rng(len(dataset))  # the same labels for every run of a dataset
@@ -97,8 +148,12 @@ def write_run(root: Path, rng, dataset, row, noise, seed, status="ok"):
             np.savez(run / "labels_train_clean.npz", y=_labels(label_rng, 120, classes), class_names=np.array(classes))
         if fig6_row and dataset == "ecg55":
             y = _labels(label_rng, 80, classes)
-            np.savez(run / "predictions_test_last.npz", y_true=y, y_prob=np.full(y.shape, 0.5, np.float32),
-                     class_names=np.array(classes))
+            np.savez(
+                run / "predictions_test_last.npz",
+                y_true=y,
+                y_prob=np.full(y.shape, 0.5, np.float32),
+                class_names=np.array(classes),
+            )
     (run / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False), encoding="utf-8")
     return run
 
@@ -112,8 +167,16 @@ def make_fixture(root: str | Path) -> Path:
         for row in ROWS:
             for noise in noises:
                 for seed in seeds:
-                    grid.append({"dataset": dataset, "regularizer": row[0], "alpha": row[1], "keep_original": row[2],
-                                 "noise": noise, "seed": seed})
+                    grid.append(
+                        {
+                            "dataset": dataset,
+                            "regularizer": row[0],
+                            "alpha": row[1],
+                            "keep_original": row[2],
+                            "noise": noise,
+                            "seed": seed,
+                        }
+                    )
                     if (dataset, row[0], row[2], noise, seed) in MISSING:
                         continue
                     failed = (dataset, row[0], noise, seed) in FAILED
