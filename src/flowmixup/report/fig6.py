@@ -486,6 +486,12 @@ def _dropped_text(info: dict[str, Any], norm: str, gloss: bool = False) -> str:
     return f"{k}: {_glossed(names) if gloss else _named(names)}" if k else "0"
 
 
+def _rho_columns() -> list[str]:
+    """The columns of Fig. 6's Spearman tables (the annotation's and report.md's)."""
+    counts = [f"ρ, n_c {COUNT_TEXT[c]}" for c in ("literal", "ignore_rhythm")]
+    return ["normalisation", *counts, "classes dropped (ratio undefined)"]
+
+
 def figure_note(info: dict[str, Any]) -> str:
     """The annotation under Fig. 6: ρ for every normalisation and count, what is drawn, where n_c comes from."""
     perf = "AUC" if info["primary_metric"] == "auc" else "F1"
@@ -496,15 +502,7 @@ def figure_note(info: dict[str, Any]) -> str:
         + [_dropped_text(info, norm, gloss=True)]
         for norm in NORMALIZATIONS
     ]
-    frame = pd.DataFrame(
-        rows,
-        columns=[
-            "normalisation",
-            f"ρ, n_c {COUNT_TEXT['literal']}",
-            f"ρ, n_c {COUNT_TEXT['ignore_rhythm']}",
-            "classes dropped (ratio undefined)",
-        ],
-    )
+    frame = pd.DataFrame(rows, columns=_rho_columns())
     text = frame.to_markdown(index=False, tablefmt="plain", disable_numparse=True)
     lines = [f"Spearman ρ({perf} Ratio, Independent Ratio) over the classes where both are finite (paper: ≈ 0.3):"]
     lines += ["  " + line.rstrip() for line in text.splitlines()]
@@ -563,15 +561,7 @@ def _dataset_section(info: dict[str, Any]) -> list[str]:
         + [_dropped_text(info, norm)]
         for norm in NORMALIZATIONS
     ]
-    frame = pd.DataFrame(
-        rows,
-        columns=[
-            "normalisation",
-            f"ρ, n_c {COUNT_TEXT['literal']}",
-            f"ρ, n_c {COUNT_TEXT['ignore_rhythm']}",
-            "classes dropped (ratio undefined)",
-        ],
-    )
+    frame = pd.DataFrame(rows, columns=_rho_columns())
     lines += ["", markdown_table(frame, lead=frame.shape[1])]
     if f"spearman_rho_{NORMALIZATIONS[0]}_literal_train_clean" in info:
         lines += [
