@@ -122,6 +122,25 @@ def assert_whole_cache(data_dir: Path, root: Path) -> None:
             assert np.array_equal(fh["x"][i, 0], cx.load_image(root / "images" / names[i], RES))
 
 
+def _row(i):
+    return np.full(2, i, np.float32)
+
+
+def build_toy(path: Path, n: int, reader=_row, **options) -> Path:
+    """A toy cache of ``n`` rows (row i holds i twice), decoded in this process."""
+    return cache.build_cache(
+        path,
+        items=list(range(n)),
+        reader=reader,
+        row_shape=(2,),
+        dtype=np.float32,
+        row_data={"y": np.arange(n)},
+        config={"toy": 1},
+        prepare_workers=0,
+        **options,
+    )
+
+
 # ----------------------------------------------------------------------------------- one builder per cache
 @pytest.mark.slow
 def test_two_prepares_build_one_cache_and_no_wait_stops_at_once(tmp_path):
@@ -166,17 +185,7 @@ def test_a_lock_left_by_a_dead_builder_is_taken_over_and_its_rows_resumed(tmp_pa
     path = tmp_path / "c" / "toy.h5"
 
     def build(reader):
-        return cache.build_cache(
-            path,
-            items=list(range(100)),
-            reader=reader,
-            row_shape=(2,),
-            dtype=np.float32,
-            row_data={"y": np.arange(100)},
-            config={"toy": 1},
-            prepare_workers=0,
-            chunk_rows=10,
-        )
+        return build_toy(path, 100, reader, chunk_rows=10)
 
     def dies_at_50(i):
         if i == 50:
@@ -199,16 +208,7 @@ def test_a_lock_left_by_a_dead_builder_is_taken_over_and_its_rows_resumed(tmp_pa
 def test_a_loader_waits_for_the_builder_of_its_cache(tmp_path, monkeypatch):
     """A training job started while its cache is being built waits (one log line) and then opens it."""
     path = tmp_path / "toy.h5"
-    cache.build_cache(
-        path,
-        items=list(range(10)),
-        reader=_row,
-        row_shape=(2,),
-        dtype=np.float32,
-        row_data={"y": np.arange(10)},
-        config={"toy": 1},
-        prepare_workers=0,
-    )
+    build_toy(path, 10)
     path.rename(tmp_path / "aside.h5")  # as if the builder had not finished yet
     builder = fio.FileLock(cache.lock_path(path)).acquire()
     waiting, result = threading.Event(), {}
@@ -227,10 +227,6 @@ def test_a_loader_waits_for_the_builder_of_its_cache(tmp_path, monkeypatch):
     assert result["manifest"]["rows"] == 10
 
 
-def _row(i):
-    return np.full(2, i, np.float32)
-
-
 def _read_all(path, barrier, out):
     barrier.wait()  # every reader opens the cache at the same moment
     manifest = cache.open_cache(path, {"toy": 1}, build_hint="prepare it")
@@ -241,16 +237,7 @@ def _read_all(path, barrier, out):
 @pytest.mark.slow
 def test_many_readers_open_one_ready_cache_at_once_without_a_lock(tmp_path):
     path = tmp_path / "toy.h5"
-    cache.build_cache(
-        path,
-        items=list(range(300)),
-        reader=_row,
-        row_shape=(2,),
-        dtype=np.float32,
-        row_data={"y": np.arange(300)},
-        config={"toy": 1},
-        prepare_workers=0,
-    )
+    build_toy(path, 300)
     holder = h5py.File(path, "r")  # one reader already has it open while the others arrive
     ctx = multiprocessing.get_context("spawn")
     barrier, out = ctx.Barrier(4), ctx.Queue()

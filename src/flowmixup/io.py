@@ -58,20 +58,15 @@ def on_write_failure(kept: str, todo: str) -> Iterator[None]:
 
 def is_write_failure(err: BaseException) -> bool:
     """Whether ``err`` is a full disk, a quota, a read-only or unwritable folder (HDF5 reports the errno in text)."""
-    if isinstance(err, WriteError):
-        return False
-    code = getattr(err, "errno", None)
-    if code in DISK_FULL + NOT_WRITABLE:
-        return True
-    text = str(err)
-    return isinstance(err, OSError) and any(f"errno = {c}," in text for c in DISK_FULL + NOT_WRITABLE)
+    return isinstance(err, OSError) and not isinstance(err, WriteError) and _errno_of(err) in DISK_FULL + NOT_WRITABLE
 
 
 def _errno_of(err: BaseException) -> int | None:
+    """The write failure's errno: the exception's own, else the one HDF5 writes into its message."""
     code = getattr(err, "errno", None)
-    if code is None:
-        code = next((c for c in DISK_FULL + NOT_WRITABLE if f"errno = {c}," in str(err)), None)
-    return code
+    if code in DISK_FULL + NOT_WRITABLE:
+        return code
+    return next((c for c in DISK_FULL + NOT_WRITABLE if f"errno = {c}," in str(err)), code)
 
 
 def free_bytes(path: str | os.PathLike) -> int | None:
