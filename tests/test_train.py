@@ -70,11 +70,19 @@ def test_run_writes_every_output_and_metrics_match_sklearn(tiny_config, tmp_path
         "per_class.csv",
         "predictions_test_last.npz",
         "predictions_test_best.npz",
+        "predictions_test_at_best_val.npz",
         "checkpoint.pt",
         "summary.json",
     ):
         assert (out / f).is_file(), f
     assert SUMMARY_KEYS <= set(summary) and summary["status"] == "ok"
+    at_val = np.load(out / "predictions_test_at_best_val.npz")  # the report's intervals for model selection on val
+    assert int(at_val["epoch"]) == summary["best_val_epoch"]
+    yv, pv = at_val["y_true"], at_val["y_score"]
+    valid_v = [c for c in range(yv.shape[1]) if 0 < yv[:, c].sum() < len(yv)]
+    assert summary["test_auc_at_best_val"] == pytest.approx(
+        np.mean([roc_auc_score(yv[:, c], pv[:, c]) for c in valid_v]), abs=1e-6
+    )
     assert json.loads((out / "summary.json").read_text()) == summary
     rows = read_metrics(out / "metrics.csv")
     assert [int(r["epoch"]) for r in rows] == [1, 2]

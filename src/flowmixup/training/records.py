@@ -78,6 +78,7 @@ class RunState:
     per_epoch: list[Scores] = field(default_factory=list)  # test scores of each epoch
     best: dict = field(default_factory=lambda: {"auc": (-1.0, None), "macro_f1": (-1.0, None)})
     best_val: tuple = (math.inf, -1)  # (validation loss, epoch)
+    best_val_probs: np.ndarray | None = None  # the test probabilities at the epoch of lowest validation loss
     last_probs: np.ndarray | None = None
     y_test: np.ndarray | None = None
     speed: Speed = field(default_factory=Speed)  # this process's throughput (not part of the checkpoint)
@@ -93,6 +94,7 @@ class RunState:
                 self.best[metric] = (value, probs.copy())
         if row["val_loss"] < self.best_val[0]:
             self.best_val = (row["val_loss"], row["epoch"])
+            self.best_val_probs = probs.copy()
         self.epoch, self.step, self.perm, self.loss_sum = row["epoch"], 0, None, 0.0
 
     def to_dict(self) -> dict:
@@ -109,6 +111,7 @@ class RunState:
             ],
             "best": {k: [v, _tensor(p)] for k, (v, p) in self.best.items()},
             "best_val": list(self.best_val),
+            "best_val_probs": _tensor(self.best_val_probs),
             "last_probs": _tensor(self.last_probs),
             "y_test": _tensor(self.y_test),
         }
@@ -128,6 +131,7 @@ class RunState:
             per_epoch=per_epoch,
             best={k: (v, _array(p)) for k, (v, p) in d["best"].items()},
             best_val=tuple(d["best_val"]),
+            best_val_probs=_array(d.get("best_val_probs")),  # absent from checkpoints written before it was kept
             last_probs=_array(d["last_probs"]),
             y_test=_array(d["y_test"]),
         )
@@ -164,7 +168,8 @@ def save_labels(path: Path, y: np.ndarray, class_names: list[str]) -> None:
 def write_final_files(
     run_dir: Path, state: RunState, names: list[str], primary: str, y_train_clean: np.ndarray, y_train: np.ndarray
 ) -> None:
-    """Test predictions (last and best epoch), the clean training labels and per_class.csv (after >= 1 epoch)."""
+    """Test predictions (last epoch, best epoch of the primary metric, epoch of lowest validation loss), the clean
+    training labels and per_class.csv (after >= 1 epoch). The report's intervals resample these predictions."""
     best_probs = state.best[primary][1] if state.best[primary][1] is not None else state.last_probs
     save_predictions(run_dir / "predictions_test_last.npz", state.y_test, state.last_probs, names, len(state.history))
     save_labels(run_dir / "labels_train_clean.npz", y_train_clean, names)
@@ -175,6 +180,10 @@ def write_final_files(
         names,
         int(np.nanargmax([getattr(sc, primary) for sc in state.per_epoch])) + 1,
     )
+    if state.best_val_probs is not None:  # a run resumed from a checkpoint older than this file lacks them
+        save_predictions(
+            run_dir / "predictions_test_at_best_val.npz", state.y_test, state.best_val_probs, names, state.best_val[1]
+        )
     write_csv(
         run_dir / "per_class.csv",
         per_class_rows(names, y_train, state.y_test, state.per_epoch, state.best_val[1]),
