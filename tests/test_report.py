@@ -163,9 +163,13 @@ def test_mean_and_sample_std_over_seeds(tmp_path):
     d = cell(report, "I", "chestxray14", FLOW_F, 0.1, "diff")
     assert d["mean"] == pytest.approx(np.mean(np.subtract(best, last)) * 100)
     assert d["std"] == pytest.approx(np.std(np.subtract(best, last) * 100, ddof=1))
-    expected = f"{np.mean(best) * 100:.1f} ± {np.std(np.array(best) * 100, ddof=1):.1f}"
+    # the ± is the half-width of the 95% t interval over the seeds (the std stays in the CSV)
+    low, high = stats.t.interval(0.95, 2, loc=np.mean(best) * 100, scale=stats.sem(np.array(best) * 100))
+    assert (c["ci_low"], c["ci_high"]) == (pytest.approx(low), pytest.approx(high))
+    assert c["ci_method"] == "t over seeds"
+    expected = f"{np.mean(best) * 100:.1f} ± {(high - low) / 2:.1f}"
     assert expected in report.markdown["I"]
-    assert "ddof = 1" in report.markdown["I"] and "ddof = 1" in report.markdown["II"]
+    assert "Student's t interval" in report.markdown["I"] and "Student's t interval" in report.markdown["II"]
     # the files exist, and the tidy CSV on disk is what the dict says
     out = tmp_path / "report"
     for stem in ("table1", "table2", "table3"):
@@ -174,7 +178,7 @@ def test_mean_and_sample_std_over_seeds(tmp_path):
     on_disk = pd.read_csv(out / "table1.csv")
     assert on_disk["mean"].dropna().tolist() == pytest.approx(report.tidy["I"]["mean"].dropna().tolist())
     assert r"\pm" in (out / "table1.tex").read_text()
-    # a single seed shows the mean only
+    # a single seed without saved predictions shows the mean only
     write_run(tmp_path, "chestxray14", "erm", noise=0.1, seed=0, best=0.7512)
     report = make_report(tmp_path)
     # (the only value of its column, so also the best one)
@@ -261,7 +265,8 @@ def test_failed_cells_shown_and_excluded(tmp_path):
     assert failed["status"] == "failed" and failed["text"] == "failed (paper 0.4953)" and failed["n_failed"] == 2
     partial = cell(report, "II", "ecg55", ERM, 0.4, "best")
     assert partial["mean"] == pytest.approx(0.51) and partial["n_seeds"] == 2 and partial["n_failed"] == 1
-    assert partial["text"] == "**0.5100 ± 0.0141** [2/3] (paper 0.4501)"
+    # ± the half-width of the t interval over the 2 ok seeds: t(0.975, 1) * 0.0141 / sqrt(2)
+    assert partial["text"] == "**0.5100 ± 0.1271** [2/3] (paper 0.4501)"
     counts = report.counts
     assert (counts["ok"], counts["failed"]) == (2, 3)
     assert "**2 ok**, **3 failed**" in report.report_md and "loss became NaN" in report.report_md
@@ -542,7 +547,7 @@ def test_cli_skip_bad_builds_the_report_from_the_rest(tmp_path):
     out = tmp_path / "report"
     report_md = (out / "report.md").read_text()
     assert "**4 ok**" in report_md and str(invalid) in report_md and str(keyless) in report_md
-    assert "0.6050 ± 0.0071" in (out / "table2.md").read_text()  # the good Flow-Mixup and Mixup seeds
+    assert "0.6050 ± 0.0635" in (out / "table2.md").read_text()  # the good Flow-Mixup seeds: their t interval
     for name in ("fig6_ecg12.png", "fig6_ecg12.pdf", "fig6_spearman.csv", "curves_ecg12.png"):
         assert (out / "figures" / name).is_file(), name
 

@@ -235,3 +235,55 @@ def curve_files(ok: pd.DataFrame) -> Curves:
         files.update(_render(_draw_curves(curves, dataset, metric), f"curves_{dataset}"))
         files[f"curves_{dataset}.csv"] = csv_text(curves.assign(setting=[s.label for s in curves["setting"]]))
     return Curves(files, skipped, notes)
+
+
+# ---- Forest plots of the paired comparisons with ERM ---------------------------------------------------------------
+def _forest_panel(ax: Axes, part: pd.DataFrame, title: str, unit: str) -> None:
+    """One protocol: a line per row and noise level, Δ against ERM with its interval, significant ones filled."""
+    part = part.iloc[::-1]
+    y = np.arange(len(part))
+    for yi, row in zip(y, part.to_dict("records")):
+        if row["status"] != "ok":
+            continue
+        color = _SETTING_COLORS.get(row["setting"], "#444444")
+        ax.plot([row["low"], row["high"]], [yi, yi], color=color, lw=1.4)
+        ax.plot(
+            [row["delta"]],
+            [yi],
+            "o",
+            color=color,
+            markerfacecolor=color if row["significant"] else "white",
+            markersize=5,
+        )
+    ax.axvline(0.0, color="#333333", lw=0.8, ls="--")
+    ax.set_yticks(y)
+    ax.set_yticklabels([f"{r['setting'].label}, {r['noise'] * 100:g}%" for r in part.to_dict("records")], fontsize=7)
+    ax.set_xlabel(f"Δ vs ERM ({unit})")
+    ax.set_title(title, fontsize=9)
+    ax.grid(axis="x", alpha=0.3)
+
+
+def forest_files(comparisons: pd.DataFrame) -> dict[str, Content]:
+    """``forest_<dataset>.{png,pdf,csv}``: per dataset, Δ against ERM with its interval for every row and noise
+    level, one panel per protocol; a filled dot is significant after Holm, an open one is not."""
+    from .uncertainty import PROTOCOLS, comparisons_csv_frame
+
+    files: dict[str, Content] = {}
+    vs_erm = comparisons[comparisons["family"] == "vs ERM"]
+    for dataset, part in vs_erm.groupby("dataset", sort=True):
+        if not (part["status"] == "ok").any():
+            continue
+        protocols = list(dict.fromkeys(part["protocol"]))
+        fig = Figure(figsize=(5.0 * len(protocols), 0.28 * len(part) / len(protocols) + 1.6))
+        unit = "AUC points" if part["primary_metric"].iloc[0] == "auc" else "macro-F1"
+        for i, protocol in enumerate(protocols):
+            ax = fig.add_subplot(1, len(protocols), i + 1)
+            title = ("paper's protocol (best test epoch)", "selection on validation")[protocol == "at_best_val"]
+            _forest_panel(ax, part[part["protocol"] == protocol], f"{dataset_label(dataset)}: {title}", unit)
+            if i:
+                ax.set_yticklabels([])
+        fig.tight_layout()
+        files.update(_render(fig, f"forest_{dataset}"))
+        data = comparisons_csv_frame(part).assign(protocol_text=[PROTOCOLS[p] for p in part["protocol"]])
+        files[f"forest_{dataset}.csv"] = csv_text(data)
+    return files

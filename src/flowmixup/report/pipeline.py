@@ -9,10 +9,12 @@ until ``write_report(report, out_dir)`` puts every file in place together (:func
 write_files`), so a failure never leaves half a report. ``scripts/make_tables.py`` and the sweep
 (``reproduce_tables.py``) both call exactly these two.
 
-Files (below ``out_dir``, default ``<sweep>/report``): ``table1``, ``table2``, ``table3`` and ``table_<metric>``
-as ``.md``, ``.csv`` (the tidy cells) and ``.tex``; ``memorisation.csv``; ``report.md`` (the counts, every run left
-out, failed or duplicated, the tables, memorisation and Fig. 6); ``figures/`` (``fig6_<dataset>``,
-``curves_<dataset>`` as PNG, PDF and CSV; ``fig6_spearman.csv``).
+Files (below ``out_dir``, default ``<sweep>/report``): ``table1``, ``table2`` (the paper's protocol),
+``table1_val``, ``table2_val`` (model selection on validation), ``table3`` and ``table_<metric>`` as ``.md``, ``.csv``
+(the tidy cells, each with its interval) and ``.tex``; ``comparisons.csv`` (every paired comparison,
+:mod:`~flowmixup.report.uncertainty`); ``memorisation.csv``; ``report.md`` (the counts, every run left out, failed or
+duplicated, the tables, the paired comparisons, memorisation and Fig. 6); ``figures/`` (``fig6_<dataset>``,
+``curves_<dataset>``, ``forest_<dataset>`` as PNG, PDF and CSV; ``fig6_spearman.csv``).
 """
 
 from __future__ import annotations
@@ -25,12 +27,13 @@ from typing import Any, Sequence
 import pandas as pd
 
 from .fig6 import Fig6, Fig6Options, fig6_all
-from .figures import Curves, curve_files, fig6_files
+from .figures import Curves, curve_files, fig6_files, forest_files
 from .memorisation import Memorisation, memorisation
 from .output import Content, csv_text, write_files
 from .paper import load_paper_tables, load_published
 from .runs import METRICS_COLUMNS, PreparedRuns, SweepCheck, collect_runs, load_grid, prepare_runs
-from .tables import Table, render_tables, tidy_tables
+from .tables import Table, mark_differences, render_tables, tidy_tables
+from .uncertainty import Resamples, UncertaintyOptions, comparisons, comparisons_csv_frame, comparisons_markdown
 
 FAILED_RUNS_SHOWN = 30  # report.md names at most this many failed runs (the table CSVs count them all)
 
@@ -39,14 +42,17 @@ FAILED_RUNS_SHOWN = 30  # report.md names at most this many failed runs (the tab
 class ReportOptions:
     """What a report shows: the paper's numbers (``paper_csv``, default the packaged ``paper_tables.csv``) and other
     papers' (``published_csv``); what the Best columns hold (``best_from``: the best test metric over the epochs,
-    as the paper, or ``at_best_val``: the test metric at the best validation epoch); with ``figures`` Fig. 6 (its
-    figures and its section of report.md, as ``fig6`` says) and the curves."""
+    as the paper, or ``at_best_val``: the test metric at the best validation epoch; with ``best``, Tables I and II
+    also come with model selection on validation); how intervals and paired tests are computed (``uncertainty``);
+    with ``figures`` Fig. 6 (its figures and its section of report.md, as ``fig6`` says), the curves and the
+    forest plots of the comparisons with ERM."""
 
     paper_csv: str | os.PathLike | None = None
     published_csv: str | os.PathLike | None = None
     best_from: str = "best"
     figures: bool = True
     fig6: Fig6Options = field(default_factory=Fig6Options)
+    uncertainty: UncertaintyOptions = field(default_factory=UncertaintyOptions)
 
     def __post_init__(self) -> None:
         if self.best_from not in ("best", "at_best_val"):
@@ -63,7 +69,8 @@ class Report:
     runs: pd.DataFrame  # collect_runs' frame (or check_sweep's runs)
     prepared: PreparedRuns
     counts: dict[str, Any]
-    tables: dict[str, Table]  # I, II, III, extra_<metric>
+    tables: dict[str, Table]  # I, II, I_val, II_val, III, extra_<metric>
+    comparisons: pd.DataFrame  # every paired comparison (uncertainty.COMPARISON_COLUMNS)
     memorisation: Memorisation | None
     fig6: Fig6 | None  # None without figures
     curves: Curves | None  # None without figures
@@ -196,7 +203,11 @@ def _report_md(
 
 
 def _files(
-    tables: dict[str, Table], memo: Memorisation | None, report_md: str, fig6: Fig6 | None, curves: Curves | None
+    tables: dict[str, Table],
+    comps: pd.DataFrame,
+    memo: Memorisation | None,
+    report_md: str,
+    figures: dict[str, Content],
 ) -> dict[str, Content]:
     """Every file of the report by its path below the report folder, in the order they are written."""
     files: dict[str, Content] = {}
@@ -208,10 +219,10 @@ def _files(
                 f"{table.stem}.tex": table.latex,
             }
         )
+    files["comparisons.csv"] = csv_text(comparisons_csv_frame(comps))
     if memo is not None:
         files["memorisation.csv"] = csv_text(memo.frame)
     files["report.md"] = report_md
-    figures = {**(fig6_files(fig6) if fig6 is not None else {}), **(curves.files if curves is not None else {})}
     return files | {f"figures/{name}": content for name, content in figures.items()}
 
 
@@ -242,24 +253,37 @@ def build_report(
     options = options or ReportOptions()
     runs, grid, left_out = _inputs(sweep_dir, check)
     prepared = prepare_runs(runs)
+    resamples = Resamples(options.uncertainty)
     frames, metric_of = tidy_tables(
         prepared.used,
         grid,
         load_paper_tables(options.paper_csv),
         options.best_from,
         load_published(options.published_csv),
+        resamples,
     )
+    protocols = ("best", "at_best_val") if options.best_from == "best" else (options.best_from,)
+    comps = comparisons(resamples, prepared.ok, metric_of, protocols)
+    frames = mark_differences(frames, comps)
     counts = _counts(sweep_dir, prepared, grid, metric_of, frames, left_out)
-    tables = render_tables(frames, counts["variance_epochs"])
+    tables = render_tables(frames, counts["variance_epochs"], options.uncertainty.n_resamples)
+    labels = {d: label for f in frames.values() for d, label in zip(f["dataset"], f["_label"])}
     memo = memorisation(prepared.ok)
     fig6 = fig6_all(prepared, options.fig6) if options.figures else None
     curves = curve_files(prepared.ok) if options.figures else None
+    figures = (
+        {**fig6_files(fig6), **curves.files, **forest_files(comps)} if fig6 is not None and curves is not None else {}
+    )
     report_md = _report_md(
         sweep_dir,
         counts,
         grid is not None,
         [t.markdown for t in tables.values()],
-        [memo.markdown if memo else "", fig6.markdown if fig6 else ""],
+        [
+            comparisons_markdown(comps, labels, options.uncertainty.confidence),
+            memo.markdown if memo else "",
+            fig6.markdown if fig6 else "",
+        ],
     )
     notes = (
         []
@@ -279,11 +303,12 @@ def build_report(
         prepared,
         counts,
         tables,
+        comps,
         memo,
         fig6,
         curves,
         report_md,
-        _files(tables, memo, report_md, fig6, curves),
+        _files(tables, comps, memo, report_md, figures),
         notes,
     )
 

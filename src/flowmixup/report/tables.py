@@ -24,6 +24,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import pandas as pd
 
+from ..stats import N_RESAMPLES
 from .output import markdown_table
 from .paper import PAPER_SETTINGS, TABLE3_SETTINGS
 from .runs import (
@@ -37,11 +38,13 @@ from .runs import (
     is_missing,
     latex_escape,
 )
+from .uncertainty import DOWN, PROTOCOLS, UP, Resamples, cell_interval
 
 MISSING = "—"
 FAILED = "failed"
 DAGGER = "†"
 EXTRA_TABLE_PREFIX = "extra_"  # the key of an additional metric's table: extra_<metric> (files table_<metric>.*)
+VAL_SUFFIX = "_val"  # Tables I and II again with model selection on validation: I_val, II_val (table1_val.*, ...)
 TIDY_COLUMNS = [
     "table",
     "dataset",
@@ -52,17 +55,23 @@ TIDY_COLUMNS = [
     "keep_original",
     "noise",
     "quantity",
+    "protocol",
     "unit",
     "status",
     "mean",
     "std",
     "ddof",
+    "ci_low",
+    "ci_high",
+    "ci_method",
     "n_seeds",
     "n_failed",
     "n_missing",
     "n_expected",
     "paper",
     "mark",
+    "vs_erm",
+    "vs_erm_p_holm",
     "text",
 ]
 _PRIVATE_COLUMNS = ["_setting", "_decimals", "_label", "published", "published_source"]
@@ -85,12 +94,14 @@ class Markup:
     paper_note: str  # around "(paper x)" / "(published x†)"
     footnote: str  # around the note under a tabular ("\n": a blank line after it)
     row_label: str  # the Setting property that names a row
+    up: str  # a row significantly above ERM (Holm-adjusted)
+    down: str  # ... below it
 
     def label(self, setting: Setting) -> str:
         return getattr(setting, self.row_label)
 
 
-MARKDOWN = Markup("**{}**", "<u>{}</u>", "±", "−", MISSING, DAGGER, str, " {}", "{}\n", "label")
+MARKDOWN = Markup("**{}**", "<u>{}</u>", "±", "−", MISSING, DAGGER, str, " {}", "{}\n", "label", "▲", "▼")
 LATEX = Markup(
     r"\textbf{{{}}}",
     r"\underline{{{}}}",
@@ -102,6 +113,8 @@ LATEX = Markup(
     r" {{\scriptsize{}}}",
     r"\par\smallskip{{\scriptsize {}}}",
     "latex_label",
+    r"$^{\blacktriangle}$",
+    r"$^{\blacktriangledown}$",
 )
 
 
@@ -132,6 +145,7 @@ class _Sweep:
     published: dict  # (dataset, metric, regularizer, noise, quantity) -> (fraction, source)
     labels: dict  # dataset -> its name in tables
     best_from: str
+    resamples: Resamples | None  # the runs' bootstrap values (None: no interval from predictions)
 
     def noises(self, dataset: str) -> list[float]:
         return sorted({n for d, _, n in self.cells if d == dataset})
@@ -144,7 +158,10 @@ def _cell_record(
     here = sweep.runs[sweep.runs["dataset"] == dataset]
     cell = here[(here["_setting"] == setting) & (here["_noise"] == noise)]
     ok = cell[cell["status"] == "ok"]
-    values = _values(ok, quantity, metric, sweep.best_from).dropna().to_numpy()
+    protocol = protocol_of(table, sweep.best_from)
+    values = _values(ok, quantity, metric, protocol).dropna().to_numpy()
+    scale = 100.0 if metric == "auc" and quantity != "variance" else 1.0
+    low, high, how = cell_interval(sweep.resamples, ok, values, quantity, metric, protocol, scale)
     n_failed = int((cell["status"] != "ok").sum())
     n_missing = len(sweep.expected.get((dataset, setting.base(), noise), set()) - set(cell["_seed"]))
     return {
@@ -157,11 +174,15 @@ def _cell_record(
         "keep_original": setting.keep_original,
         "noise": noise,
         "quantity": quantity,
+        "protocol": protocol if quantity == "best" else "",
         "unit": "variance" if quantity == "variance" else "auc_percent" if metric == "auc" else "macro_f1",
         "status": "ok" if len(values) else "n/a" if len(ok) else FAILED if n_failed else "missing",
         "mean": float(np.mean(values)) if len(values) else math.nan,
         "std": float(np.std(values, ddof=DDOF)) if len(values) > DDOF else math.nan,
         "ddof": DDOF,
+        "ci_low": low,
+        "ci_high": high,
+        "ci_method": how,
         "n_seeds": len(values),
         "n_failed": n_failed,
         "n_missing": n_missing,
@@ -170,6 +191,8 @@ def _cell_record(
         if layout == table
         else None,
         "mark": "",
+        "vs_erm": "",
+        "vs_erm_p_holm": math.nan,
         "_setting": setting,
         "_decimals": 1 if layout == "I" else 4,
         "_label": sweep.labels[dataset],
@@ -234,8 +257,18 @@ def _per_dataset(runs: pd.DataFrame, column: str) -> dict:
     return dict(zip(first["dataset"], first[column]))
 
 
+def protocol_of(table: str, best_from: str) -> str:
+    """The protocol of a table's Best columns: ``at_best_val`` for the ``_val`` tables, else ``best_from``."""
+    return "at_best_val" if table.endswith(VAL_SUFFIX) else best_from
+
+
 def _sweep_of(
-    runs: pd.DataFrame, grid: list | None, paper: pd.DataFrame | None, best_from: str, published: dict | None
+    runs: pd.DataFrame,
+    grid: list | None,
+    paper: pd.DataFrame | None,
+    best_from: str,
+    published: dict | None,
+    resamples: Resamples | None,
 ) -> _Sweep:
     expected: dict = {}
     for dataset, setting, noise, seed in grid or []:
@@ -251,7 +284,7 @@ def _sweep_of(
     )
     names = _per_dataset(runs, "config.dataset.label")
     labels = {d: dataset_label(d, names) for d, _, _ in cells}
-    return _Sweep(runs, expected, cells, lookup, published or {}, labels, best_from)
+    return _Sweep(runs, expected, cells, lookup, published or {}, labels, best_from, resamples)
 
 
 def _dataset_order(datasets) -> list[str]:
@@ -280,6 +313,7 @@ def tidy_tables(
     paper: pd.DataFrame | None,
     best_from: str = "best",
     published: dict | None = None,
+    resamples: Resamples | None = None,
 ) -> tuple[dict[str, pd.DataFrame], dict[str, str]]:
     """The tidy frames of Tables I-III (one row per cell, :data:`TIDY_COLUMNS` plus private ``_`` columns) and
     each dataset's primary metric, for the used runs of :func:`~flowmixup.report.runs.prepare_runs`.
@@ -287,9 +321,11 @@ def tidy_tables(
     A dataset whose runs' config lists ``dataset.report_metrics`` (e.g. ``[auc, macro_f1]``) also gets, for each
     listed metric other than its primary one, a cell in the table ``extra_<metric>`` (laid out as Table I for
     AUC, as Table II for macro-F1). ``published`` (:func:`~flowmixup.report.paper.load_published`) puts other
-    papers' numbers beside cells.
+    papers' numbers beside cells. With ``best_from="best"`` (the paper's protocol) Tables I and II come twice: as
+    ``I`` / ``II`` and, with model selection on validation, as ``I_val`` / ``II_val``. ``resamples`` gives a
+    one-seed cell its run's bootstrap interval (cells of several seeds take Student's t over them without it).
     """
-    sweep = _sweep_of(runs, grid, paper, best_from, published)
+    sweep = _sweep_of(runs, grid, paper, best_from, published, resamples)
     datasets = _dataset_order({d for d, _, _ in sweep.cells})
     metric_of = {
         d: next((m for m in runs.loc[runs["dataset"] == d, "_metric"] if m), None) or default_primary_metric(d)
@@ -298,29 +334,60 @@ def tidy_tables(
     asked = _per_dataset(runs, "config.dataset.report_metrics")
     known = [d for d in datasets if metric_of[d] in METRICS_COLUMNS]
     records: dict[str, list[dict]] = {"I": [], "II": [], "III": []}
+    if best_from == "best":
+        records.update({"I" + VAL_SUFFIX: [], "II" + VAL_SUFFIX: []})
     for dataset in known:  # the primary metric in Table I or II, then the additional metrics its config asks for
         rows = _ordered(PAPER_SETTINGS, {s for d, s, _ in sweep.cells if d == dataset})
         for metric in dict.fromkeys([metric_of[dataset]] + [str(m) for m in asked.get(dataset, ())]):
             if metric in METRICS_COLUMNS:
                 layout = "I" if metric == "auc" else "II"
-                table = layout if metric == metric_of[dataset] else EXTRA_TABLE_PREFIX + metric
-                records.setdefault(table, []).extend(_cell_records(sweep, table, dataset, metric, rows, layout))
+                primary = metric == metric_of[dataset]
+                tables = [layout] + ([layout + VAL_SUFFIX] if best_from == "best" else []) if primary else []
+                for table in tables or [EXTRA_TABLE_PREFIX + metric]:
+                    records[table] = records.get(table, []) + _cell_records(sweep, table, dataset, metric, rows, layout)
     rows3 = _ordered(TABLE3_SETTINGS, {s for d, s, _ in sweep.cells if d in known})
     for dataset in known:
         records["III"].extend(_cell_records(sweep, "III", dataset, metric_of[dataset], rows3, "III"))
     return {table: _finish(table, rows, rows3) for table, rows in records.items()}, metric_of
 
 
+def mark_differences(frames: dict[str, pd.DataFrame], comparisons: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """The frames with each Best cell's ``vs_erm`` (▲ / ▼ where its paired comparison with ERM is significant after
+    Holm) and ``vs_erm_p_holm`` from :func:`~flowmixup.report.uncertainty.comparisons`, and the text again."""
+    found = comparisons[comparisons["family"] == "vs ERM"]
+    lookup = {
+        (f"{t}{VAL_SUFFIX if p == 'at_best_val' else ''}", d, s, n): (m, q)
+        for t, p, d, s, n, m, q in found[
+            ["table", "protocol", "dataset", "setting", "noise", "direction", "p_holm"]
+        ].itertuples(index=False)
+    }
+    out = {}
+    for table, frame in frames.items():
+        frame = frame.copy()
+        hits = [
+            lookup.get((table, d, s, n)) if q == "best" else None
+            for d, s, n, q in zip(frame["dataset"], frame["_setting"], frame["noise"], frame["quantity"])
+        ]
+        frame["vs_erm"] = [h[0] if h else "" for h in hits]
+        frame["vs_erm_p_holm"] = [float(h[1]) if h else math.nan for h in hits]
+        frame["text"] = [cell_text(r, MARKDOWN) for r in frame.to_dict("records")]
+        out[table] = frame
+    return out
+
+
 # ---- The text of a cell, a caption, a note -------------------------------------------------------------------------
 def cell_text(cell: dict, markup: Markup) -> str:
-    """A cell as printed: mean ± std with its mark, ``[k/n]``, ``—`` / ``failed``, the paper's number beside it."""
+    """A cell as printed: mean ± the half-width of its interval with its mark, ▲ / ▼ when it differs from ERM,
+    ``[k/n]``, ``—`` / ``failed``, the paper's number beside it."""
     decimals = cell["_decimals"]
     if cell["status"] == "ok":
         core = f"{cell['mean']:.{decimals}f}"
-        if cell["n_seeds"] > DDOF:
-            core += f" {markup.pm} {cell['std']:.{decimals}f}"
+        half = (cell.get("ci_high", math.nan) - cell.get("ci_low", math.nan)) / 2.0
+        if math.isfinite(half):
+            core += f" {markup.pm} {half:.{decimals}f}"
         wrap = {"best": markup.bold, "second": markup.underline}.get(cell["mark"])
         core = wrap.format(core) if wrap else core
+        core += {UP: " " + markup.up, DOWN: " " + markup.down}.get(cell.get("vs_erm") or "", "")
         core += f" [{cell['n_seeds']}/{cell['n_expected']}]" if cell["n_failed"] or cell["n_missing"] else ""
     else:
         core = markup.missing if cell["status"] == "missing" else cell["status"]
@@ -344,26 +411,64 @@ def _published_note(frame: pd.DataFrame, markup: Markup) -> list[str]:
     return markup.footnote.format(f"{markup.dagger} {text}").split("\n")
 
 
-def _caption(table: str, variance_epochs: dict, markup: Markup) -> str:
+def _interval_text(table: str, n_resamples: int, markup: Markup) -> str:
+    """How a cell's ± reads: the half-width of its 95% interval, over seeds or (one seed) over test records."""
     esc = markup.escape
-    common = (
+    one_seed = (
+        "one seed: mean only"
+        if table == "III"
+        else f"one seed: the run's percentile bootstrap interval over the test records (B = {n_resamples}), "
+        "where its predictions were saved, else mean only"
+    )
+    return (
         esc("Mean ")
         + markup.pm
         + esc(
-            " sample standard deviation (ddof = 1) over the seeds that ended ok; one seed: mean only. [k/n]: only k of "
+            " half-width of its 95% interval: with two or more seeds that ended ok, Student's t interval of the "
+            f"mean over seeds; {one_seed} (the CSV holds low, high, std, n and the method). [k/n]: only k of "
             "the n expected seeds are in the mean (the others failed or are missing). "
         )
         + markup.missing
         + esc(": no run; failed: every run of the cell failed. (paper x): the number printed in the paper.")
     )
+
+
+def _comparison_text(markup: Markup) -> str:
+    return (
+        markup.up
+        + " / "
+        + markup.down
+        + markup.escape(
+            ": above / below ERM at the same noise level (paired bootstrap over the same test records, seed paired "
+            "with seed, Holm-adjusted p < 0.05 across every comparison with ERM in this table; each difference "
+            "with its interval is in report.md). "
+        )
+    )
+
+
+def _protocol(frame: pd.DataFrame) -> str:
+    """The protocol of a table's Best cells (``best`` when it has none)."""
+    found = [p for p in frame.get("protocol", pd.Series(dtype=object)) if p]
+    return found[0] if found else "best"
+
+
+def _caption(
+    table: str, variance_epochs: dict, markup: Markup, n_resamples: int = N_RESAMPLES, protocol: str = "best"
+) -> str:
+    esc = markup.escape
+    common = _interval_text(table, n_resamples, markup)
     marks = (
         esc("Best and second best per column in ")
         + markup.bold.format("bold")
         + " / "
         + markup.underline.format("underlined")
     )
+    val = protocol == "at_best_val"
+    title_note = " (model selection on validation)" if table.endswith(VAL_SUFFIX) else ""
+    protocol = esc(f"Protocol: {PROTOCOLS[protocol]}. ") if table.removesuffix(VAL_SUFFIX) in ("I", "II") else ""
+    best = "test AUC at the epoch of lowest validation loss" if val else "highest test AUC over the epochs"
     auc = (
-        esc("Best = highest test AUC over the epochs, Last = test AUC at the last epoch, Diff. = Best ")
+        esc(f"Best = {best}, Last = test AUC at the last epoch, Diff. = Best ")
         + markup.minus
         + esc(" Last (per seed, then averaged). ")
         + marks
@@ -373,10 +478,20 @@ def _caption(table: str, variance_epochs: dict, markup: Markup) -> str:
         "an additional metric of the datasets below (their dataset.report_metrics; their primary metric is "
         "in Table I or II)"
     )
-    if table == "I":
-        return esc("Table I. Test AUC (%) on the AUC datasets: ") + auc + common
-    if table == "II":
-        return esc("Table II. Best test macro-F1 (fraction) on the macro-F1 datasets. ") + marks + ". " + common
+    if table in ("I", "I" + VAL_SUFFIX):
+        title = f"Table I{title_note}. "
+        return esc(title + "Test AUC (%) on the AUC datasets. ") + protocol + auc + _comparison_text(markup) + common
+    if table in ("II", "II" + VAL_SUFFIX):
+        what = "Test macro-F1 at the epoch of lowest validation loss" if val else "Best test macro-F1"
+        title = f"Table II{title_note}. "
+        return (
+            esc(f"{title}{what} (fraction) on the macro-F1 datasets. ")
+            + protocol
+            + marks
+            + ". "
+            + _comparison_text(markup)
+            + common
+        )
     if table == EXTRA_TABLE_PREFIX + "auc":
         return esc("Test AUC (%), ") + extra + ": " + auc + common
     if table.startswith(EXTRA_TABLE_PREFIX):
@@ -471,15 +586,19 @@ def _title(table: str) -> tuple[str, str]:
     if table.startswith(EXTRA_TABLE_PREFIX):
         metric = table[len(EXTRA_TABLE_PREFIX) :]
         return f"Table {_METRIC_NAMES.get(metric, metric)}", "I" if metric == "auc" else "II"
+    if table.endswith(VAL_SUFFIX):
+        layout = table[: -len(VAL_SUFFIX)]
+        return f"Table {layout} (model selection on validation)", layout
     return f"Table {table}", table
 
 
-def render_markdown(table: str, frame: pd.DataFrame, variance_epochs: dict) -> str:
+def render_markdown(table: str, frame: pd.DataFrame, variance_epochs: dict, n_resamples: int = N_RESAMPLES) -> str:
     """Table ``I``, ``II`` or ``III`` (or ``extra_<metric>``, laid out as I or II) as Markdown: a section with its
     caption and a table per tabular (Table I: one per dataset, under its name)."""
     names = dict(zip(frame["dataset"], frame["_label"]))
     title, layout = _title(table)
-    out = [f"## {title}", "", _caption(table, {names.get(d, d): v for d, v in variance_epochs.items()}, MARKDOWN), ""]
+    epochs = {names.get(d, d): v for d, v in variance_epochs.items()}
+    out = [f"## {title}", "", _caption(table, epochs, MARKDOWN, n_resamples, _protocol(frame)), ""]
     groups = _groups(layout, frame)
     for group in groups:
         out += [f"### {names[group[0]['dataset'].iloc[0]]}", ""] if layout == "I" else []
@@ -487,14 +606,17 @@ def render_markdown(table: str, frame: pd.DataFrame, variance_epochs: dict) -> s
     return "\n".join(out if groups else out + ["(no runs for this table)", ""])
 
 
-def render_latex(table: str, frame: pd.DataFrame, variance_epochs: dict) -> str:
+def render_latex(table: str, frame: pd.DataFrame, variance_epochs: dict, n_resamples: int = N_RESAMPLES) -> str:
     """The same table as LaTeX: one ``table*`` float (booktabs) holding a tabular per group of :func:`_groups`."""
     names = dict(zip(frame["dataset"], frame["_label"]))
     title, layout = _title(table)
-    caption = _caption(table, {names.get(d, d): v for d, v in variance_epochs.items()}, LATEX)
-    label = title.split(" ", 1)[1].lower().replace(" ", "_").replace("-", "_")
+    epochs = {names.get(d, d): v for d, v in variance_epochs.items()}
+    caption = _caption(table, epochs, LATEX, n_resamples, _protocol(frame))
+    label = _title(table)[0].split(" ", 1)[1].split(" ")[0].lower().replace("-", "_") + (
+        VAL_SUFFIX if table.endswith(VAL_SUFFIX) else ""
+    )
     out = [
-        r"% generated by flowmixup.report.tables; needs \usepackage{booktabs}",
+        r"% generated by flowmixup.report.tables; needs \usepackage{booktabs} (and amssymb for the triangles)",
         r"\begin{table*}[t]",
         r"\centering",
         r"\scriptsize",
@@ -511,28 +633,36 @@ def render_latex(table: str, frame: pd.DataFrame, variance_epochs: dict) -> str:
 class Table:
     """One table of a report: its cells (the tidy frame of its CSV) and its Markdown and LaTeX text."""
 
-    key: str  # I, II, III or extra_<metric>
+    key: str  # I, II, III, I_val, II_val or extra_<metric>
     cells: pd.DataFrame  # TIDY_COLUMNS (and published / published_source where any cell has one)
     markdown: str
     latex: str
 
     @property
     def stem(self) -> str:
-        """The name of its files: table1, table2, table3, table_<metric>."""
+        """The name of its files: table1, table2, table3, table1_val, table2_val, table_<metric>."""
         if self.key.startswith(EXTRA_TABLE_PREFIX):
             return "table_" + self.key[len(EXTRA_TABLE_PREFIX) :]
-        return {"I": "table1", "II": "table2", "III": "table3"}[self.key]
+        base = self.key.removesuffix(VAL_SUFFIX)
+        return {"I": "table1", "II": "table2", "III": "table3"}[base] + self.key[len(base) :]
 
 
-def render_tables(frames: dict[str, pd.DataFrame], variance_epochs: dict[str, Any]) -> dict[str, Table]:
-    """Every tidy frame of :func:`tidy_tables` as a :class:`Table` (Tables I-III first, then the extra ones)."""
-    order = ["I", "II", "III"] + [t for t in frames if t.startswith(EXTRA_TABLE_PREFIX)]
+def render_tables(
+    frames: dict[str, pd.DataFrame], variance_epochs: dict[str, Any], n_resamples: int = N_RESAMPLES
+) -> dict[str, Table]:
+    """Every tidy frame of :func:`tidy_tables` as a :class:`Table` (Tables I and II, their validation-selected
+    versions, Table III, then the extra ones)."""
+    vals = [t for t in ("I" + VAL_SUFFIX, "II" + VAL_SUFFIX) if t in frames]
+    order = ["I", "II"] + vals + ["III"] + [t for t in frames if t.startswith(EXTRA_TABLE_PREFIX)]
     tables = {}
     for key in order:
         frame = frames[key]
         shown = frame["published"].notna().any()  # the columns of other papers' numbers, where there are any
         cells = frame[TIDY_COLUMNS + (["published", "published_source"] if shown else [])]
         tables[key] = Table(
-            key, cells, render_markdown(key, frame, variance_epochs), render_latex(key, frame, variance_epochs)
+            key,
+            cells,
+            render_markdown(key, frame, variance_epochs, n_resamples),
+            render_latex(key, frame, variance_epochs, n_resamples),
         )
     return tables

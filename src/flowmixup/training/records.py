@@ -15,6 +15,7 @@ from typing import Any, Optional, TypedDict
 import numpy as np
 import torch
 
+from .. import stats
 from ..io import atomic_path, write_text
 from .metrics import Scores, normalized_variance
 
@@ -254,8 +255,35 @@ class Summary(TypedDict, total=False):
     wall_time_s: float
     speed: dict  # this process's throughput: train_steps, train_samples, train_s, data_wait_s,
     #                               train_samples_per_s, data_wait_fraction (is the loader keeping up?)
+    bootstrap: dict  # 95% percentile intervals over the test records (:func:`bootstrap_intervals`)
     reason: str  # only when status is failed
     config: dict  # the resolved config (the run's config.yaml)
+
+
+def bootstrap_intervals(state: RunState, primary: str, threshold: float) -> dict:
+    """The run's own uncertainty: the percentile bootstrap interval over the test records of its test AUC and
+    macro-F1 at the epochs the report uses (the same predictions as the ``predictions_test_*.npz`` files):
+    ``last``, ``at_best_val`` and, for the primary metric, ``best`` (the epoch of its best test value). Settings
+    and samples are :mod:`flowmixup.stats`' defaults, which the report checks before using them."""
+    out: dict[str, Any] = {
+        "n_resamples": stats.N_RESAMPLES,
+        "confidence": stats.CONFIDENCE,
+        "seed": stats.SEED,
+        "method": "percentile; test records resampled",
+    }
+    if state.y_test is None or state.last_probs is None:
+        return out
+    epochs = {"last": state.last_probs, "at_best_val": state.best_val_probs, "best": state.best[primary][1]}
+    for metric in stats.METRICS:
+        found = {}
+        for which, probs in epochs.items():
+            if probs is None or (which == "best" and metric != primary):
+                continue
+            values = stats.bootstrap_metric(state.y_test, probs, metric, threshold=threshold)
+            low, high = stats.percentile_interval(values)
+            found[which] = None if math.isnan(low) else [low, high]
+        out[f"test_{metric}"] = found
+    return out
 
 
 def _extra_summary(history: list[dict], at: dict | None, extra: list[str]) -> dict:
@@ -316,6 +344,7 @@ def summarize(
         "wall_time_s": round(time.time() - started, 2),
         "speed": state.speed.as_dict(),
         **_extra_summary(history, at, list(extra)),
+        "bootstrap": bootstrap_intervals(state, cfg.dataset.primary_metric, float(cfg.metrics.threshold)),
     }
     if reason:
         summary["reason"] = reason
