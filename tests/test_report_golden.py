@@ -23,6 +23,21 @@ Markdown ignores the padding (the rendered tables are identical) and the padded 
 text. The LaTeX (``Styler.to_latex``, booktabs, the noise levels or datasets as multicolumn headers) and the CSVs are
 unchanged byte for byte on this fixture (a span of one column is now written without ``\\multicolumn{1}{c}``, and
 datasets sharing a Table II tabular are no longer separated by a ``\\midrule``: neither occurs here).
+
+The files were re-recorded once more when every number got its uncertainty (commit "Golden report files re-recorded
+for the intervals and paired comparisons"). What changed, and only that:
+- the fixture: every ok ECG-12 run now also holds ``predictions_test_{best,at_best_val,last}.npz``, drawn from
+  generators of their own (the shared generator, and so every number it made, is untouched);
+- each table CSV gains the columns ``protocol``, ``ci_low``, ``ci_high``, ``ci_method``, ``vs_erm`` and
+  ``vs_erm_p_holm``; every other column of every row (means, stds, counts, the paper's numbers, the marks) is equal
+  to the recorded one, which a pandas comparison of the old and new CSVs confirmed;
+- each cell's ``±`` is now the half-width of its 95% interval (Student's t over the seeds) instead of the sample
+  std, the Table I-II cells significantly above ERM carry ``▲`` (ECG-12, whose runs have predictions), and the
+  captions say so and name the protocol;
+- new files: ``table1_val`` and ``table2_val`` (model selection on validation: in this fixture the test value at the
+  best validation epoch is the best test value, so their numbers equal Tables I-II), ``comparisons.csv``,
+  ``figures/forest_ecg12.csv``, and the "Paired comparisons" section of ``report.md``; memorisation, Fig. 6 and the
+  curves are unchanged byte for byte.
 """
 
 from __future__ import annotations
@@ -115,5 +130,6 @@ def test_report_matches_the_golden_files(tmp_path):
         difference = golden_difference(got, _expected(name))
         assert difference is None, f"{name} differs from the golden file: {difference}"
     figures = {p.name for p in (out / "figures").iterdir()}
-    for stem in ("fig6_chestxray14", "fig6_ecg12", "fig6_ecg55", "curves_chestxray14", "curves_ecg12", "curves_ecg55"):
+    stems = ("fig6_chestxray14", "fig6_ecg12", "fig6_ecg55", "curves_chestxray14", "curves_ecg12", "curves_ecg55")
+    for stem in stems + ("forest_ecg12",):
         assert {f"{stem}.png", f"{stem}.pdf"} <= figures

@@ -4,9 +4,12 @@
 temporary folder. Layout as ``make reproduce-tables`` leaves a sweep: ``<dataset>/<reg>_a<alpha>_op<keep>/
 noise<n>_seed<s>/`` holding ``summary.json``, ``metrics.csv``, ``per_class.csv`` and, for the Mixup / Flow-Mixup
 runs Fig. 6 reads, ``labels_train_clean.npz`` (ECG-12) or ``predictions_test_last.npz`` (ECG-55); ChestX-ray14 has
-neither (Fig. 6 then counts n_c from its noise-0 runs' per_class.csv). Numbers come from one seeded generator and are
-rounded, so the files are the same on every machine. The sweep holds the paper's six rows, one row outside them
-(Mixup alpha=2), failed runs, a cell in grid.json without any run, and grid.json as reproduce writes it.
+neither (Fig. 6 then counts n_c from its noise-0 runs' per_class.csv). Every ok ECG-12 run also holds its test
+predictions at the three epochs the report resamples (``predictions_test_{best,at_best_val,last}.npz``: one test set
+for all, each row's scores a little sharper than the one before), for the intervals and paired comparisons.
+Numbers come from seeded generators and are rounded, so the files are the same on every machine. The sweep holds the
+paper's six rows, one row outside them (Mixup alpha=2), failed runs, a cell in grid.json without any run, and
+grid.json as reproduce writes it.
 """
 
 from __future__ import annotations
@@ -65,6 +68,22 @@ def _r(x, d=4):
 def _labels(rng, n, classes):
     y = (rng.random((n, len(classes))) < np.linspace(0.5, 0.1, len(classes))).astype(np.float32)
     return y
+
+
+def _predictions(run: Path, row, noise, seed, classes) -> None:
+    """The three prediction files of an ok ECG-12 run, from a generator of its own (the shared one is untouched)."""
+    y = _labels(np.random.default_rng(7), 150, classes).astype(np.uint8)  # one test set for every run
+    sharp = 0.15 + 0.05 * (ROWS.index(row) if row in ROWS else 2.5) - 0.1 * noise
+    rng = np.random.default_rng([ROWS.index(row) if row in ROWS else 9, int(noise * 10), seed])
+    for which, shift in (("best", 0.0), ("at_best_val", -0.02), ("last", -0.05)):
+        score = np.clip(0.3 + (sharp + shift) * (2 * y - 1) + rng.normal(0, 0.2, y.shape), 0, 1)
+        np.savez(
+            run / f"predictions_test_{which}.npz",
+            y_true=y,
+            y_score=np.round(score, 2).astype(np.float32),
+            class_names=np.array(classes),
+            epoch=np.array(EPOCHS),
+        )
 
 
 def write_run(root: Path, rng, dataset, row, noise, seed, status="ok"):
@@ -144,6 +163,8 @@ def write_run(root: Path, rng, dataset, row, noise, seed, status="ok"):
         per_class.to_csv(run / "per_class.csv", index=False)
         fig6_row = row in (("mixup", 3.0, None), ("flowmixup", 3.0, False))
         label_rng = np.random.default_rng(len(dataset))  # the same labels for every run of a dataset
+        if dataset == "ecg12":
+            _predictions(run, row, noise, seed, classes)
         if fig6_row and dataset == "ecg12":
             np.savez(run / "labels_train_clean.npz", y=_labels(label_rng, 120, classes), class_names=np.array(classes))
         if fig6_row and dataset == "ecg55":
