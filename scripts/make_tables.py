@@ -32,7 +32,18 @@ def _parser() -> argparse.ArgumentParser:
         "--best-from",
         choices=["best", "at_best_val"],
         default="best",
-        help="'Best' columns: best test metric over epochs (paper) or test metric at best validation",
+        help="'Best' columns: best test metric over epochs (paper) or test metric at best validation; with "
+        "'best' Tables I and II also come with model selection on validation (table1_val, table2_val)",
+    )
+    parser.add_argument(
+        "--bootstrap-resamples",
+        type=int,
+        default=1000,
+        metavar="B",
+        help="bootstrap samples of the test records for one-seed intervals and paired comparisons (default 1000)",
+    )
+    parser.add_argument(
+        "--confidence", type=float, default=0.95, help="level of every interval and test (default 0.95)"
     )
     parser.add_argument("--fig6-noise", type=float, default=0.1, help="Fig. 6 uses the noise level closest to this")
     parser.add_argument("--fig6-r", type=float, default=None, help="Fig. 6 exponent r (default: 10 AUC, 1 macro-F1)")
@@ -85,6 +96,13 @@ def _usage_problem(args: argparse.Namespace) -> str | None:
         )
     except ValueError as exc:
         return f"Fig. 6 options: {exc}"
+    from flowmixup.report.uncertainty import UncertaintyOptions
+
+    if args.bootstrap_resamples < 10:
+        return f"--bootstrap-resamples: got {args.bootstrap_resamples}; allowed: an integer >= 10"
+    if not 0.5 <= args.confidence < 1.0:
+        return f"--confidence: got {args.confidence}; allowed: a level in [0.5, 1), e.g. 0.95"
+    args.uncertainty = UncertaintyOptions(n_resamples=args.bootstrap_resamples, confidence=args.confidence)
     return None
 
 
@@ -130,7 +148,11 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     # 2. compute the tables and the figures in memory, 3. write everything at once
     options = ReportOptions(
-        paper_csv=args.paper_csv, best_from=args.best_from, figures=not args.no_figures, fig6=args.fig6
+        paper_csv=args.paper_csv,
+        best_from=args.best_from,
+        figures=not args.no_figures,
+        fig6=args.fig6,
+        uncertainty=args.uncertainty,
     )
     report = build_report(args.sweep_dir, options, check=check)
     written = write_report(report, args.out_dir)

@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import f1_score, roc_auc_score
 
+from flowmixup import stats
 from flowmixup.data import DataError
 from flowmixup.regularizers import RegularizerError
 from flowmixup.training import run
@@ -76,6 +77,14 @@ def test_run_writes_every_output_and_metrics_match_sklearn(tiny_config, tmp_path
     ):
         assert (out / f).is_file(), f
     assert SUMMARY_KEYS <= set(summary) and summary["status"] == "ok"
+    # the run's own bootstrap intervals are those of its saved predictions (float32 there: a small tolerance)
+    boot = summary["bootstrap"]
+    assert (boot["n_resamples"], boot["confidence"]) == (stats.N_RESAMPLES, stats.CONFIDENCE)
+    for which in ("last", "at_best_val"):
+        saved = np.load(out / f"predictions_test_{which}.npz")
+        values = stats.bootstrap_metric(saved["y_true"], saved["y_score"], "auc")
+        assert boot["test_auc"][which] == pytest.approx(list(stats.percentile_interval(values)), abs=1e-2)
+    assert ("best" in boot["test_auc"]) == (summary["primary_metric"] == "auc")
     at_val = np.load(out / "predictions_test_at_best_val.npz")  # the report's intervals for model selection on val
     assert int(at_val["epoch"]) == summary["best_val_epoch"]
     yv, pv = at_val["y_true"], at_val["y_score"]
