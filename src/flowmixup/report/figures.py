@@ -244,6 +244,7 @@ def _forest_panel(ax: Axes, part: pd.DataFrame, title: str, unit: str) -> None:
     y = np.arange(len(part))
     for yi, row in zip(y, part.to_dict("records")):
         if row["status"] != "ok":
+            ax.text(0.0, yi, f"  {row['status']}", va="center", fontsize=6, color="#888888")
             continue
         color = _SETTING_COLORS.get(row["setting"], "#444444")
         ax.plot([row["low"], row["high"]], [yi, yi], color=color, lw=1.4)
