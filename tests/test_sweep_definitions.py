@@ -53,6 +53,19 @@ def test_the_rows_are_defined_once_in_rows_yaml():
             assert "regularizer.alpha=" not in text and "keep_original=" not in text, path
 
 
+def test_the_reports_paper_rows_are_the_rows_of_rows_yaml():
+    """The report reads the paper's rows from the paper's printed numbers (paper_tables.csv, package data: a report
+    runs from an installed package on any sweep folder, where no conf/ exists), the sweep from rows.yaml. They are
+    the same six rows in the same order, and Table III's two rows are among them; the figures colour these rows."""
+    from flowmixup.report.figures import _SETTING_COLORS
+    from flowmixup.report.paper import PAPER_SETTINGS, TABLE3_SETTINGS
+    from flowmixup.report.runs import Setting
+
+    composed = [Setting.of(r.regularizer, r.alpha, r.keep_original) for r in table_rows().values()]
+    assert list(PAPER_SETTINGS) == composed
+    assert set(TABLE3_SETTINGS) <= set(composed) and list(_SETTING_COLORS) == composed
+
+
 def test_every_profile_names_its_rows_from_rows_yaml():
     assert profile_names() == ["mini", "paper", "ptbxl"]  # rows.yaml is not a profile
     rows = table_rows()
