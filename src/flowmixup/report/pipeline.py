@@ -237,6 +237,37 @@ def _inputs(sweep_dir: Path, check: SweepCheck | None) -> tuple[pd.DataFrame, li
     return collect_runs(sweep_dir), grid, []
 
 
+def _cells_and_comparisons(
+    prepared: PreparedRuns, grid: list | None, options: ReportOptions
+) -> tuple[dict[str, pd.DataFrame], dict[str, str], pd.DataFrame]:
+    """The tidy tables (with their intervals and ▲ / ▼ marks), each dataset's primary metric, and every paired
+    comparison: the runs' bootstrap values are computed once and shared by all three."""
+    resamples = Resamples(options.uncertainty)
+    frames, metric_of = tidy_tables(
+        prepared.used,
+        grid,
+        load_paper_tables(options.paper_csv),
+        options.best_from,
+        load_published(options.published_csv),
+        resamples,
+    )
+    protocols = ("best", "at_best_val") if options.best_from == "best" else (options.best_from,)
+    comps = comparisons(resamples, prepared.ok, metric_of, protocols)
+    return mark_differences(frames, comps), metric_of, comps
+
+
+def _notes(fig6: Fig6 | None, curves: Curves | None) -> list[str]:
+    """The runs left out of a figure and the datasets without one (nothing without figures)."""
+    if fig6 is None or curves is None:
+        return []
+    skipped = [
+        f"{kind} skipped for {dataset}: {why}"
+        for kind, found in (("fig6", fig6.skipped), ("curves", curves.skipped))
+        for dataset, why in found.items()
+    ]
+    return fig6.notes + curves.notes + skipped
+
+
 def build_report(
     sweep_dir: str | os.PathLike, options: ReportOptions | None = None, *, check: SweepCheck | None = None
 ) -> Report:
@@ -253,18 +284,7 @@ def build_report(
     options = options or ReportOptions()
     runs, grid, left_out = _inputs(sweep_dir, check)
     prepared = prepare_runs(runs)
-    resamples = Resamples(options.uncertainty)
-    frames, metric_of = tidy_tables(
-        prepared.used,
-        grid,
-        load_paper_tables(options.paper_csv),
-        options.best_from,
-        load_published(options.published_csv),
-        resamples,
-    )
-    protocols = ("best", "at_best_val") if options.best_from == "best" else (options.best_from,)
-    comps = comparisons(resamples, prepared.ok, metric_of, protocols)
-    frames = mark_differences(frames, comps)
+    frames, metric_of, comps = _cells_and_comparisons(prepared, grid, options)
     counts = _counts(sweep_dir, prepared, grid, metric_of, frames, left_out)
     tables = render_tables(frames, counts["variance_epochs"], options.uncertainty.n_resamples)
     labels = {d: label for f in frames.values() for d, label in zip(f["dataset"], f["_label"])}
@@ -285,17 +305,6 @@ def build_report(
             fig6.markdown if fig6 else "",
         ],
     )
-    notes = (
-        []
-        if fig6 is None or curves is None
-        else fig6.notes
-        + curves.notes
-        + [
-            f"{kind} skipped for {dataset}: {why}"
-            for kind, skipped in (("fig6", fig6.skipped), ("curves", curves.skipped))
-            for dataset, why in skipped.items()
-        ]
-    )
     return Report(
         sweep_dir,
         options,
@@ -309,7 +318,7 @@ def build_report(
         curves,
         report_md,
         _files(tables, comps, memo, report_md, figures),
-        notes,
+        _notes(fig6, curves),
     )
 
 
