@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Sampler
 
 from ..data.base import ArrayDataset, DataError, LabeledArrays, batch_collate
-from ..data.corruption import changed_fraction, corrupt_labels
+from ..data.corruption import changed_fraction, class_rates, corrupt_labels
 from .checks import ConfigError
 from .signals import ignore_sigint_in_worker
 
@@ -127,8 +127,9 @@ class Labels:
 
 def corrupt(cfg: DictConfig, data: LabeledArrays) -> Labels:
     y_clean, idx = np.asarray(data.y, dtype=np.uint8), data.splits
-    y_train = corrupt_labels(y_clean[idx["train"]], cfg.noise, cfg.corruption.kind, seed=cfg.corruption.seed)
-    y_val = corrupt_labels(y_clean[idx["val"]], cfg.noise, cfg.corruption.kind, seed=cfg.corruption.seed + 1)
+    rates = _class_rates(cfg, data.class_names) if cfg.corruption.kind == "class_conditional" else {}
+    y_train = corrupt_labels(y_clean[idx["train"]], cfg.noise, cfg.corruption.kind, seed=cfg.corruption.seed, **rates)
+    y_val = corrupt_labels(y_clean[idx["val"]], cfg.noise, cfg.corruption.kind, seed=cfg.corruption.seed + 1, **rates)
     y_used = y_clean.astype(np.float32)
     y_used[idx["train"]] = y_train
     y_used[idx["val"]] = y_val
@@ -137,6 +138,17 @@ def corrupt(cfg: DictConfig, data: LabeledArrays) -> Labels:
             f"the train split has {len(idx['train'])} samples, fewer than trainer.batch_size={cfg.trainer.batch_size}"
         )
     return Labels(y_clean, y_used, y_train, changed_fraction(y_clean[idx["train"]], y_train))
+
+
+def _class_rates(cfg: DictConfig, class_names: list[str]) -> dict[str, np.ndarray]:
+    """``corruption.kind=class_conditional``'s per-class rates for this dataset's classes (a profile of other
+    classes, or a list of the wrong length, is one line naming the key)."""
+    try:
+        fn, fp = class_rates(OmegaConf.to_container(cfg.corruption, resolve=True), class_names)
+    except ValueError as err:
+        key = str(err).split(":", 1)[0]
+        raise ConfigError(str(err), key=key) from None
+    return {"fn_rate": fn, "fp_rate": fp}
 
 
 class EpochBatches(Sampler):
