@@ -183,3 +183,65 @@ def nih_labels(metadata_dir: str | os.PathLike) -> tuple[pd.DataFrame, Path]:
         out[c] = dummies[c].to_numpy().astype(np.int64) if c in dummies.columns else 0
     out["split"] = None
     return out, table
+
+
+# a class enters the expert means (test_expert_auc, test_expert_macro_f1) with at least this many expert positives
+# among the evaluated images; the means over every class with a positive are reported beside (``*_all``)
+MIN_POSITIVES = 10
+
+
+@dataclass
+class ExpertSplit:
+    """The expert-labelled images of a loaded dataset: ``rows`` (sorted indices into its x / y, all in its test
+    split), ``y`` (their expert-majority labels, (n, C) uint8, in the order of ``rows``), the classes that enter the
+    means (``in_mean``: at least :data:`MIN_POSITIVES` positives) and how many release images the data lacks."""
+
+    folder: Path
+    rows: np.ndarray
+    y: np.ndarray
+    in_mean: np.ndarray
+    missing: int
+
+    @property
+    def positives(self) -> np.ndarray:
+        return self.y.sum(axis=0).astype(np.int64)
+
+
+def expert_split(
+    folder: str | os.PathLike, names: np.ndarray, splits: dict[str, np.ndarray], class_names: list[str]
+) -> ExpertSplit:
+    """Match the release in ``folder`` to a loaded ChestX-ray14 (``names``: each row's image name, ``splits``: its
+    index arrays). Release images the data does not hold are left out (``missing``; a subset such as nih1000); an
+    expert-labelled image in the train or validation split is a DataError (its labels would leak), and so is a
+    release without any image of the data."""
+    if list(class_names) != list(CLASSES):
+        raise DataError(f"{folder}: expert labels are for the ChestX-ray14 classes, the dataset has {class_names}")
+    labels = read_expert_labels(folder)
+    position = {str(n): i for i, n in enumerate(np.asarray(names).astype(str))}
+    where = np.full(len(position), "", dtype=object)
+    for split, idx in splits.items():
+        where[np.asarray(idx, dtype=np.int64)] = split
+    rows, keep = [], []
+    for k, image in enumerate(labels.images):
+        i = position.get(image)
+        if i is None:
+            continue
+        if where[i] != "test":
+            raise DataError(
+                f"{labels.folder / LABELS_FILE}, line {k + 2}, column '{IMAGE}': image {image} is in the "
+                f"{where[i] or 'unused'} split of the dataset, not in its test split (the expert labels are for test "
+                "images only)"
+            )
+        rows.append(i)
+        keep.append(k)
+    if not rows:
+        raise DataError(
+            f"{labels.folder / LABELS_FILE}: none of its {len(labels.images)} images is in the dataset (is "
+            "dataset.expert_labels the release of this ChestX-ray14?)"
+        )
+    rows_arr, keep_arr = np.asarray(rows, dtype=np.int64), np.asarray(keep, dtype=np.int64)
+    order = np.argsort(rows_arr, kind="stable")
+    y = labels.majority[keep_arr[order]]
+    return ExpertSplit(
+        labels.folder, rows_arr[order], y, y.sum(axis=0) >= MIN_POSITIVES, len(labels.images) - len(rows)
+    )

@@ -271,6 +271,14 @@ def _check_dataset(c: "_Checker", cfg: DictConfig, local: bool) -> None:
     c.int_at_least(d + "prepare_workers", 0, optional=True)
     c.one_of(d + "on_bad_record", ON_BAD_RECORD)
     c.boolean(d + "prepare_if_missing")
+    expert = c.get(d + "expert_labels")
+    if local and expert not in (None, ""):
+        c.need(
+            (Path(str(expert)).expanduser() / "test_labels.csv").is_file(),
+            d + "expert_labels",
+            f"{expert} is not a folder with test_labels.csv",
+            "null, or the folder of the ChestX-ray14 expert-label release (docs/real-label-noise.md)",
+        )
     root = c.get(d + "root")
     if local and root not in (None, "") and c.has(d + "root"):
         c.need(
