@@ -144,7 +144,7 @@ def expert_tables(runs: pd.DataFrame, best_from: str = "best") -> dict[str, Expe
             r"\begin{table*}[t]",
             r"\centering",
             r"\scriptsize",
-            f"\\caption{{{latex_escape(caption).replace('±', r'$\pm$').replace('—', '--')}}}",
+            "\\caption{" + latex_escape(caption).replace("±", r"$\pm$").replace("—", "--") + "}",
             r"\label{tab:expert}",
             *tex,
             r"\end{table*}",
