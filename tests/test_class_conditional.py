@@ -122,3 +122,34 @@ def test_training_corrupts_train_only(tiny_config, tmp_path):
             ),
             tmp_path / "bad",
         )
+
+
+def test_mini_profile_block_sits_beside_the_uniform_cells(tmp_path):
+    from flowmixup.sweep.cells import cell_dir
+    from flowmixup.sweep.plan import plan
+    from flowmixup.sweep.profile import load_profile
+
+    prof = load_profile("mini")
+    checked = plan(prof, [0], {}, need_data=False)
+    assert checked.problems == [] or all("no step times" in p for p in checked.problems), checked.problems
+    missed = [c for c in checked.grid if c["dataset"] == "synth_ecg_missed"]
+    assert sorted(c["row"] for c in missed) == ["erm", "flowmixup_a3_op_false", "mixup_a1"]
+    assert {c["noise"] for c in missed} == {1.0}
+    folders = [cell_dir(tmp_path, c["dataset"], c, c["noise"], c["seed"]) for c in checked.grid]
+    assert len(set(folders)) == len(folders)  # no two cells share a folder
+    block = next(b for b in checked.blocks if b.dataset == "synth_ecg_missed")
+    assert block.config.corruption.kind == "class_conditional" and block.config.corruption.fn_rate == 0.769
+    # a block's rows must be rows of the profile
+    bad = {**prof, "datasets": [{**prof["datasets"][2], "rows": ["nope"]}]}
+    problems = plan(bad, [0], {}, need_data=False).problems
+    assert any("rows ['nope'] are not rows of the profile" in p for p in problems), problems
+
+
+def test_paper_profile_checks_expert_labels(tmp_path):
+    from flowmixup.sweep.plan import plan
+    from flowmixup.sweep.profile import load_profile
+
+    prof = load_profile("paper")
+    problems = plan(prof, [0], {"chestxray14": [f"dataset.expert_labels={tmp_path / 'nowhere'}"]}, need_data=False)
+    lines = [p for p in problems.problems if "dataset.expert_labels" in p]
+    assert len(lines) == 1 and "is not a folder with test_labels.csv" in lines[0], problems.problems
