@@ -166,3 +166,66 @@ def test_bad_expert_files_are_one_line(tmp_path, case, expected):
 def test_missing_folder_is_one_line(tmp_path):
     with pytest.raises(DataError, match="expert label folder not found"):
         read_expert_labels(tmp_path / "nowhere")
+
+
+# ---------------------------------------------------------------------------------------------- runs and report
+def test_expert_scores_survive_a_checkpoint():
+    from flowmixup.training.metrics import Scores
+    from flowmixup.training.records import RunState
+
+    s = Scores(0.6, 0.3, np.array([0.5, np.nan]), np.array([0.2, np.nan]), ["B"], ["B"])
+    state = RunState(expert=[s])
+    back = RunState.from_dict(state.to_dict())
+    assert len(back.expert) == 1 and back.expert[0].auc == 0.6
+    np.testing.assert_array_equal(back.expert[0].per_class_auc, s.per_class_auc)
+    assert "expert" not in RunState().to_dict()  # runs without expert labels: the checkpoint as before
+    assert RunState.from_dict(RunState().to_dict()).expert == []
+
+
+def _summary(folder: Path, regularizer: str, seed: int, expert: float | None) -> None:
+    import json
+
+    record = {
+        "status": "ok",
+        "dataset": "chestxray14",
+        "primary_metric": "auc",
+        "regularizer": regularizer,
+        "alpha": None if regularizer == "erm" else 3.0,
+        "keep_original": None if regularizer == "erm" else False,
+        "noise": 0.1,
+        "seed": seed,
+        "best_test_auc": 0.70 + seed / 100,
+        "last_test_auc": 0.69,
+        "test_auc_at_best_val": 0.69,
+    }
+    if expert is not None:
+        record.update(
+            best_test_expert_auc=expert + seed / 100,
+            last_test_expert_auc=expert,
+            test_expert_auc_at_best_val=expert,
+            best_test_expert_macro_f1=0.3,
+            last_test_expert_macro_f1=0.3,
+            test_expert_macro_f1_at_best_val=0.3,
+            expert_min_positives=10,
+        )
+    folder.mkdir(parents=True)
+    (folder / "summary.json").write_text(json.dumps(record))
+
+
+def test_report_has_an_expert_table_only_for_runs_with_expert_metrics(tmp_path):
+    from flowmixup.report.pipeline import ReportOptions, build_report
+
+    for i, (reg, seed) in enumerate([("erm", 0), ("erm", 1), ("flowmixup", 0)]):
+        _summary(tmp_path / "with" / str(i), reg, seed, 0.8)
+    report = build_report(tmp_path / "with", ReportOptions(figures=False))
+    assert {"table_expert.md", "table_expert.csv", "table_expert.tex"} <= set(report.files)
+    assert "## Table expert labels" in report.report_md and "at least 10 expert positives" in report.report_md
+    cells = report.tables["expert"].cells
+    erm = cells[(cells["setting"] == "ERM") & (cells["quantity"] == "expert_auc_best")].iloc[0]
+    assert erm["n_seeds"] == 2 and math.isclose(erm["mean"], 80.5, abs_tol=1e-9) and erm["text"] == "80.5 ± 0.7"
+    nih = cells[(cells["setting"] == "ERM") & (cells["quantity"] == "nih_auc_best")].iloc[0]
+    assert math.isclose(nih["mean"], 70.5, abs_tol=1e-9)
+
+    _summary(tmp_path / "without" / "0", "erm", 0, None)
+    report = build_report(tmp_path / "without", ReportOptions(figures=False))
+    assert "expert" not in report.tables and not any("expert" in name for name in report.files)
