@@ -133,7 +133,7 @@ def test_mini_profile_block_sits_beside_the_uniform_cells(tmp_path):
     checked = plan(prof, [0], {}, need_data=False)
     assert checked.problems == [] or all("no step times" in p for p in checked.problems), checked.problems
     missed = [c for c in checked.grid if c["dataset"] == "synth_ecg_missed"]
-    assert sorted(c["row"] for c in missed) == ["erm", "flowmixup_a3_op_false", "mixup_a1"]
+    assert sorted(c["row"] for c in missed) == ["erm", "flowmixup_a3_op_false", "mixup_a3"]
     assert {c["noise"] for c in missed} == {1.0}
     folders = [cell_dir(tmp_path, c["dataset"], c, c["noise"], c["seed"]) for c in checked.grid]
     assert len(set(folders)) == len(folders)  # no two cells share a folder

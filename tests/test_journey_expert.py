@@ -104,6 +104,12 @@ def test_journey_expert_labels(tmp_path, shared_data):
         assert [r["class"] for r in per_class][:2] == ["Atelectasis", "Cardiomegaly"] and len(per_class) == 14
         positives = {r["class"]: int(r["expert_positive"]) for r in per_class}
         assert positives == s["expert_positives"]
+        assert s["expert_per_class"]["Atelectasis"]["expert_positive"] == 303
+        assert math.isclose(
+            s["expert_per_class"]["Effusion"]["test_expert_auc_last"],
+            float(per_class[2]["test_expert_auc_last"]),
+            rel_tol=1e-9,
+        )
         assert {r["class"] for r in per_class if r["in_mean"] == "True"} == set(in_mean)
         # the mean over the classes in the rule equals the per-class values' mean
         last = [float(r["test_expert_auc_last"]) for r in per_class if r["in_mean"] == "True"]

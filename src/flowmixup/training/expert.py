@@ -11,8 +11,8 @@ Every epoch the model is scored on the dataset's expert-labelled test images aga
 - ``test_expert_auc_all``, ``test_expert_macro_f1_all``: the means over every class with a positive (as
   ``test_auc``);
 - ``summary.json``: ``best_test_<m>``, ``last_test_<m>`` and ``test_<m>_at_best_val`` of each, ``expert_images``,
-  ``expert_images_missing``, ``expert_min_positives``, ``expert_positives`` (per class) and
-  ``expert_classes_in_mean``;
+  ``expert_images_missing``, ``expert_min_positives``, ``expert_positives`` (per class),
+  ``expert_classes_in_mean`` and ``expert_per_class`` (the CSV's values by class);
 - ``expert_per_class.csv``: per class its expert positives, whether it enters the means, and its AUC / F1 at the
   best epoch, the last and the best-validation epoch.
 """
@@ -58,15 +58,29 @@ def expert_row(scores: Scores, expert: ExpertSplit) -> dict[str, float]:
     }
 
 
-def expert_summary(expert: ExpertSplit, names: list[str]) -> dict:
-    """summary.json's facts about the expert evaluation (the metrics come with the extra metrics' keys)."""
-    return {
+def _plain(v):
+    return None if isinstance(v, float) and not math.isfinite(v) else v
+
+
+def expert_summary(
+    expert: ExpertSplit, names: list[str], per_epoch: list[Scores] = (), history=(), best_val_epoch: int = -1
+) -> dict:
+    """summary.json's facts about the expert evaluation (the metrics come with the extra metrics' keys), with
+    ``expert_per_class`` (expert_per_class.csv's values by class) once an epoch is scored."""
+    out = {
         "expert_images": int(len(expert.rows)),
         "expert_images_missing": int(expert.missing),
         "expert_min_positives": MIN_POSITIVES,
         "expert_positives": {n: int(p) for n, p in zip(names, expert.positives)},
         "expert_classes_in_mean": [n for n, keep in zip(names, expert.in_mean) if keep],
     }
+    if per_epoch:
+        rows = expert_per_class_rows(names, expert, list(per_epoch), list(history), best_val_epoch)
+        out["expert_per_class"] = {
+            r["class"]: {k: _plain(float(v)) if k.startswith("test_") else v for k, v in r.items() if k != "class"}
+            for r in rows
+        }
+    return out
 
 
 def _epoch_of(history: list[dict], column: str) -> int:

@@ -73,7 +73,10 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> Summary:
         status, reason = train(cfg, b, state, run_dir)
         extra, facts = list(b.extra_metrics), None
         if b.expert is not None:  # dataset.expert_labels: the expert metrics' best / last / at-best-val values
-            extra, facts = extra + EXPERT_METRICS, expert_summary(b.expert, b.names)
+            extra, facts = (
+                extra + EXPERT_METRICS,
+                expert_summary(b.expert, b.names, state.expert, state.history, state.best_val[1]),
+            )
         summary = summarize(cfg, b.resolved, state, b.labels.corrupted, status, reason, started, extra, facts)
         with on_write_failure(
             kept=f"the training itself is done and kept in {run_dir / CHECKPOINT}",
