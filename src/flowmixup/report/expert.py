@@ -79,55 +79,36 @@ def _min_positives(runs: pd.DataFrame) -> str:
     return "/".join(map(str, values)) or "?"
 
 
-def expert_tables(runs: pd.DataFrame, best_from: str = "best") -> dict[str, ExpertTable]:
-    """``{"expert": table}`` for the used runs (``prepare_runs(...).used``) that have expert metrics, else ``{}``."""
-    if "last_test_expert_auc" not in runs.columns or not len(runs):
-        return {}
-    have = runs[(runs["status"] == "ok") & _column(runs, "last_test_expert_auc").notna()]
-    if have.empty:
-        return {}
-    labels = dict(zip(have["dataset"], have["config.dataset.label"])) if "config.dataset.label" in have.columns else {}
-    records, md, tex = [], [], []
-    for dataset in sorted(have["dataset"].unique()):
-        sub = have[have["dataset"] == dataset]
-        settings = sorted(set(sub["_setting"]), key=Setting.sort_key)
-        noises = sorted(set(sub["_noise"]))
-        heads = [(n, q) for n in noises for q in QUANTITIES]
-        body = []
-        for setting in settings:
-            line = [setting.label]
-            for noise, quantity in heads:
-                cell = sub[(sub["_setting"] == setting) & (sub["_noise"] == noise)]
-                values = _values(cell, quantity, best_from)
-                mean, std, text = _text(values, QUANTITIES[quantity][3])
-                records.append(
-                    {
-                        "table": KEY,
-                        "dataset": dataset,
-                        "setting": setting.label,
-                        "noise": noise,
-                        "quantity": quantity,
-                        "mean": mean,
-                        "std": std,
-                        "ddof": DDOF,
-                        "n_seeds": len(values),
-                        "text": text,
-                    }
-                )
-                line.append(text)
-            body.append(line)
-        columns = ["Regularization"] + [f"{n * 100:g}% {QUANTITIES[q][2]}" for n, q in heads]
-        name = dataset_label(dataset, {k: v for k, v in labels.items() if isinstance(v, str)})
-        md += [f"### {name}", "", markdown_table(pd.DataFrame(body, columns=columns), 1), ""]
-        frame = pd.DataFrame(
-            [[latex_escape(c).replace("±", r"$\pm$").replace("α", r"$\alpha$") for c in row] for row in body],
-            columns=[latex_escape(c) for c in columns],
-        )
-        tex += [
-            f"% {latex_escape(name)}",
-            frame.style.hide(axis="index").to_latex(column_format="l" + "c" * len(heads), hrules=True),
-        ]
-    caption = (
+def _dataset_block(sub: pd.DataFrame, dataset: str, name: str, best_from: str) -> tuple[list[dict], str, str]:
+    """One dataset's cells (tidy records), its Markdown section and its LaTeX tabular."""
+    settings = sorted(set(sub["_setting"]), key=Setting.sort_key)
+    heads = [(n, q) for n in sorted(set(sub["_noise"])) for q in QUANTITIES]
+    records, body = [], []
+    for setting in settings:
+        line = [setting.label]
+        for noise, quantity in heads:
+            cell = sub[(sub["_setting"] == setting) & (sub["_noise"] == noise)]
+            values = _values(cell, quantity, best_from)
+            mean, std, text = _text(values, QUANTITIES[quantity][3])
+            records.append(
+                dict(zip(COLUMNS, (KEY, dataset, setting.label, noise, quantity, mean, std, DDOF, len(values), text)))
+            )
+            line.append(text)
+        body.append(line)
+    columns = ["Regularization"] + [f"{n * 100:g}% {QUANTITIES[q][2]}" for n, q in heads]
+    md = "\n".join([f"### {name}", "", markdown_table(pd.DataFrame(body, columns=columns), 1), ""])
+    frame = pd.DataFrame(
+        [[latex_escape(c).replace("±", r"$\pm$").replace("α", r"$\alpha$") for c in row] for row in body],
+        columns=[latex_escape(c) for c in columns],
+    )
+    tex = f"% {latex_escape(name)}\n" + frame.style.hide(axis="index").to_latex(
+        column_format="l" + "c" * len(heads), hrules=True
+    )
+    return records, md, tex
+
+
+def _caption(have: pd.DataFrame, best_from: str) -> str:
+    return (
         "Test results against radiologists' labels: the ChestX-ray14 test images of Google's expert-label release "
         "(Nabulsi et al., Scientific Reports 2021; the majority of three readers), scored every epoch beside the "
         "test split (dataset.expert_labels). Expert AUC: macro-AUC (%) over the classes with at least "
@@ -137,6 +118,25 @@ def expert_tables(runs: pd.DataFrame, best_from: str = "best") -> dict[str, Expe
         f"Best: {'the best epoch' if best_from == 'best' else 'at the best validation epoch'}; Last: the last epoch. "
         "Mean ± sample std (ddof = 1) over the seeds; — no run."
     )
+
+
+def expert_tables(runs: pd.DataFrame, best_from: str = "best") -> dict[str, ExpertTable]:
+    """``{"expert": table}`` for the used runs (``prepare_runs(...).used``) that have expert metrics, else ``{}``."""
+    if "last_test_expert_auc" not in runs.columns or not len(runs):
+        return {}
+    have = runs[(runs["status"] == "ok") & _column(runs, "last_test_expert_auc").notna()]
+    if have.empty:
+        return {}
+    labels = dict(zip(have["dataset"], have["config.dataset.label"])) if "config.dataset.label" in have.columns else {}
+    labels = {k: v for k, v in labels.items() if isinstance(v, str)}
+    records, md, tex = [], [], []
+    for dataset in sorted(have["dataset"].unique()):
+        name = dataset_label(dataset, labels)
+        cells, section, tabular = _dataset_block(have[have["dataset"] == dataset], dataset, name, best_from)
+        records += cells
+        md.append(section)
+        tex.append(tabular)
+    caption = _caption(have, best_from)
     markdown = "\n".join(["## Table expert labels", "", caption, "", *md])
     latex = "\n".join(
         [
