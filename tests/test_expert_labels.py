@@ -229,3 +229,27 @@ def test_report_has_an_expert_table_only_for_runs_with_expert_metrics(tmp_path):
     _summary(tmp_path / "without" / "0", "erm", 0, None)
     report = build_report(tmp_path / "without", ReportOptions(figures=False))
     assert "expert" not in report.tables and not any("expert" in name for name in report.files)
+
+
+def test_script_on_a_table_without_split_lists_and_a_bad_file(tmp_path):
+    meta = tmp_path / "meta"
+    meta.mkdir()
+    (meta / "Data_Entry_2017_v2020.csv").write_text(
+        "Image Index,Finding Labels,Follow-up #,Patient ID\na.png,Effusion|Mass,0,1\nb.png,No Finding,0,2\n"
+    )
+    values = ["NO"] * len(CLASSES)
+    values[CLASSES.index("Effusion")] = "YES"
+    _write(tmp_path / "expert", [_row("a.png", values), _row("b.png", ["YES"] + ["NO"] * (len(CLASSES) - 1))])
+    script = str(ROOT / "scripts/noise_profile.py")
+    args = [sys.executable, script, "--metadata", str(meta), "--expert", str(tmp_path / "expert")]
+    done = subprocess.run([*args, "--out", str(tmp_path / "out")], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    t = pd.read_csv(tmp_path / "out" / "noise_profile.csv").set_index("class")
+    assert t.loc["Mass", "false_positive"] == 1 and t.loc["Atelectasis", "false_negative"] == 1
+    assert t.loc["Effusion", "fn_rate"] == 0.0 and t.loc["Effusion", "expert_positive"] == 1
+    _write(tmp_path / "expert", [_row("a.png", ["0"] * len(CLASSES)), _row("b.png", ["N/A"] * len(CLASSES))])
+    done = subprocess.run([*args, "--out", str(tmp_path / "out2")], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 1
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and "test_labels.csv, line 3, column 'Atelectasis': value 'N/A'" in last
+    assert not (tmp_path / "out2").exists()
