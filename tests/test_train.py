@@ -164,7 +164,11 @@ def test_noise_corrupts_train_never_test(tiny_config, tmp_path):
         ),
         (["dataset.split=[0.95,0.01,0.04]", "dataset.n_records=20"], DataError, r"the val split is empty"),
         (["trainer.precision=fp8"], ConfigError, r"^trainer.precision: 'fp8' is unknown; allowed: fp32, bf16$"),
-        (["corruption.kind=swap"], ConfigError, r"^corruption.kind: 'swap' is unknown; allowed: resample, flip$"),
+        (
+            ["corruption.kind=swap"],
+            ConfigError,
+            r"^corruption.kind: 'swap' is unknown; allowed: resample, flip, class_conditional$",
+        ),
         (["seed=-5"], ConfigError, r"^seed: got -5; allowed: an integer in \[0, 4294967295\]$"),
         (
             ["dataset.split=[1.0,0.0,0.0]"],

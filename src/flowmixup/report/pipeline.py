@@ -26,6 +26,7 @@ from typing import Any, Sequence
 
 import pandas as pd
 
+from .expert import expert_tables
 from .fig6 import Fig6, Fig6Options, fig6_all
 from .figures import Curves, curve_files, fig6_files, forest_files
 from .memorisation import Memorisation, memorisation
@@ -287,6 +288,7 @@ def build_report(
     frames, metric_of, comps = _cells_and_comparisons(prepared, grid, options)
     counts = _counts(sweep_dir, prepared, grid, metric_of, frames, left_out)
     tables = render_tables(frames, counts["variance_epochs"], options.uncertainty.n_resamples)
+    tables.update(expert_tables(prepared.used, options.best_from))  # dataset.expert_labels' table (report/expert.py)
     labels = {d: label for f in frames.values() for d, label in zip(f["dataset"], f["_label"])}
     memo = memorisation(prepared.ok)
     fig6 = fig6_all(prepared, options.fig6) if options.figures else None

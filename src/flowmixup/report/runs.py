@@ -79,6 +79,7 @@ EXECUTION_ONLY = (
     "output_dir",
     "dataset.label",
     "dataset.report_metrics",
+    "dataset.expert_labels",  # evaluation beside the test split: training is the same with and without it
 )
 # Summary keys that are settings, for older summaries without any config (the others are results).
 SUMMARY_SETTINGS = ("backbone", "mix_points", "corruption_kind", "epochs_planned")

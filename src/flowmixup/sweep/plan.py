@@ -406,5 +406,22 @@ def plan(
     for entry in prof["datasets"]:
         ds = check.dataset(entry)
         if ds is not None:
-            check.plan_dataset(ds, prof["rows"])
+            check.plan_dataset(ds, _entry_rows(prof["rows"], entry, check.out.problems))
     return check.finish()
+
+
+def _entry_rows(rows: list[dict], entry: dict, problems: list[str]) -> list[dict]:
+    """The profile's rows a dataset entry runs: all of them, or those its ``rows: [...]`` names (a block kept small,
+    e.g. the mini profile's class-conditional noise block)."""
+    wanted = entry.get("rows")
+    if wanted is None:
+        return rows
+    known = [r["name"] for r in rows]
+    bad = [w for w in wanted if w not in known] if isinstance(wanted, list) and wanted else [wanted]
+    if bad:
+        problems.append(
+            f"profile: experiment {entry['experiment']}: rows {bad} are not rows of the profile; allowed: a non-empty "
+            f"list of {', '.join(known)}"
+        )
+        return []
+    return [r for r in rows if r["name"] in wanted]

@@ -4,9 +4,11 @@ regularizer, loss, optimiser, scheduler, extra metrics. Every configured object 
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import hydra
@@ -16,9 +18,13 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Sampler
 
 from ..data.base import ArrayDataset, DataError, LabeledArrays, batch_collate
-from ..data.corruption import changed_fraction, corrupt_labels
+from ..data.cache import read_row_data
+from ..data.corruption import changed_fraction, class_rates, corrupt_labels
+from ..data.expert_labels import MIN_POSITIVES, ExpertSplit, expert_split
 from .checks import ConfigError
 from .signals import ignore_sigint_in_worker
+
+log = logging.getLogger("flowmixup")
 
 
 def instantiate(node, **extra):
@@ -127,8 +133,9 @@ class Labels:
 
 def corrupt(cfg: DictConfig, data: LabeledArrays) -> Labels:
     y_clean, idx = np.asarray(data.y, dtype=np.uint8), data.splits
-    y_train = corrupt_labels(y_clean[idx["train"]], cfg.noise, cfg.corruption.kind, seed=cfg.corruption.seed)
-    y_val = corrupt_labels(y_clean[idx["val"]], cfg.noise, cfg.corruption.kind, seed=cfg.corruption.seed + 1)
+    rates = _class_rates(cfg, data.class_names) if cfg.corruption.kind == "class_conditional" else {}
+    y_train = corrupt_labels(y_clean[idx["train"]], cfg.noise, cfg.corruption.kind, seed=cfg.corruption.seed, **rates)
+    y_val = corrupt_labels(y_clean[idx["val"]], cfg.noise, cfg.corruption.kind, seed=cfg.corruption.seed + 1, **rates)
     y_used = y_clean.astype(np.float32)
     y_used[idx["train"]] = y_train
     y_used[idx["val"]] = y_val
@@ -137,6 +144,45 @@ def corrupt(cfg: DictConfig, data: LabeledArrays) -> Labels:
             f"the train split has {len(idx['train'])} samples, fewer than trainer.batch_size={cfg.trainer.batch_size}"
         )
     return Labels(y_clean, y_used, y_train, changed_fraction(y_clean[idx["train"]], y_train))
+
+
+def _class_rates(cfg: DictConfig, class_names: list[str]) -> dict[str, np.ndarray]:
+    """``corruption.kind=class_conditional``'s per-class rates for this dataset's classes (a profile of other
+    classes, or a list of the wrong length, is one line naming the key)."""
+    try:
+        fn, fp = class_rates(OmegaConf.to_container(cfg.corruption, resolve=True), class_names)
+    except ValueError as err:
+        key = str(err).split(":", 1)[0]
+        raise ConfigError(str(err), key=key) from None
+    return {"fn_rate": fn, "fp_rate": fp}
+
+
+def load_expert(cfg: DictConfig, data: LabeledArrays) -> ExpertSplit | None:
+    """``dataset.expert_labels``: the dataset's test images with radiologists' labels, evaluated every epoch beside
+    the test split (:mod:`flowmixup.data.expert_labels`); None when the key is unset (the default)."""
+    folder = OmegaConf.select(cfg, "dataset.expert_labels", default=None)
+    if folder in (None, ""):
+        return None
+    cache = data.info.get("cache")
+    if cache is None:
+        raise ConfigError(
+            f"dataset.expert_labels: dataset={cfg.dataset.name} has no cache of image names; allowed: null, or a "
+            "ChestX-ray14 dataset (dataset=chestxray14)",
+            key="dataset.expert_labels",
+        )
+    names = read_row_data(cache, ["name"])["name"]
+    expert = expert_split(Path(str(folder)).expanduser(), names, data.splits, list(data.class_names))
+    log.info(
+        "expert labels %s: %d test images (%d of the release not in this dataset); classes in the expert means "
+        "(>= %d expert positives): %d of %d",
+        folder,
+        len(expert.rows),
+        expert.missing,
+        MIN_POSITIVES,
+        int(expert.in_mean.sum()),
+        len(expert.in_mean),
+    )
+    return expert
 
 
 class EpochBatches(Sampler):
@@ -159,8 +205,11 @@ class EpochBatches(Sampler):
             yield self.perm[i * self.batch_size : (i + 1) * self.batch_size].tolist()
 
 
-def make_loaders(cfg: DictConfig, data: LabeledArrays, y_used: np.ndarray, device: torch.device):
-    """(the epoch's batch sampler, {train, val, test} loaders)."""
+def make_loaders(
+    cfg: DictConfig, data: LabeledArrays, y_used: np.ndarray, device: torch.device, expert: ExpertSplit | None = None
+):
+    """(the epoch's batch sampler, {train, val, test} loaders; with ``expert`` also an ``expert`` loader: its
+    images against their expert labels, with a generator of its own so the other loaders draw as without it)."""
     idx, workers = data.splits, cfg.trainer.num_workers
     common = dict(
         collate_fn=batch_collate,
@@ -175,6 +224,13 @@ def make_loaders(cfg: DictConfig, data: LabeledArrays, y_used: np.ndarray, devic
     for split in ("val", "test"):
         loaders[split] = DataLoader(
             ArrayDataset(data.x, y_used, idx[split]), batch_size=cfg.trainer.eval_batch_size, **common
+        )
+    if expert is not None:
+        y_expert = np.zeros_like(y_used)
+        y_expert[expert.rows] = expert.y
+        own = {**common, "generator": torch.Generator().manual_seed(cfg.seed + 4)}
+        loaders["expert"] = DataLoader(
+            ArrayDataset(data.x, y_expert, expert.rows), batch_size=cfg.trainer.eval_batch_size, **own
         )
     return batches, loaders
 
@@ -327,6 +383,7 @@ class Built:
     loaders: dict
     extra_metrics: dict
     resolved: dict  # the resolved config, with the mix points actually used
+    expert: ExpertSplit | None = None  # dataset.expert_labels' images (None: not asked)
 
     @property
     def names(self) -> list[str]:
@@ -363,7 +420,8 @@ def build(cfg: DictConfig) -> Built:
     if mix_points is not None:
         resolved["regularizer"]["mix_points"] = list(mix_points)
     generators = {"regularizer": reg_gen, "batches": torch.Generator().manual_seed(cfg.seed + 2)}
-    batches, loaders = make_loaders(cfg, data, labels.used, device)
+    expert = load_expert(cfg, data)
+    batches, loaders = make_loaders(cfg, data, labels.used, device, expert)
     return Built(
         device,
         data,
@@ -379,4 +437,5 @@ def build(cfg: DictConfig) -> Built:
         loaders,
         build_extra_metrics(cfg),
         resolved,
+        expert,
     )

@@ -15,7 +15,8 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 PRECISIONS = ("fp32", "bf16")
 DEVICES = ("auto", "cpu", "cuda")
-CORRUPTION_KINDS = ("resample", "flip")  # flowmixup.data.corruption.KINDS (kept import-free here)
+CORRUPTION_KINDS = ("resample", "flip", "class_conditional")  # flowmixup.data.corruption.KINDS (kept import-free here)
+NOISE_PROFILES = ("chestxray14",)  # flowmixup.data.corruption.PACKAGED_PROFILES
 ON_BAD_RECORD = ("error", "skip")
 SEED_MAX = 2**32 - 1  # numpy's seeds
 
@@ -160,6 +161,53 @@ def _check_regularizer_and_labels(c: "_Checker") -> None:
     c.one_of("corruption.kind", CORRUPTION_KINDS)
     c.seed("seed")
     c.seed("corruption.seed")
+    _check_class_conditional(c)
+
+
+def _check_class_conditional(c: "_Checker") -> None:
+    """corruption.fn_rate / fp_rate / profile: set only with kind=class_conditional, which needs one of them (the
+    number of classes and the profile's classes are checked against the data when it is loaded)."""
+    rates, profile = ("corruption.fn_rate", "corruption.fp_rate"), c.get("corruption.profile")
+    given = [k for k in (*rates, "corruption.profile") if c.get(k) not in (None, "")]
+    if c.get("corruption.kind") != "class_conditional":
+        if given:
+            c.need(
+                False,
+                given[0],
+                f"is set but corruption.kind={c.get('corruption.kind')}",
+                "null, or corruption.kind=class_conditional",
+            )
+        return
+    c.need(
+        bool(given),
+        "corruption.kind",
+        "class_conditional without rates",
+        "corruption.fn_rate / corruption.fp_rate (a probability or a list by class) or corruption.profile=<csv>",
+    )
+    if profile not in (None, ""):
+        c.need(
+            str(profile) in NOISE_PROFILES or Path(str(profile)).expanduser().is_file(),
+            "corruption.profile",
+            f"{profile} is not a file",
+            f"a noise_profile.csv (scripts/noise_profile.py) or a packaged profile: {', '.join(NOISE_PROFILES)}",
+        )
+    for key in rates:
+        v = c.get(key)
+        if v in (None, ""):
+            continue
+        c.need(
+            not (profile not in (None, "")),
+            key,
+            "given together with corruption.profile",
+            "either corruption.profile or the rates, not both",
+        )
+        values = list(v) if isinstance(v, ListConfig) else [v]
+        c.need(
+            bool(values) and all(_is_num(x) and 0 <= x <= 1 for x in values),
+            key,
+            f"got {OmegaConf.to_container(v) if isinstance(v, ListConfig) else v!r}",
+            "a probability in [0, 1] (every class) or a list of them (one per class)",
+        )
 
 
 def _check_trainer(c: "_Checker", cfg: DictConfig, local: bool) -> None:
@@ -223,6 +271,14 @@ def _check_dataset(c: "_Checker", cfg: DictConfig, local: bool) -> None:
     c.int_at_least(d + "prepare_workers", 0, optional=True)
     c.one_of(d + "on_bad_record", ON_BAD_RECORD)
     c.boolean(d + "prepare_if_missing")
+    expert = c.get(d + "expert_labels")
+    if local and expert not in (None, ""):
+        c.need(
+            (Path(str(expert)).expanduser() / "test_labels.csv").is_file(),
+            d + "expert_labels",
+            f"{expert} is not a folder with test_labels.csv",
+            "null, or the folder of the ChestX-ray14 expert-label release (docs/real-label-noise.md)",
+        )
     root = c.get(d + "root")
     if local and root not in (None, "") and c.has(d + "root"):
         c.need(

@@ -83,6 +83,7 @@ class RunState:
     last_probs: np.ndarray | None = None
     y_test: np.ndarray | None = None
     speed: Speed = field(default_factory=Speed)  # this process's throughput (not part of the checkpoint)
+    expert: list[Scores] = field(default_factory=list)  # expert-label scores of each epoch (dataset.expert_labels)
 
     def record(self, row: dict, test: Scores, probs: np.ndarray) -> None:
         """One evaluated epoch: its metrics.csv row, its test scores and probabilities; the best values so far."""
@@ -100,7 +101,9 @@ class RunState:
 
     def to_dict(self) -> dict:
         """Tensors and primitives only (a checkpoint loaded with ``weights_only=True``)."""
+        expert = {"expert": [_scores_dict(s) for s in self.expert]} if self.expert else {}
         return {
+            **expert,
             "epoch": self.epoch,
             "step": self.step,
             "loss_sum": self.loss_sum,
@@ -123,7 +126,12 @@ class RunState:
             Scores(**{**s, "per_class_auc": _array(s["per_class_auc"]), "per_class_f1": _array(s["per_class_f1"])})
             for s in d["per_epoch"]
         ]
+        expert = [
+            Scores(**{**s, "per_class_auc": _array(s["per_class_auc"]), "per_class_f1": _array(s["per_class_f1"])})
+            for s in d.get("expert", [])
+        ]
         return cls(
+            expert=expert,
             epoch=d["epoch"],
             step=d["step"],
             loss_sum=d["loss_sum"],
@@ -136,6 +144,10 @@ class RunState:
             last_probs=_array(d["last_probs"]),
             y_test=_array(d["y_test"]),
         )
+
+
+def _scores_dict(s: Scores) -> dict:
+    return {**vars(s), "per_class_auc": _tensor(s.per_class_auc), "per_class_f1": _tensor(s.per_class_f1)}
 
 
 def write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
@@ -222,7 +234,9 @@ def per_class_rows(names, y_train, y_test, per_epoch: list[Scores], best_val_epo
 class Summary(TypedDict, total=False):
     """The keys of ``summary.json`` (README, "Run outputs"). NaN is written as null. With extra metrics
     (``dataset.extra_metrics``), each ``<name>`` adds ``best_test_<name>``, ``last_test_<name>`` and
-    ``test_<name>_at_best_val``."""
+    ``test_<name>_at_best_val``; with expert labels (``dataset.expert_labels``) the same for ``expert_auc``,
+    ``expert_macro_f1`` and their ``_all`` variants, and the facts of
+    :func:`flowmixup.training.expert.expert_summary`."""
 
     status: str  # ok | failed
     dataset: str
@@ -305,6 +319,7 @@ def summarize(
     reason: str | None,
     started: float,
     extra: list[str] = (),
+    facts: dict | None = None,
 ) -> Summary:
     history, reg, nan = state.history, resolved["regularizer"], float("nan")
     test_auc = [r["test_auc"] for r in history]
@@ -345,6 +360,7 @@ def summarize(
         "speed": state.speed.as_dict(),
         **_extra_summary(history, at, list(extra)),
         "bootstrap": bootstrap_intervals(state, cfg.dataset.primary_metric, float(cfg.metrics.threshold)),
+        **(facts or {}),  # e.g. the expert evaluation's images and classes (training.expert)
     }
     if reason:
         summary["reason"] = reason

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from ..data.expert_labels import MIN_POSITIVES
 from ..io import on_write_failure, write_json, write_text
 from .build import Built, build
 from .checkpoint import (
@@ -29,6 +30,7 @@ from .checkpoint import (
     save_rotating,
 )
 from .checks import ConfigError, check_config, check_writable
+from .expert import EXPERT_COLUMNS, EXPERT_METRICS, expert_row, expert_summary, write_expert_per_class
 from .loggers import make_logger
 from .loop import NonFiniteLoss, evaluate, extra_scores, train_epoch
 from .metrics import score
@@ -69,7 +71,13 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> Summary:
             b.device,
         )
         status, reason = train(cfg, b, state, run_dir)
-        summary = summarize(cfg, b.resolved, state, b.labels.corrupted, status, reason, started, list(b.extra_metrics))
+        extra, facts = list(b.extra_metrics), None
+        if b.expert is not None:  # dataset.expert_labels: the expert metrics' best / last / at-best-val values
+            extra, facts = (
+                extra + EXPERT_METRICS,
+                expert_summary(b.expert, b.names, state.expert, state.history, state.best_val[1]),
+            )
+        summary = summarize(cfg, b.resolved, state, b.labels.corrupted, status, reason, started, extra, facts)
         with on_write_failure(
             kept=f"the training itself is done and kept in {run_dir / CHECKPOINT}",
             todo="free some space and run the same command again: it resumes from that "
@@ -84,6 +92,8 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> Summary:
                     b.labels.clean[b.data.splits["train"]],
                     b.labels.train,
                 )
+                if b.expert is not None and state.expert:
+                    write_expert_per_class(run_dir, b.names, b.expert, state.expert, state.history, state.best_val[1])
             write_json(run_dir / "summary.json", summary)
         return summary
 
@@ -136,7 +146,7 @@ def resume(cfg: DictConfig, b: Built, run_dir: Path) -> RunState:
 def train(cfg: DictConfig, b: Built, state: RunState, run_dir: Path) -> tuple[str, str | None]:
     """The epoch loop: ("ok", None), or ("failed", why) on a non-finite loss. A signal saves and exits 128 + signal."""
     logger = make_logger(cfg, run_dir, b.resolved)
-    columns = metric_columns(list(b.extra_metrics))
+    columns = metric_columns(list(b.extra_metrics)) + (EXPERT_COLUMNS if b.expert is not None else [])
     save = lambda: save_rotating(checkpoint(b, state), run_dir)  # noqa: E731
     try:
         with SignalWatch() as watch:
@@ -198,6 +208,11 @@ def run_epoch(cfg: DictConfig, b: Built, state: RunState, watch: SignalWatch, sa
     }
     for split, (y, p) in (("val", (yv, pv)), ("test", (state.y_test, probs))):
         row.update({f"{split}_{name}": v for name, v in extra_scores(b, y, p).items()})
+    if b.expert is not None:  # dataset.expert_labels: the expert-labelled test images against their expert labels
+        _, ye, pe = evaluate(b, "expert", cfg)
+        es = score(ye, pe, b.names, cfg.metrics.threshold)
+        row.update(expert_row(es, b.expert))
+        state.expert.append(es)
     state.record(row, ts, probs)
     log.info(
         "epoch %d/%d  train_loss %.4f  val_loss %.4f  test_auc %.4f  test_macro_f1 %.4f  lr %.1e (%.1fs)",
@@ -210,4 +225,17 @@ def run_epoch(cfg: DictConfig, b: Built, state: RunState, watch: SignalWatch, sa
         lr,
         time.time() - t0,
     )
+    if b.expert is not None:
+        log.info(
+            "epoch %d/%d  test_expert_auc %.4f  test_expert_macro_f1 %.4f (%d classes with >= %d expert positives; "
+            "all classes: %.4f, %.4f)",
+            epoch,
+            cfg.trainer.epochs,
+            row["test_expert_auc"],
+            row["test_expert_macro_f1"],
+            int(b.expert.in_mean.sum()),
+            MIN_POSITIVES,
+            row["test_expert_auc_all"],
+            row["test_expert_macro_f1_all"],
+        )
     return row
