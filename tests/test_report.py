@@ -1185,3 +1185,22 @@ def test_report_modules_have_short_functions_and_lines():
         assert not long, (path.name, long)
         wide = [i for i, line in enumerate(text.splitlines(), 1) if len(line) > 120]
         assert not wide, (path.name, wide)
+
+
+def test_seeds_whose_corruption_seed_follows_them_share_one_row(tmp_path):
+    """corruption.seed is ${seed} by default: three seeds are one row of three, not three rows of one; a run that
+    sets it to something else than its seed is a setting of its own (its own row, labelled)."""
+
+    def with_config(run: Path, corruption_seed: int) -> None:
+        summary = json.loads((run / "summary.json").read_text())
+        summary["config"] = {"seed": summary["seed"], "corruption": {"kind": "resample", "seed": corruption_seed}}
+        (run / "summary.json").write_text(json.dumps(summary))
+
+    for seed in range(3):
+        with_config(write_run(tmp_path, "ecg12", "erm", noise=0.4, seed=seed, best=0.5 + 0.01 * seed), seed)
+    report = make_report(tmp_path)
+    erm = cell(report, "II", "ecg12", ERM, 0.4, "best")
+    assert erm["n_seeds"] == 3 and erm["mean"] == pytest.approx(0.51)
+    with_config(write_run(tmp_path, "ecg12", "erm", noise=0.4, seed=0, best=0.6, subdir="other/erm_seed0"), 5)
+    labels = set(make_report(tmp_path).tidy["II"]["setting"])
+    assert {"ERM [corruption.seed=${seed}]", "ERM [corruption.seed=5]"} <= labels

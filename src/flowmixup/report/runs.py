@@ -81,6 +81,9 @@ EXECUTION_ONLY = (
     "dataset.report_metrics",
     "dataset.expert_labels",  # evaluation beside the test split: training is the same with and without it
 )
+# Settings that follow the run's seed by default (conf/config.yaml: ``corruption.seed: ${seed}``): part of the
+# replicate, not of the row. They split a row only where a run sets them to something other than its own seed.
+SEED_FOLLOWERS = ("corruption.seed",)
 # Summary keys that are settings, for older summaries without any config (the others are results).
 SUMMARY_SETTINGS = ("backbone", "mix_points", "corruption_kind", "epochs_planned")
 
@@ -491,6 +494,10 @@ def _split_rows(used: pd.DataFrame) -> pd.DataFrame:
         and not any(fnmatch.fnmatchcase(c[len("config.") :], p) for p in EXECUTION_ONLY + ("noise", "dataset.name"))
     ]
     values = used[columns].map(hashable)
+    for key in SEED_FOLLOWERS:  # the seed's own value is the replicate: the same "setting" for every seed
+        if f"config.{key}" in values:
+            column = values[f"config.{key}"].astype(object)
+            values[f"config.{key}"] = column.where(~column.eq(used["_seed"].astype(object)), "${seed}")
     varies = values.groupby([used["dataset"], used["_setting"], used["_noise"]], sort=False).nunique(dropna=False).gt(1)
     if not varies.any(axis=None):
         return used
