@@ -80,7 +80,10 @@ def train_epoch(b: Built, state: RunState, cfg: DictConfig, watch: SignalWatch, 
         speed.data_wait_s += time.perf_counter() - asked  # the loader kept up if this stays near zero
         x = to_input(x, b.device, cfg.trainer.channels_last)
         y = y.to(b.device, non_blocking=True)
-        losses.add(train_step(b.reg, b.criterion, b.optimizer, x, y, cfg.trainer.precision == "bf16"))
+        if b.graph_step is not None:  # trainer.cuda_graph: the captured step, replayed
+            losses.add(b.graph_step(x, y))
+        else:
+            losses.add(train_step(b.reg, b.criterion, b.optimizer, x, y, cfg.trainer.precision == "bf16"))
         state.step += 1
         speed.steps, speed.samples = speed.steps + 1, speed.samples + len(y)
         faults.after_step(epoch, state.step)
