@@ -273,3 +273,32 @@ def test_without_a_measurement_of_ones_own_the_shipped_h100_file_prices_the_plan
     text, est, _ = plan_profile(str(profile), [0], 1, project_root=root)
     assert not est.timings.reference and "shipped reference" not in text
     assert est.timings.path == root / "outputs" / "bench" / "bench.json"
+
+
+def test_a_cuda_graph_row_prices_only_a_run_with_trainer_cuda_graph(tmp_path):
+    from flowmixup.sweep.planner import load_timings
+
+    def row(ms, graph):
+        return {"backbone_name": "resnet1d", "regularizer": "erm", "precision": "fp32", "compile": False}, {
+            "cuda_graph": graph,
+            "batch": 32,
+            "step_ms": ms,
+            "ok": True,
+        }
+
+    steps = [{**a, **b} for a, b in (row(4.0, True), row(12.0, False))]  # the graphed row first: never taken by default
+    timings = tmp_path / "gpu_check.json"
+    timings.write_text(json.dumps({"device": {"name": "Test GPU", "device": "cuda"}, "steps": steps}))
+    loaded = load_timings(timings)
+
+    def cfg(graph=None):
+        trainer = {"precision": "fp32", "compile": False, **({"cuda_graph": graph} if graph is not None else {})}
+        return OmegaConf.create({"backbone": {"name": "resnet1d"}, "regularizer": {"name": "erm"}, "trainer": trainer})
+
+    assert pick_timing(loaded, cfg())[0]["step_s"] == pytest.approx(0.012)
+    assert pick_timing(loaded, cfg(False))[0]["step_s"] == pytest.approx(0.012)
+    assert pick_timing(loaded, cfg(True))[0]["step_s"] == pytest.approx(0.004)
+    only_eager = load_timings(timings)
+    only_eager.rows = [r for r in only_eager.rows if not r["cuda_graph"]]
+    found, note = pick_timing(only_eager, cfg(True))
+    assert found["step_s"] == pytest.approx(0.012) and "no cuda_graph=True row: cuda_graph=False's" in note

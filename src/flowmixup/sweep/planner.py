@@ -136,6 +136,7 @@ def _step_row(r: dict, i: int) -> dict:
         "regularizer": str(r["regularizer"]),
         "precision": str(r.get("precision", "fp32")),
         "compile": bool(r.get("compile", False)),
+        "cuda_graph": bool(r.get("cuda_graph", False)),
         "batch": int(r["batch"]),
         "step_s": float(r["step_ms"]) / 1000.0,
         "where": f"steps[{i}]",
@@ -224,7 +225,12 @@ def pick_timing(timings: Timings, cfg: Any) -> tuple[dict | None, str]:
     if not exact:
         note = (note + "; " if note else "") + f"no compile={compiled} row: compile={not compiled}'s"
         exact = same
-    return exact[0], note
+    graph = bool(OmegaConf.select(cfg, "trainer.cuda_graph", default=False))  # a graphed row only for a graphed run
+    graphed = [r for r in exact if r.get("cuda_graph", False) == graph]
+    if not graphed:
+        note = (note + "; " if note else "") + f"no cuda_graph={graph} row: cuda_graph={not graph}'s"
+        graphed = exact
+    return graphed[0], note
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -307,7 +313,8 @@ def _timing_text(row: dict, batch: int, how: str) -> str:
     return (
         f"{row['where']}: {row['backbone']}{' on ' + row['input'] if row.get('input') else ''} "
         f"{row['regularizer']} {row['precision']}"
-        f"{' compiled' if row['compile'] else ''} batch {row['batch']}: {row['step_s'] * 1000:.1f} ms/step"
+        f"{' compiled' if row['compile'] else ''}{' cuda-graph' if row.get('cuda_graph') else ''} batch "
+        f"{row['batch']}: {row['step_s'] * 1000:.1f} ms/step"
         + (f", scaled to batch {batch}" if batch != row["batch"] else "")
         + (f" ({how})" if how else "")
     )
