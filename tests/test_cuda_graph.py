@@ -118,3 +118,46 @@ def test_the_captured_step_gives_the_eager_loss_curve(tiny_config, tmp_path, reg
     a, b = (pd.read_csv(tmp_path / d / "metrics.csv") for d in ("eager", "graph"))
     cols = ["train_loss", "val_loss", "val_auc", "test_auc"]
     pd.testing.assert_frame_equal(b[cols], a[cols], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("resumed", [False, True])
+def test_the_capture_warm_up_trains_nothing(resumed):
+    """What GraphStep does around a capture, on CPU: warm-up steps, then the model's and Adam's state put back in
+    place (state created by the warm-up zeroed: Adam's initial state), so the next step is the eager one."""
+    from flowmixup import FlowMixup
+    from flowmixup.training.graph import _restore, _snapshot
+    from flowmixup.training.loop import train_step
+
+    def setup():
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(
+            torch.nn.Linear(4, 8), torch.nn.BatchNorm1d(8), torch.nn.Tanh(), torch.nn.Linear(8, 3)
+        )
+        reg = FlowMixup(model, ["1", "3"], generator=torch.Generator().manual_seed(0))
+        return model, reg, torch.optim.Adam(model.parameters(), lr=1e-2, fused=True)
+
+    x, y = torch.randn(8, 4), (torch.rand(8, 3) < 0.3).float()
+    crit = torch.nn.BCEWithLogitsLoss()
+    results = []
+    for warm in (False, True):
+        model, reg, opt = setup()
+        if resumed:  # a run resumed from a checkpoint: Adam has state before the capture
+            train_step(reg, crit, opt, x, y)
+        reg.use_static_buffers(8, torch.device("cpu"))
+        reg.fill_static()
+        if warm:
+            saved = _snapshot(model, opt)
+            for _ in range(3):
+                reg.static.used = 0
+                train_step(reg, crit, opt, x, y)
+            _restore(model, opt, saved)
+        reg.static.used = 0
+        loss = train_step(reg, crit, opt, x, y)
+        results.append((loss, {k: v.clone() for k, v in model.state_dict().items()}, opt.state_dict()["state"]))
+    (loss_a, model_a, opt_a), (loss_b, model_b, opt_b) = results
+    torch.testing.assert_close(loss_b, loss_a, rtol=0, atol=0)
+    for k in model_a:
+        torch.testing.assert_close(model_b[k], model_a[k], rtol=0, atol=0)
+    for i in opt_a:
+        for k in opt_a[i]:
+            torch.testing.assert_close(opt_b[i][k], opt_a[i][k], rtol=0, atol=0)

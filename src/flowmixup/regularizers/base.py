@@ -142,8 +142,9 @@ class Regularizer:
 
     def fill_static(self) -> None:
         """Draw one step's values from ``self.generator``, in the eager path's order (the point, then lam and perm of
-        each draw), and copy them into the static buffers (pageable host memory: the copy has consumed the host values
-        when it returns, so the next fill cannot race it; no device synchronisation)."""
+        each draw), and copy them into the static buffers. On CUDA through freshly pinned host tensors, copied without
+        blocking: PyTorch's pinned-memory cache does not hand a block out again before its copy has completed, so the
+        next fill cannot race this one, and the host never waits for the device."""
         s = self.static
         s.point = self.sample_point()
         n = s.lam.shape[0]
@@ -151,7 +152,10 @@ class Regularizer:
         for i in range(n):
             lams.append(self.sample_lam(self.alpha))
             perms[i] = torch.randperm(s.batch, generator=self.generator)
-        s.lam.copy_(torch.tensor(lams, dtype=torch.float32), non_blocking=True)  # as the eager mix rounds it
+        host_lams = torch.tensor(lams, dtype=torch.float32)  # float32: as the eager mix rounds a float lam
+        if s.lam.is_cuda:
+            host_lams, perms = host_lams.pin_memory(), perms.pin_memory()
+        s.lam.copy_(host_lams, non_blocking=True)
         s.perm.copy_(perms, non_blocking=True)
         s.drawn = list(zip(lams, perms))
         s.used = 0

@@ -87,7 +87,7 @@ class GraphStep:
         from .loop import train_step
 
         self.reg.static.used = 0
-        return train_step(self.reg, self.criterion, self.optimizer, self.x, self.y, self.bf16)
+        return train_step(self.reg, self.criterion, self.optimizer, self.x, self.y, self.bf16, autocast_cache=False)
 
     def _capture(self) -> tuple[torch.cuda.CUDAGraph, torch.Tensor]:
         """Warm up on a side stream, restore the state, capture one step (nothing runs during capture)."""

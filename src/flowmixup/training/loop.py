@@ -21,11 +21,18 @@ class NonFiniteLoss(RuntimeError):
 
 
 def train_step(
-    reg, criterion, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, bf16: bool = False
+    reg,
+    criterion,
+    optimizer: torch.optim.Optimizer,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    bf16: bool = False,
+    autocast_cache: bool | None = None,
 ) -> torch.Tensor:
     """One optimisation step on a batch already on its device: the regularizer's forward (under bf16 autocast if
-    asked), the criterion over every returned row, backward, optimiser step. Returns the loss (not synchronised)."""
-    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
+    asked; ``autocast_cache=False`` when a CUDA graph captures it, as PyTorch requires), the criterion over every
+    returned row, backward, optimiser step. Returns the loss (not synchronised)."""
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16, cache_enabled=autocast_cache):
         logits, targets = reg(x, y)
     loss = criterion(logits.float(), targets)
     optimizer.zero_grad(set_to_none=True)
