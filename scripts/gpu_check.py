@@ -146,7 +146,9 @@ def section_steps(args, device, report: Report) -> list[dict]:
     precisions = ["fp32", "bf16"] if device.type == "cuda" or args.quick else ["fp32"]
     graphed = args.graph and device.type == "cuda"
     for backbone in perf.backbones("paper", args.quick):
-        todo = perf.variants(precisions, args.compile and (backbone.compile or args.compile_all), graphed)
+        todo = perf.variants(
+            precisions, args.compile and (backbone.compile or args.compile_all), graphed and backbone.graph
+        )
         timed = perf.measure(
             backbone,
             todo,
@@ -399,7 +401,9 @@ def parse(argv):
     p.add_argument("--steps", type=int, default=None, help="timed steps per configuration (default 10; 3 quick)")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--no-compile", dest="compile", action="store_false", help="skip the trainer.compile rows")
-    p.add_argument("--no-graph", dest="graph", action="store_false", help="skip the trainer.cuda_graph rows (CUDA)")
+    p.add_argument(
+        "--no-graph", dest="graph", action="store_false", help="skip the trainer.cuda_graph rows (CUDA, ECG)"
+    )
     profiled = "for busy_share, and on CUDA one under torch.cuda.set_sync_debug_mode('warn') for syncs_in_step"
     p.add_argument(
         "--profile-steps", type=int, help=f"steps profiled per configuration {profiled} (3; 2 quick; 0 none)"

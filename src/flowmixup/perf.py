@@ -103,6 +103,8 @@ class Backbone:
     classes: int
     full_size: bool = False  # the paper's size: skipped by bench --quick, fewer rounds
     compile: bool = True  # also time trainer.compile (False: minutes to compile, e.g. DenseNet-121)
+    graph: bool = True  # also time trainer.cuda_graph on CUDA (False: a large step, not host-bound; a graph per
+    # variant keeps its activations' memory, which ten DenseNet-121 variants at 1024 px would pile up)
 
 
 PRESETS = {
@@ -121,6 +123,7 @@ PRESETS = {
             14,
             full_size=True,
             compile=False,
+            graph=False,
         ),
         Backbone("resnet34_1d, 8x5000", ("experiment=paper_ecg12",), (8, 5000), 12, full_size=True),
     ),
