@@ -22,6 +22,7 @@ from __future__ import annotations
 import torch
 
 from .checks import ConfigError
+from .step import train_step
 
 WARMUP_STEPS = 3
 
@@ -84,8 +85,6 @@ class GraphStep:
         self.graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
 
     def _eager(self) -> torch.Tensor:
-        from .loop import train_step
-
         self.reg.static.used = 0
         return train_step(self.reg, self.criterion, self.optimizer, self.x, self.y, self.bf16, autocast_cache=False)
 

@@ -1,4 +1,4 @@
-"""One optimisation step, one training epoch, one evaluation."""
+"""One training epoch (its step: :func:`.step.train_step`, re-exported here), one evaluation."""
 
 from __future__ import annotations
 
@@ -14,31 +14,11 @@ from ..progress import progress
 from .build import Built, to_input
 from .records import RunState
 from .signals import SignalWatch, StopRequested
+from .step import train_step
 
 
 class NonFiniteLoss(RuntimeError):
     pass
-
-
-def train_step(
-    reg,
-    criterion,
-    optimizer: torch.optim.Optimizer,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    bf16: bool = False,
-    autocast_cache: bool | None = None,
-) -> torch.Tensor:
-    """One optimisation step on a batch already on its device: the regularizer's forward (under bf16 autocast if
-    asked; ``autocast_cache=False`` when a CUDA graph captures it, as PyTorch requires), the criterion over every
-    returned row, backward, optimiser step. Returns the loss (not synchronised)."""
-    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16, cache_enabled=autocast_cache):
-        logits, targets = reg(x, y)
-    loss = criterion(logits.float(), targets)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
-    return loss.detach()
 
 
 class _LossWatch:
