@@ -90,6 +90,7 @@ STEP_FIELDS = (
     "precision",
     "compile",
     "cuda_graph",
+    "channels_last",
     "batch",
     "warmup_s",
     "timed_steps",
@@ -119,7 +120,7 @@ def with_vs_erm(measured: list[dict]) -> list[dict]:
         rows.append({k: r[k] for k in STEP_FIELDS if r.get(k) is not None or k in ("backbone_name", "ok")})
 
     def same(r):
-        return r["precision"], r["compile"], r.get("cuda_graph", False)
+        return r["precision"], r["compile"], r.get("cuda_graph", False), r.get("channels_last", True)
 
     base = {same(r): r["step_ms"] for r in rows if r["ok"] and r["regularizer"] == "erm"}
     for r in rows:
@@ -146,8 +147,9 @@ def section_steps(args, device, report: Report) -> list[dict]:
     precisions = ["fp32", "bf16"] if device.type == "cuda" or args.quick else ["fp32"]
     graphed = args.graph and device.type == "cuda"
     for backbone in perf.backbones("paper", args.quick):
+        compiled = args.compile and (backbone.compile or args.compile_all)
         todo = perf.variants(
-            precisions, args.compile and (backbone.compile or args.compile_all), graphed and backbone.graph
+            precisions, compiled, graphed and backbone.graph, args.layouts and len(backbone.input) == 3
         )
         timed = perf.measure(
             backbone,
@@ -386,23 +388,17 @@ def section_deterministic(args, device, work: Path, env: dict, report: Report) -
 SECTIONS = ("peak", "steps", "loader", "shared", "deterministic")
 
 
-def parse(argv):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--device", default="cuda", help="cuda, cuda:N or cpu (default cuda)")
-    p.add_argument("--quick", action="store_true", help="toy sizes: the code paths in seconds, e.g. on a CPU")
-    p.add_argument("--out", default=str(ROOT / "outputs" / "gpu_check" / "gpu_check.json"))
-    p.add_argument(
-        "--sections",
-        default=",".join(SECTIONS),
-        help=f"comma-separated subset of {','.join(SECTIONS)} (run in that order: peak before steps, so that the "
-        "steps have their fraction of peak)",
-    )
+def step_options(p: argparse.ArgumentParser) -> None:
+    """The steps section's options."""
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--steps", type=int, default=None, help="timed steps per configuration (default 10; 3 quick)")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--no-compile", dest="compile", action="store_false", help="skip the trainer.compile rows")
     p.add_argument(
         "--no-graph", dest="graph", action="store_false", help="skip the trainer.cuda_graph rows (CUDA, ECG)"
+    )
+    p.add_argument(
+        "--layouts", action="store_true", help="image models: ERM also in NCHW (trainer.channels_last=false)"
     )
     profiled = "for busy_share, and on CUDA one under torch.cuda.set_sync_debug_mode('warn') for syncs_in_step"
     p.add_argument(
@@ -418,6 +414,20 @@ def parse(argv):
         default=None,
         help="torch.compile backend (default inductor; eager under --quick: the code path, not the codegen)",
     )
+
+
+def parse(argv):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--device", default="cuda", help="cuda, cuda:N or cpu (default cuda)")
+    p.add_argument("--quick", action="store_true", help="toy sizes: the code paths in seconds, e.g. on a CPU")
+    p.add_argument("--out", default=str(ROOT / "outputs" / "gpu_check" / "gpu_check.json"))
+    p.add_argument(
+        "--sections",
+        default=",".join(SECTIONS),
+        help=f"comma-separated subset of {','.join(SECTIONS)} (run in that order: peak before steps, so that the "
+        "steps have their fraction of peak)",
+    )
+    step_options(p)
     p.add_argument("--epochs", type=int, default=None, help="epochs of the short runs (default 2; 1 quick)")
     p.add_argument("--loader-precision", default="fp32", help="trainer.precision of the loader check (default fp32)")
     p.add_argument("--xray-images", type=int, default=3000, help="generated 1024-px images for the loader check")
@@ -512,6 +522,7 @@ def print_tables(d: dict) -> None:
                     ("precision", "precision", ""),
                     ("compile", "compile", ""),
                     ("cuda_graph", "graph", ""),
+                    ("channels_last", "NHWC", ""),
                     ("step_ms", "step ms", ".1f"),
                     ("vs_erm", "vs ERM", ".2f"),
                     ("samples_per_s", "samples/s", ".0f"),

@@ -82,7 +82,7 @@ def test_gpu_check_peak_and_steps_have_the_ceiling_fraction_and_busy_fields(tmp_
     out = tmp_path / "gpu_check.json"
     proc = subprocess.run(
         [sys.executable, "scripts/gpu_check.py", "--device", "cpu", "--quick", "--sections", "steps,peak"]
-        + ["--out", str(out)],
+        + ["--layouts", "--out", str(out)],
         cwd=PROJECT_ROOT,
         capture_output=True,
         text=True,
@@ -102,3 +102,7 @@ def test_gpu_check_peak_and_steps_have_the_ceiling_fraction_and_busy_fields(tmp_
         assert r["fraction_of_peak"] == pytest.approx(r["achieved_tflop_per_s"] / r["peak_tflop_per_s"])
         assert 0 < r["busy_share"] <= 1.5 and r["busy_source"].startswith("cpu stand-in")
     assert "Device ceiling: matmul peak TFLOP/s fp32" in proc.stdout and "busy = cpu stand-in" in proc.stdout
+    # --layouts: the image model's ERM also in NCHW, at each precision (the {fp32, bf16} x {NCHW, NHWC} grid)
+    nchw = [(r["backbone_name"], r["regularizer"], r["precision"]) for r in d["steps"] if not r["channels_last"]]
+    assert nchw == [("densenet_small", "erm", "fp32"), ("densenet_small", "erm", "bf16")]
+    assert all(r["vs_erm"] == pytest.approx(1.0) for r in d["steps"] if not r["channels_last"])

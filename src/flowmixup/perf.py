@@ -160,10 +160,12 @@ class Variant:
     precision: str = "fp32"
     compile: bool = False
     graph: bool = False  # trainer.cuda_graph (CUDA only)
+    nchw: bool = False  # trainer.channels_last=false: an image model in PyTorch's default layout (NHWC is the default)
 
     @property
     def key(self) -> str:
-        return f"{self.reg.name}{'+compile' if self.compile else ''}{'+graph' if self.graph else ''}@{self.precision}"
+        extra = ("+compile" if self.compile else "") + ("+graph" if self.graph else "") + ("+nchw" if self.nchw else "")
+        return f"{self.reg.name}{extra}@{self.precision}"
 
     def overrides(self, backbone: Backbone, device: torch.device, batch: int, backend: str) -> list[str]:
         return [
@@ -175,16 +177,22 @@ class Variant:
             f"trainer.compile={str(self.compile).lower()}",
             f"trainer.compile_backend={backend}",
             *(["trainer.cuda_graph=true"] if self.graph else []),
+            *(["trainer.channels_last=false"] if self.nchw else []),
         ]
 
 
-def variants(precisions: Iterable[str] = ("fp32",), compiled: bool = False, graphed: bool = False) -> list[Variant]:
+def variants(
+    precisions: Iterable[str] = ("fp32",), compiled: bool = False, graphed: bool = False, layouts: bool = False
+) -> list[Variant]:
     """Every regularizer at every precision; with ``compiled``, :data:`COMPILED` also with ``trainer.compile`` at the
-    last precision, each beside its eager row; with ``graphed`` (CUDA), every one also with ``trainer.cuda_graph``."""
+    last precision, each beside its eager row; with ``graphed`` (CUDA), every one also with ``trainer.cuda_graph``;
+    with ``layouts`` (image models), ERM also in NCHW at every precision: the {precision} x {NCHW, NHWC} grid."""
     precisions, out = list(precisions), []
     for reg in regularizers().values():
         for precision in precisions:
             out.append(Variant(reg, precision))
+            if layouts and reg.name == "erm":
+                out.append(Variant(reg, precision, nchw=True))
             if graphed:
                 out.append(Variant(reg, precision, graph=True))
             if compiled and precision == precisions[-1] and reg.name in COMPILED:
@@ -417,6 +425,7 @@ def measure(
             "precision": v.precision,
             "compile": v.compile,
             "cuda_graph": v.graph,
+            "channels_last": not v.nchw,
             "batch": batch,
         }
         try:
@@ -431,7 +440,7 @@ def measure(
             + (f"built, warm-up {rows[v.key]['warmup_s']} s" if v.key in probes else rows[v.key]["error"])
         )
         if flops and (v.compile or v.graph):
-            rows[v.key]["flops"] = rows.get(replace(v, compile=False, graph=False).key, {}).get("flops")
+            rows[v.key]["flops"] = rows.get(replace(v, compile=False, graph=False, nchw=v.nchw).key, {}).get("flops")
     for key, t in time_round_robin(probes, rounds).items():
         ok = t.median is not None
         rows[key].update(
