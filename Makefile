@@ -60,3 +60,9 @@ gpu-check: install  ## on a GPU: step time/memory per backbone x regularizer, lo
 	$(PYTHON) scripts/gpu_check.py $(ARGS)
 
 .PHONY: gpu-check
+
+gpu-perf: install  ## on a GPU (est. 5-8 min, untimed): device ceiling, steps vs it (fraction of peak, busy share, syncs, cuda_graph rows), graphed = eager
+	$(PYTHON) scripts/gpu_check.py --sections peak,steps --out outputs/gpu_check/gpu_perf.json $(ARGS)
+	$(PYTHON) -m pytest -q tests/test_cuda_graph.py
+
+.PHONY: gpu-perf

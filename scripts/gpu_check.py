@@ -89,6 +89,8 @@ STEP_FIELDS = (
     "regularizer",
     "precision",
     "compile",
+    "cuda_graph",
+    "channels_last",
     "batch",
     "warmup_s",
     "timed_steps",
@@ -96,22 +98,46 @@ STEP_FIELDS = (
     "samples_per_s",
     "ok",
     "peak_mem_gib",
+    "flops",
+    "achieved_tflop_per_s",
+    "peak_used",
+    "peak_tflop_per_s",
+    "fraction_of_peak",
+    "busy_share",
+    "busy_source",
+    "syncs_in_step",
+    "profile_error",
     "error",
 )
 
 
 def with_vs_erm(measured: list[dict]) -> list[dict]:
     """perf.measure's rows of one backbone as gpu_check.json's: ``step_ms``, and ``vs_erm`` against ERM's row at the
-    same precision and compile."""
+    same precision, compile and cuda_graph."""
     rows = []
     for r in measured:
         r = {**r, "step_ms": 1000 * r["step_s"] if r["ok"] else None}
         rows.append({k: r[k] for k in STEP_FIELDS if r.get(k) is not None or k in ("backbone_name", "ok")})
-    base = {(r["precision"], r["compile"]): r["step_ms"] for r in rows if r["ok"] and r["regularizer"] == "erm"}
+
+    def same(r):
+        return r["precision"], r["compile"], r.get("cuda_graph", False), r.get("channels_last", True)
+
+    base = {same(r): r["step_ms"] for r in rows if r["ok"] and r["regularizer"] == "erm"}
     for r in rows:
-        if r["ok"] and (r["precision"], r["compile"]) in base:
-            r["vs_erm"] = r["step_ms"] / base[(r["precision"], r["compile"])]
+        if r["ok"] and same(r) in base:
+            r["vs_erm"] = r["step_ms"] / base[same(r)]
     return rows
+
+
+def section_peak(args, device, report: Report) -> dict:
+    """The device's own ceiling in this run: dense matmul peak per precision (CUDA: TF32 and bf16; CPU: fp32) and
+    copy bandwidth (flowmixup.perf.device_ceiling); the steps section's fraction_of_peak is against it."""
+    ceiling = perf.device_ceiling(device, args.quick)
+    for name, m in ceiling["matmul"].items():
+        print(f"  matmul peak {name}: {m['tflop_per_s']:.3f} TFLOP/s ({'x'.join(map(str, m['shape']))})", flush=True)
+    print(f"  copy bandwidth: {ceiling['copy_bytes_per_s'] / 1e9:.1f} GB/s", flush=True)
+    report.set("peak", ceiling)
+    return ceiling
 
 
 def section_steps(args, device, report: Report) -> list[dict]:
@@ -119,23 +145,30 @@ def section_steps(args, device, report: Report) -> list[dict]:
     functions, timed round-robin (flowmixup.perf.measure)."""
     rows = []
     precisions = ["fp32", "bf16"] if device.type == "cuda" or args.quick else ["fp32"]
+    graphed = args.graph and device.type == "cuda"
     for backbone in perf.backbones("paper", args.quick):
-        todo = perf.variants(precisions, args.compile and (backbone.compile or args.compile_all))
-        measured = with_vs_erm(
-            perf.measure(
-                backbone,
-                todo,
-                device=device,
-                batch=args.batch,
-                rounds=args.steps,
-                warmup=args.warmup,
-                backend=args.compile_backend,
-            )
+        compiled = args.compile and (backbone.compile or args.compile_all)
+        todo = perf.variants(
+            precisions, compiled, graphed and backbone.graph, args.layouts and len(backbone.input) == 3
         )
+        timed = perf.measure(
+            backbone,
+            todo,
+            device=device,
+            batch=args.batch,
+            rounds=args.steps,
+            warmup=args.warmup,
+            backend=args.compile_backend,
+            flops=True,
+            profile_steps=args.profile_steps,
+        )
+        if report.data.get("peak"):
+            perf.set_peak_fields(timed, report.data["peak"], device)
+        measured = with_vs_erm(timed)
         for r in measured:
             print(
                 f"  {r['backbone'][:28]:28s} {r['regularizer']:20s} {r['precision']:4s} compile={r['compile']!s:5s} "
-                + (f"{r['step_ms']:8.1f} ms" if r["ok"] else r["error"]),
+                f"graph={r['cuda_graph']!s:5s} " + (f"{r['step_ms']:8.1f} ms" if r["ok"] else r["error"]),
                 flush=True,
             )
         rows += measured
@@ -352,20 +385,25 @@ def section_deterministic(args, device, work: Path, env: dict, report: Report) -
 
 
 # ----------------------------------------------------------------------------------------------------- main
-def parse(argv):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--device", default="cuda", help="cuda, cuda:N or cpu (default cuda)")
-    p.add_argument("--quick", action="store_true", help="toy sizes: the code paths in seconds, e.g. on a CPU")
-    p.add_argument("--out", default=str(ROOT / "outputs" / "gpu_check" / "gpu_check.json"))
-    p.add_argument(
-        "--sections",
-        default="steps,loader,shared,deterministic",
-        help="comma-separated subset of steps,loader,shared,deterministic",
-    )
+SECTIONS = ("peak", "steps", "loader", "shared", "deterministic")
+
+
+def step_options(p: argparse.ArgumentParser) -> None:
+    """The steps section's options."""
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--steps", type=int, default=None, help="timed steps per configuration (default 10; 3 quick)")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--no-compile", dest="compile", action="store_false", help="skip the trainer.compile rows")
+    p.add_argument(
+        "--no-graph", dest="graph", action="store_false", help="skip the trainer.cuda_graph rows (CUDA, ECG)"
+    )
+    p.add_argument(
+        "--layouts", action="store_true", help="image models: ERM also in NCHW (trainer.channels_last=false)"
+    )
+    profiled = "for busy_share, and on CUDA one under torch.cuda.set_sync_debug_mode('warn') for syncs_in_step"
+    p.add_argument(
+        "--profile-steps", type=int, help=f"steps profiled per configuration {profiled} (3; 2 quick; 0 none)"
+    )
     p.add_argument(
         "--compile-all",
         action="store_true",
@@ -376,6 +414,20 @@ def parse(argv):
         default=None,
         help="torch.compile backend (default inductor; eager under --quick: the code path, not the codegen)",
     )
+
+
+def parse(argv):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--device", default="cuda", help="cuda, cuda:N or cpu (default cuda)")
+    p.add_argument("--quick", action="store_true", help="toy sizes: the code paths in seconds, e.g. on a CPU")
+    p.add_argument("--out", default=str(ROOT / "outputs" / "gpu_check" / "gpu_check.json"))
+    p.add_argument(
+        "--sections",
+        default=",".join(SECTIONS),
+        help=f"comma-separated subset of {','.join(SECTIONS)} (run in that order: peak before steps, so that the "
+        "steps have their fraction of peak)",
+    )
+    step_options(p)
     p.add_argument("--epochs", type=int, default=None, help="epochs of the short runs (default 2; 1 quick)")
     p.add_argument("--loader-precision", default="fp32", help="trainer.precision of the loader check (default fp32)")
     p.add_argument("--xray-images", type=int, default=3000, help="generated 1024-px images for the loader check")
@@ -392,14 +444,16 @@ def parse(argv):
     p.add_argument("--keep", action="store_true", help="keep the generated data and runs (printed path)")
     args = p.parse_args(argv)
     args.steps = args.steps or (3 if args.quick else 10)
+    args.profile_steps = (2 if args.quick else 3) if args.profile_steps is None else args.profile_steps
     args.compile_backend = args.compile_backend or ("eager" if args.quick else "inductor")
     args.epochs = args.epochs or (1 if args.quick else 2)
     args.shared_epochs = args.shared_epochs or (1 if args.quick else 4)
     args.shared = [int(k) for k in (args.shared if not args.quick or args.shared != "1,2,4" else "1,2").split(",")]
-    args.sections = [s.strip() for s in args.sections.split(",") if s.strip()]
-    unknown = set(args.sections) - {"steps", "loader", "shared", "deterministic"}
+    asked = [s.strip() for s in args.sections.split(",") if s.strip()]
+    unknown = set(asked) - set(SECTIONS)
     if unknown:
-        p.error(f"--sections: unknown {sorted(unknown)}; allowed: steps, loader, shared, deterministic")
+        p.error(f"--sections: unknown {sorted(unknown)}; allowed: {', '.join(SECTIONS)}")
+    args.sections = [s for s in SECTIONS if s in asked]
     return args
 
 
@@ -428,6 +482,7 @@ def main(argv=None) -> int:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     print(f"gpu_check on {report.data['device'].get('name')} ({device}); writing {args.out}", flush=True)
     sections = {
+        "peak": lambda: section_peak(args, device, report),
         "steps": lambda: section_steps(args, device, report),
         "loader": lambda: section_loader(args, device, work, env, report),
         "shared": lambda: section_shared(args, device, work, env, report),
@@ -466,14 +521,21 @@ def print_tables(d: dict) -> None:
                     ("regularizer", "regularizer", ""),
                     ("precision", "precision", ""),
                     ("compile", "compile", ""),
+                    ("cuda_graph", "graph", ""),
+                    ("channels_last", "NHWC", ""),
                     ("step_ms", "step ms", ".1f"),
                     ("vs_erm", "vs ERM", ".2f"),
                     ("samples_per_s", "samples/s", ".0f"),
+                    ("achieved_tflop_per_s", "TFLOP/s", ".3f"),
+                    ("fraction_of_peak", "of peak", ".1%"),
+                    ("busy_share", "busy", ".0%"),
+                    ("syncs_in_step", "syncs", ""),
                     ("peak_mem_gib", "peak GiB", ".2f"),
                     ("error", "error", ""),
                 ],
             )
         )
+    print_ceiling(d)
     if d.get("loader"):
         print("\n### Loader during a real ChestX-ray14 training")
         print(
@@ -506,6 +568,16 @@ def print_tables(d: dict) -> None:
         print(f"\n### trainer.deterministic=true: identical metrics in two runs: {d['deterministic']['identical']}")
     for key in [k for k in d if k.endswith("_error")]:
         print(f"\n{key}: {d[key]}")
+
+
+def print_ceiling(d: dict) -> None:
+    """The device's own ceiling (the peak section) and what the steps' busy share is measured from."""
+    if d.get("peak"):
+        rates = ", ".join(f"{k} {m['tflop_per_s']:.3f}" for k, m in d["peak"]["matmul"].items())
+        print(f"\nDevice ceiling: matmul peak TFLOP/s {rates}; copy {d['peak']['copy_bytes_per_s'] / 1e9:.1f} GB/s")
+    sources = sorted({r["busy_source"] for r in d.get("steps") or [] if r.get("busy_source")})
+    for source in sources:
+        print(f"busy = {source}")
 
 
 if __name__ == "__main__":

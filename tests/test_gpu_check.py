@@ -73,3 +73,36 @@ def test_gpu_check_without_cuda_says_so_in_one_line(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("error: --device cuda: no CUDA device is visible")
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_gpu_check_peak_and_steps_have_the_ceiling_fraction_and_busy_fields(tmp_path):
+    """``--sections steps,peak`` (run peak first whatever the order asked): the device's own ceiling, and per step
+    row its counted FLOPs, achieved TFLOP/s, fraction of that ceiling and busy share (CPU: the stand-in, so named)."""
+    out = tmp_path / "gpu_check.json"
+    proc = subprocess.run(
+        [sys.executable, "scripts/gpu_check.py", "--device", "cpu", "--quick", "--sections", "steps,peak"]
+        + ["--layouts", "--out", str(out)],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    d = json.loads(out.read_text())
+    assert d["sections"] == ["peak", "steps"]
+    peak = d["peak"]
+    assert set(peak["matmul"]) == {"fp32"} and peak["matmul"]["fp32"]["tflop_per_s"] > 0
+    assert peak["copy_bytes_per_s"] > 0
+    for r in d["steps"]:
+        assert r["ok"] and r["flops"] > 0 and r["cuda_graph"] is False  # no graph rows without CUDA
+        assert r["achieved_tflop_per_s"] == pytest.approx(r["flops"] / (r["step_ms"] / 1000) / 1e12)
+        assert r["peak_used"] == "fp32" and r["peak_tflop_per_s"] == peak["matmul"]["fp32"]["tflop_per_s"]
+        assert 0 < r["fraction_of_peak"] <= 1.5
+        assert r["fraction_of_peak"] == pytest.approx(r["achieved_tflop_per_s"] / r["peak_tflop_per_s"])
+        assert 0 < r["busy_share"] <= 1.5 and r["busy_source"].startswith("cpu stand-in")
+    assert "Device ceiling: matmul peak TFLOP/s fp32" in proc.stdout and "busy = cpu stand-in" in proc.stdout
+    # --layouts: the image model's ERM also in NCHW, at each precision (the {fp32, bf16} x {NCHW, NHWC} grid)
+    nchw = [(r["backbone_name"], r["regularizer"], r["precision"]) for r in d["steps"] if not r["channels_last"]]
+    assert nchw == [("densenet_small", "erm", "fp32"), ("densenet_small", "erm", "bf16")]
+    assert all(r["vs_erm"] == pytest.approx(1.0) for r in d["steps"] if not r["channels_last"])

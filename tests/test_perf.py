@@ -179,3 +179,66 @@ def test_short_functions_short_lines_and_no_sys_path_editing(path):
         names = {n.name for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
         assert not names & {"sync", "backbones", "Probe", "time_steps", "matmul_peak", "table", "compose"}
         assert "REGULARIZERS" not in source and "paper_rows" not in source.replace("perf.paper_rows", "")
+
+
+def tiny_probe(batch=4):
+    """A Probe around a tiny Conv1d + Linear model with ERM (built by hand: its FLOPs can be counted by hand)."""
+    from flowmixup import ERM
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv1d(3, 5, 3), torch.nn.Flatten(), torch.nn.Linear(5 * 14, 2))
+    probe = perf.Probe.__new__(perf.Probe)
+    probe.device, probe.model, probe.reg, probe.bf16, probe.graph = torch.device("cpu"), model, ERM(model), False, None
+    probe.criterion = torch.nn.BCEWithLogitsLoss()
+    probe.optimizer = torch.optim.Adam(model.parameters())
+    probe.x, probe.y = torch.randn(batch, 3, 16), torch.ones(batch, 2)
+    return probe
+
+
+def test_counted_flops_equal_an_independent_count_of_the_step():
+    """Forward: the convolution (2 B Cout Lout Cin K) and the linear layer (2 B in out); backward: the convolution's
+    weight gradient only (its input needs none), the linear layer's input and weight gradients."""
+    b = 4
+    conv = 2 * b * 5 * 14 * 3 * 3
+    linear = 2 * b * (5 * 14) * 2
+    assert tiny_probe(b).count_flops() == 2 * conv + 3 * linear
+
+
+def test_achieved_rate_fraction_of_peak_and_busy_share_fields():
+    device = torch.device("cpu")
+    ceiling = perf.device_ceiling(device, quick=True)
+    assert set(ceiling["matmul"]) == {"fp32"} and ceiling["matmul"]["fp32"]["flop_per_s"] > 0
+    assert ceiling["copy_bytes_per_s"] > 0 and "read + write" in ceiling["how"]
+    rows = [
+        {"ok": True, "precision": "fp32", "flops": 3e9, "step_s": 0.5},
+        {"ok": True, "precision": "bf16", "flops": 3e9, "step_s": 0.25},  # on CPU against the float32 peak
+        {"ok": False, "precision": "fp32", "error": "out of memory"},
+    ]
+    fake = {"matmul": {"fp32": {"tflop_per_s": 0.012, "flop_per_s": 1.2e10}}}
+    perf.set_peak_fields(rows, fake, device)
+    assert rows[0]["achieved_tflop_per_s"] == pytest.approx(0.006) and rows[0]["fraction_of_peak"] == pytest.approx(0.5)
+    assert rows[1]["fraction_of_peak"] == pytest.approx(1.0) and rows[1]["peak_used"] == "fp32"
+    assert "fraction_of_peak" not in rows[2]
+    assert perf.precision_of_peak(device) == {"fp32": "fp32", "bf16": "fp32"}
+    share, source = tiny_probe().busy_share(steps=3)
+    assert 0 < share <= 1.5 and source.startswith("cpu stand-in")
+    assert tiny_probe().count_syncs() is None  # CPU: no device to synchronise with
+
+
+def test_measure_profiles_each_variant_when_asked():
+    erm = perf.regularizers()["erm"]
+    rows = perf.measure(
+        TINY_ECG,
+        [perf.Variant(erm)],
+        device=torch.device("cpu"),
+        batch=4,
+        rounds=2,
+        warmup=1,
+        flops=True,
+        profile_steps=2,
+        log=lambda _: None,
+    )
+    (row,) = rows
+    assert row["ok"] and row["flops"] > 0 and row["cuda_graph"] is False
+    assert 0 < row["busy_share"] <= 1.5 and row["busy_source"].startswith("cpu stand-in")
+    assert "syncs_in_step" not in row

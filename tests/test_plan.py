@@ -234,3 +234,71 @@ def test_the_script_prints_the_plan_and_trains_nothing(tmp_path, capsys):
     assert not sweep.exists()
     assert main(["--profile", str(write_profile(tmp_path / "p.yaml")), "--plan", "--timings", str(bench)]) == 0
     assert "Total: 4 runs" in capsys.readouterr().out
+
+
+def test_without_a_measurement_of_ones_own_the_shipped_h100_file_prices_the_plan(tmp_path):
+    """A fresh clone (no outputs/gpu_check/gpu_check.json, no outputs/bench/bench.json): the planner takes the
+    shipped reference measurement from docs/gpu/ and says which card it comes from, instead of "? GPU-hours"."""
+    import shutil
+
+    from flowmixup.sweep.planner import REFERENCE_TIMINGS, load_timings
+
+    assert (PROJECT_ROOT / REFERENCE_TIMINGS).is_file()  # tracked in the repository: a fresh clone has it
+    root = tmp_path / "clone"  # a project folder without outputs/, as a fresh clone has
+    shutil.copytree(PROJECT_ROOT / "conf", root / "conf")
+    (root / REFERENCE_TIMINGS).parent.mkdir(parents=True)
+    shutil.copy(PROJECT_ROOT / REFERENCE_TIMINGS, root / REFERENCE_TIMINGS)
+    (root / "train.py").write_text("")
+    profile = tmp_path / "p.yaml"
+    profile.write_text(
+        "rows: [erm, flowmixup_a3_op_false]\ndatasets:\n  - experiment: paper_ecg12\n    noise: [0.0]\n"
+        "    sizes: {train: 640, val: 64, test: 64}\n"
+    )
+    text, est, problems = plan_profile(str(profile), [0], 1, project_root=root)
+    assert problems == [] and est.timings.reference and est.gpu_hours is not None
+    assert "shipped reference measurement docs/gpu/gpu_check_h100.json, made on an NVIDIA H100" in text
+    assert "? GPU-hours" not in text
+    # the figures are the H100 rows' (resnet34_1d, fp32, eager), by the planner's own arithmetic
+    ref = load_timings(PROJECT_ROOT / REFERENCE_TIMINGS)
+    erm = next(
+        r
+        for r in ref.rows
+        if (r["backbone"], r["regularizer"], r["precision"], r["compile"]) == ("resnet34_1d", "erm", "fp32", False)
+    )
+    cfg = est.datasets[0]
+    assert cfg.blocks[0].step_s == pytest.approx(erm["step_s"] * cfg.batch / erm["batch"])
+    # a measurement of one's own wins over the reference, and is not called one
+    (root / "outputs" / "bench").mkdir(parents=True)
+    write_bench(root / "outputs" / "bench" / "bench.json", with_names=True)
+    text, est, _ = plan_profile(str(profile), [0], 1, project_root=root)
+    assert not est.timings.reference and "shipped reference" not in text
+    assert est.timings.path == root / "outputs" / "bench" / "bench.json"
+
+
+def test_a_cuda_graph_row_prices_only_a_run_with_trainer_cuda_graph(tmp_path):
+    from flowmixup.sweep.planner import load_timings
+
+    def row(ms, graph):
+        return {"backbone_name": "resnet1d", "regularizer": "erm", "precision": "fp32", "compile": False}, {
+            "cuda_graph": graph,
+            "batch": 32,
+            "step_ms": ms,
+            "ok": True,
+        }
+
+    steps = [{**a, **b} for a, b in (row(4.0, True), row(12.0, False))]  # the graphed row first: never taken by default
+    timings = tmp_path / "gpu_check.json"
+    timings.write_text(json.dumps({"device": {"name": "Test GPU", "device": "cuda"}, "steps": steps}))
+    loaded = load_timings(timings)
+
+    def cfg(graph=None):
+        trainer = {"precision": "fp32", "compile": False, **({"cuda_graph": graph} if graph is not None else {})}
+        return OmegaConf.create({"backbone": {"name": "resnet1d"}, "regularizer": {"name": "erm"}, "trainer": trainer})
+
+    assert pick_timing(loaded, cfg())[0]["step_s"] == pytest.approx(0.012)
+    assert pick_timing(loaded, cfg(False))[0]["step_s"] == pytest.approx(0.012)
+    assert pick_timing(loaded, cfg(True))[0]["step_s"] == pytest.approx(0.004)
+    only_eager = load_timings(timings)
+    only_eager.rows = [r for r in only_eager.rows if not r["cuda_graph"]]
+    found, note = pick_timing(only_eager, cfg(True))
+    assert found["step_s"] == pytest.approx(0.012) and "no cuda_graph=True row: cuda_graph=False's" in note

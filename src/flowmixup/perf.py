@@ -103,6 +103,8 @@ class Backbone:
     classes: int
     full_size: bool = False  # the paper's size: skipped by bench --quick, fewer rounds
     compile: bool = True  # also time trainer.compile (False: minutes to compile, e.g. DenseNet-121)
+    graph: bool = True  # also time trainer.cuda_graph on CUDA (False: a large step, not host-bound; a graph per
+    # variant keeps its activations' memory, which ten DenseNet-121 variants at 1024 px would pile up)
 
 
 PRESETS = {
@@ -121,6 +123,7 @@ PRESETS = {
             14,
             full_size=True,
             compile=False,
+            graph=False,
         ),
         Backbone("resnet34_1d, 8x5000", ("experiment=paper_ecg12",), (8, 5000), 12, full_size=True),
     ),
@@ -156,10 +159,13 @@ class Variant:
     reg: Regularizer
     precision: str = "fp32"
     compile: bool = False
+    graph: bool = False  # trainer.cuda_graph (CUDA only)
+    nchw: bool = False  # trainer.channels_last=false: an image model in PyTorch's default layout (NHWC is the default)
 
     @property
     def key(self) -> str:
-        return f"{self.reg.name}{'+compile' if self.compile else ''}@{self.precision}"
+        extra = ("+compile" if self.compile else "") + ("+graph" if self.graph else "") + ("+nchw" if self.nchw else "")
+        return f"{self.reg.name}{extra}@{self.precision}"
 
     def overrides(self, backbone: Backbone, device: torch.device, batch: int, backend: str) -> list[str]:
         return [
@@ -170,16 +176,25 @@ class Variant:
             f"trainer.precision={self.precision}",
             f"trainer.compile={str(self.compile).lower()}",
             f"trainer.compile_backend={backend}",
+            *(["trainer.cuda_graph=true"] if self.graph else []),
+            *(["trainer.channels_last=false"] if self.nchw else []),
         ]
 
 
-def variants(precisions: Iterable[str] = ("fp32",), compiled: bool = False) -> list[Variant]:
+def variants(
+    precisions: Iterable[str] = ("fp32",), compiled: bool = False, graphed: bool = False, layouts: bool = False
+) -> list[Variant]:
     """Every regularizer at every precision; with ``compiled``, :data:`COMPILED` also with ``trainer.compile`` at the
-    last precision, each beside its eager row."""
+    last precision, each beside its eager row; with ``graphed`` (CUDA), every one also with ``trainer.cuda_graph``;
+    with ``layouts`` (image models), ERM also in NCHW at every precision: the {precision} x {NCHW, NHWC} grid."""
     precisions, out = list(precisions), []
     for reg in regularizers().values():
         for precision in precisions:
             out.append(Variant(reg, precision))
+            if layouts and reg.name == "erm":
+                out.append(Variant(reg, precision, nchw=True))
+            if graphed:
+                out.append(Variant(reg, precision, graph=True))
             if compiled and precision == precisions[-1] and reg.name in COMPILED:
                 out.append(Variant(reg, precision, compile=True))
     return out
@@ -248,11 +263,57 @@ class Probe:
         self.bf16 = cfg.trainer.precision == "bf16"
         self.x = build.to_input(torch.from_numpy(x), self.device, bool(cfg.trainer.channels_last))
         self.y = torch.from_numpy(labels[:batch]).to(self.device)
+        self.graph = None
+        if OmegaConf.select(cfg, "trainer.cuda_graph", default=False):  # the trainer's captured step
+            from .training.graph import GraphStep
+
+            self.graph = GraphStep(self.reg, self.criterion, self.optimizer, self.model, batch, self.bf16, self.device)
 
     def step(self) -> None:
         from .training.loop import train_step
 
-        train_step(self.reg, self.criterion, self.optimizer, self.x, self.y, self.bf16)
+        if self.graph is not None:
+            self.graph(self.x, self.y)
+        else:
+            train_step(self.reg, self.criterion, self.optimizer, self.x, self.y, self.bf16)
+
+    def busy_share(self, steps: int) -> tuple[float, str]:
+        """(the share of ``steps`` steps' wall time in which the device works, what it is measured from), by
+        ``torch.profiler``: on CUDA the kernels' self device time; on CPU, where there is no device to idle, the aten
+        operators' self CPU time, the stand-in (the host's Python, dispatch and launch overhead are the rest)."""
+        from torch.profiler import ProfilerActivity, profile
+
+        cuda = self.device.type == "cuda"
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+        sync(self.device)
+        with profile(activities=activities) as prof:
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                self.step()
+            sync(self.device)
+            wall = time.perf_counter() - t0
+        events = prof.key_averages()
+        if cuda:
+            busy_us = sum(e.self_device_time_total for e in events)
+            return busy_us / 1e6 / wall, "cuda: kernels' self device time (torch.profiler) / wall time"
+        busy_us = sum(e.self_cpu_time_total for e in events if e.key.startswith("aten::"))
+        return busy_us / 1e6 / wall, "cpu stand-in: aten operators' self CPU time (torch.profiler) / wall time"
+
+    def count_syncs(self) -> int | None:
+        """Host-device synchronisations in one step (CUDA: ``torch.cuda.set_sync_debug_mode("warn")``, which warns
+        at every synchronising call; None on CPU, which has none)."""
+        if self.device.type != "cuda":
+            return None
+        import warnings
+
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                self.step()
+            finally:
+                torch.cuda.set_sync_debug_mode(0)
+        return sum("synchroniz" in str(w.message).lower() for w in caught)
 
     def count_flops(self) -> int:
         """The FLOPs of one training step (forward, loss, backward; ``torch.utils.flop_counter``), by running one."""
@@ -328,10 +389,10 @@ def _build(backbone: Backbone, variant: Variant, device, batch: int, backend: st
     cfg = compose(variant.overrides(backbone, device, batch, backend))
     info = {"backbone_name": str(cfg.backbone.name)}
     probe = Probe(cfg, backbone, batch)
-    if flops and not variant.compile:
+    if flops and not variant.compile and not variant.graph:
         info["flops"] = probe.count_flops()  # also a warm-up step
         warmup -= 1
-    info["warmup_s"] = round(probe.warm(max(0, warmup) + (2 if variant.compile else 0)), 2)
+    info["warmup_s"] = round(probe.warm(max(0, warmup) + (2 if variant.compile or variant.graph else 0)), 2)
     return probe, info
 
 
@@ -346,11 +407,13 @@ def measure(
     flops: bool = False,
     backend: str = "inductor",
     log: Callable[[str], None] = print,
+    profile_steps: int = 0,
 ) -> list[dict]:
     """Every variant of one backbone built and warmed up (``warmup`` steps; compiled ones 2 more), then timed
     round-robin over ``rounds`` rounds: one row per variant (median ``step_s``, ``samples_per_s``, ``peak_mem_gib`` on
-    CUDA, ``flops`` if asked: a compiled variant has its eager twin's). A variant that fails to build or to step
-    gets ``ok: false`` and its ``error``; the others go on."""
+    CUDA, ``flops`` if asked: a compiled or graphed variant has its eager twin's; with ``profile_steps``, each
+    variant's ``busy_share`` over that many profiled steps and on CUDA its ``syncs_in_step``: :func:`profile_rows`).
+    A variant that fails to build or to step gets ``ok: false`` and its ``error``; the others go on."""
     rows, probes = {}, {}
     for v in todo:
         rows[v.key] = {
@@ -361,6 +424,8 @@ def measure(
             "regularizer": v.reg.name,
             "precision": v.precision,
             "compile": v.compile,
+            "cuda_graph": v.graph,
+            "channels_last": not v.nchw,
             "batch": batch,
         }
         try:
@@ -374,8 +439,8 @@ def measure(
             f"  {backbone.label[:34]:34s} {v.key:28s} "
             + (f"built, warm-up {rows[v.key]['warmup_s']} s" if v.key in probes else rows[v.key]["error"])
         )
-        if flops and v.compile:
-            rows[v.key]["flops"] = rows.get(replace(v, compile=False).key, {}).get("flops")
+        if flops and (v.compile or v.graph):
+            rows[v.key]["flops"] = rows.get(replace(v, compile=False, graph=False, nchw=v.nchw).key, {}).get("flops")
     for key, t in time_round_robin(probes, rounds).items():
         ok = t.median is not None
         rows[key].update(
@@ -385,9 +450,27 @@ def measure(
         )
         if t.peak_bytes is not None:
             rows[key]["peak_mem_gib"] = t.peak_bytes / 2**30
+    if profile_steps:
+        profile_rows(probes, rows, profile_steps)
     probes.clear()
     release(device)
     return list(rows.values())
+
+
+def profile_rows(probes: dict[str, Probe], rows: dict[str, dict], steps: int) -> None:
+    """Each timed variant's ``busy_share`` (:meth:`Probe.busy_share`), ``busy_source``, and on CUDA its
+    ``syncs_in_step`` (:meth:`Probe.count_syncs`); a variant whose profiling fails keeps its timing."""
+    for key, probe in probes.items():
+        if not rows[key].get("ok"):
+            continue
+        try:
+            rows[key]["busy_share"], rows[key]["busy_source"] = probe.busy_share(steps)
+            syncs = probe.count_syncs()
+        except Exception as err:  # noqa: BLE001 - a profiler that fails leaves the timing standing
+            rows[key]["profile_error"] = one_line(err)
+            continue
+        if syncs is not None:
+            rows[key]["syncs_in_step"] = syncs
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -406,13 +489,16 @@ PEAK_SHAPES = (
 QUICK_PEAK_SHAPES = PEAK_SHAPES[:2] + PEAK_SHAPES[3:5]
 
 
-def matmul_peak(device: torch.device, shapes=PEAK_SHAPES, trials: int = 5) -> tuple[float, tuple[int, int, int]]:
-    """The machine's peak dense float32 matmul FLOP/s and the shape that reached it: after two warm-up products per
-    shape, the best of ``trials`` single products (a peak, not an average: averages over a cold start under-state
-    it). On CUDA under the trainer's settings (:func:`setup`), TF32 where they allow it, as training's products."""
+def matmul_peak(
+    device: torch.device, shapes=PEAK_SHAPES, trials: int = 5, dtype: torch.dtype = torch.float32
+) -> tuple[float, tuple[int, int, int]]:
+    """The machine's peak dense matmul FLOP/s in ``dtype`` (float32 by default) and the shape that reached it: after
+    two warm-up products per shape, the best of ``trials`` single products (a peak, not an average: averages over a
+    cold start under-state it). On CUDA under the trainer's settings (:func:`setup`), float32 is TF32 where they
+    allow it, as training's products."""
     best, best_shape = 0.0, tuple(shapes[0])
     for m, k, n in shapes:
-        a, b = torch.randn(m, k, device=device), torch.randn(k, n, device=device)
+        a, b = torch.randn(m, k, device=device, dtype=dtype), torch.randn(k, n, device=device, dtype=dtype)
         for _ in range(2):
             a @ b
         for _ in range(trials):
@@ -461,6 +547,69 @@ def set_utilisation(rows: list[dict], device: torch.device, shapes, start: tuple
     for r in timed:
         r["mfu_vs_matmul"] = min(1.0, r["train_flop_per_s"] / rate)
     return {"flop_per_s": rate, "shape": list(shape), "how": how}
+
+
+# the device's own ceiling, as gpu_check measures it: small shapes under --quick (the code path, in seconds)
+TOY_PEAK_SHAPES = ((256, 256, 256), (512, 512, 512), (2048, 64, 256))
+
+
+def copy_bandwidth(device: torch.device, nbytes: int, trials: int = 5) -> float:
+    """Device memory bandwidth in bytes/s: the best of ``trials`` copies of an ``nbytes`` buffer into another,
+    counted as read plus write (2 x ``nbytes`` moved), after one warm-up copy."""
+    src = torch.empty(nbytes // 4, device=device).uniform_()
+    dst = torch.empty_like(src)
+    dst.copy_(src)
+    best = 0.0
+    for _ in range(trials):
+        sync(device)
+        t0 = time.perf_counter()
+        dst.copy_(src)
+        sync(device)
+        best = max(best, 2 * nbytes / (time.perf_counter() - t0))
+    del src, dst
+    return best
+
+
+def precision_of_peak(device: torch.device) -> dict[str, str]:
+    """Which peak each step precision is measured against: on CUDA fp32 steps against the float32 peak under the
+    trainer's settings (TF32 where allowed, so named) and bf16 steps against bf16's; on CPU both against float32."""
+    if device.type != "cuda":
+        return {"fp32": "fp32", "bf16": "fp32"}
+    return {"fp32": "tf32" if torch.backends.cuda.matmul.allow_tf32 else "fp32", "bf16": "bf16"}
+
+
+def device_ceiling(device: torch.device, quick: bool = False) -> dict:
+    """The device's own ceiling, measured in this run: the dense matmul peak per precision of
+    :func:`precision_of_peak` (CUDA: TF32 or fp32, and bf16; CPU: fp32) and the copy bandwidth."""
+    shapes = TOY_PEAK_SHAPES if quick else PEAK_SHAPES
+    nbytes = (16 if quick or device.type != "cuda" else 1024) * 2**20
+    dtypes = {"fp32": torch.float32, "tf32": torch.float32, "bf16": torch.bfloat16}
+    matmul = {}
+    for name in dict.fromkeys(precision_of_peak(device).values()):
+        rate, shape = matmul_peak(device, shapes, dtype=dtypes[name])
+        matmul[name] = {"flop_per_s": rate, "tflop_per_s": rate / 1e12, "shape": list(shape)}
+    return {
+        "matmul": matmul,
+        "copy_bytes_per_s": copy_bandwidth(device, nbytes),
+        "copy_buffer_mib": nbytes // 2**20,
+        "how": f"best single product of {len(shapes)} GEMM shapes after warm-up (float32 under the trainer's TF32 "
+        f"setting on CUDA); bandwidth: best copy of a {nbytes // 2**20} MiB buffer, read + write counted",
+    }
+
+
+def set_peak_fields(rows: list[dict], ceiling: dict, device: torch.device) -> None:
+    """Each timed row with counted ``flops``: ``achieved_tflop_per_s`` (counted FLOPs / median step time), the
+    ``peak_tflop_per_s`` of its precision (:func:`precision_of_peak`), ``fraction_of_peak`` and ``peak_used``."""
+    which = precision_of_peak(device)
+    for r in rows:
+        if not r.get("ok") or not r.get("flops") or not r.get("step_s"):
+            continue
+        peak = ceiling["matmul"].get(which.get(r["precision"], "fp32"))
+        r["achieved_tflop_per_s"] = r["flops"] / r["step_s"] / 1e12
+        if peak:
+            r["peak_used"] = which.get(r["precision"], "fp32")
+            r["peak_tflop_per_s"] = peak["tflop_per_s"]
+            r["fraction_of_peak"] = r["achieved_tflop_per_s"] / peak["tflop_per_s"]
 
 
 # ----------------------------------------------------------------------------------------------------------------

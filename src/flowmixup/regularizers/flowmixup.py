@@ -57,6 +57,9 @@ class FlowMixup(HookedRegularizer):
         self.alpha = check_alpha(alpha)
         self.keep_original = bool(keep_original)
 
+    def draws_per_step(self) -> int:
+        return len(self.mix_points)
+
     def flows(self) -> int:
         m = len(self.mix_points)
         return 2**m if self.keep_original else 2 ** (m - 1)
@@ -66,9 +69,8 @@ class FlowMixup(HookedRegularizer):
         n_points = len(self.mix_points)
 
         def mixing_module(name: str, z: torch.Tensor, t: torch.Tensor):
-            lam = self.sample_lam(self.alpha)
-            perm = self.sample_perm(batch, z.device)
-            self.last_mix.append({"point": name, "lam": lam, "perm": perm})
+            lam, perm = self.draw(batch, z.device)
+            self.record(name, lam, perm)
             rows = flow_permutation(perm, z.shape[0] // batch)
             z_mixed, t_mixed = mix(z, lam, rows), mix(t, lam, rows.to(t.device))
             is_last = len(self.last_mix) == n_points

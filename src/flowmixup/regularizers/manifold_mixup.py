@@ -27,14 +27,16 @@ class ManifoldMixup(HookedRegularizer):
         super().__init__(model, mix_points, generator)
         self.alpha = check_alpha(alpha)
 
+    def sample_point(self) -> int:
+        return int(torch.randint(len(self.mix_points), (1,), generator=self.generator).item())
+
     def train_forward(self, x: torch.Tensor, y: torch.Tensor):
-        k = int(torch.randint(len(self.mix_points), (1,), generator=self.generator).item())
+        k = self.sample_point() if self.static is None else self.static.point  # static: drawn by fill_static
         point = self.mix_points[k]
-        lam = self.sample_lam(self.alpha)
-        perm = self.sample_perm(x.shape[0], x.device)
+        lam, perm = self.draw(x.shape[0], x.device)
 
         def mix_fn(name: str, h: torch.Tensor, t: torch.Tensor):
-            self.last_mix.append({"point": name, "lam": lam, "perm": perm})
+            self.record(name, lam, perm)
             return mix(h, lam, perm), mix(t, lam, perm.to(t.device))
 
         return self.run_mixed(x, y, [point], mix_fn)

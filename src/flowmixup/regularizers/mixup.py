@@ -17,9 +17,8 @@ class Mixup(Regularizer):
         self.alpha = check_alpha(alpha)
 
     def train_forward(self, x: torch.Tensor, y: torch.Tensor):
-        lam = self.sample_lam(self.alpha)
-        perm = self.sample_perm(x.shape[0], x.device)
-        self.last_mix.append({"point": "input", "lam": lam, "perm": perm})
+        lam, perm = self.draw(x.shape[0], x.device)
+        self.record("input", lam, perm)
         return self.model(mix(x, lam, perm)), mix(y.to(torch.get_default_dtype()), lam, perm)
 
     def __repr__(self) -> str:

@@ -68,6 +68,7 @@ EXECUTION_ONLY = (
     "trainer.resume",
     "trainer.skip_finished",
     "trainer.compile*",
+    "trainer.cuda_graph",
     "logger.*",
     "logger",
     "hydra.*",

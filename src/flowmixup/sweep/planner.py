@@ -6,7 +6,9 @@ Per dataset block of a profile (and in total): the runs (rows x noise levels x s
 
 Sizes come from a prepared cache's manifest where there is one (its record count, split in the proportions of the
 profile's ``sizes``), else from the profile entry's ``sizes: {train, val, test}`` (the full datasets' split sizes).
-Step times come from ``gpu_check.json`` (``scripts/gpu_check.py``) or ``bench.json`` (``scripts/bench.py``): the
+Step times come from ``gpu_check.json`` (``scripts/gpu_check.py``) or ``bench.json`` (``scripts/bench.py``), and
+without a measurement of the user's own from the shipped reference measurement (:data:`REFERENCE_TIMINGS`, an H100,
+in ``docs/gpu/`` of the project: a fresh clone plans with it, and the printout names the card it comes from): the
 row of the run's backbone, regularizer (Flow-Mixup: with its Op), precision and ``trainer.compile``, scaled by the
 batch size when the run's differs. Evaluation is taken as forward-only, about 1/3 of a training step per sample.
 
@@ -34,6 +36,9 @@ from .rows import timing_name
 
 EVAL_COST = 1.0 / 3.0  # an evaluation sample costs about a third of a training sample (forward only)
 SPLITS = ("train", "val", "test")
+# the shipped reference measurement (``make gpu-check`` on an H100), relative to the project root: used when the user
+# has none of their own, and named with its card in the printout
+REFERENCE_TIMINGS = Path("docs") / "gpu" / "gpu_check_h100.json"
 MEASURE = (
     "measure it with `make gpu-check` on a GPU (outputs/gpu_check/gpu_check.json) or `make bench` on CPU "
     "(outputs/bench/bench.json), then pass --timings FILE"
@@ -48,6 +53,7 @@ class Timings:
     kind: str
     device: str
     rows: list[dict]
+    reference: bool = False  # the shipped reference measurement (another machine's), not the user's own
 
 
 @dataclass
@@ -130,6 +136,7 @@ def _step_row(r: dict, i: int) -> dict:
         "regularizer": str(r["regularizer"]),
         "precision": str(r.get("precision", "fp32")),
         "compile": bool(r.get("compile", False)),
+        "cuda_graph": bool(r.get("cuda_graph", False)),
         "batch": int(r["batch"]),
         "step_s": float(r["step_ms"]) / 1000.0,
         "where": f"steps[{i}]",
@@ -218,7 +225,12 @@ def pick_timing(timings: Timings, cfg: Any) -> tuple[dict | None, str]:
     if not exact:
         note = (note + "; " if note else "") + f"no compile={compiled} row: compile={not compiled}'s"
         exact = same
-    return exact[0], note
+    graph = bool(OmegaConf.select(cfg, "trainer.cuda_graph", default=False))  # a graphed row only for a graphed run
+    graphed = [r for r in exact if r.get("cuda_graph", False) == graph]
+    if not graphed:
+        note = (note + "; " if note else "") + f"no cuda_graph={graph} row: cuda_graph={not graph}'s"
+        graphed = exact
+    return graphed[0], note
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -265,10 +277,13 @@ def dataset_sizes(cfg: Any, entry: dict, project_root: Path) -> tuple[dict | Non
 # --------------------------------------------------------------------------------------------------------------
 # The estimate
 # --------------------------------------------------------------------------------------------------------------
-def default_timings(project_root: Path) -> Path | None:
+def default_timings(project_root: Path, reference: bool = False) -> Path | None:
+    """The user's own measurement (``outputs/gpu_check/gpu_check.json``, else ``outputs/bench/bench.json``); with
+    ``reference``, the shipped :data:`REFERENCE_TIMINGS` when neither exists."""
     for candidate in (
         project_root / "outputs" / "gpu_check" / "gpu_check.json",
         project_root / "outputs" / "bench" / "bench.json",
+        *([project_root / REFERENCE_TIMINGS] if reference else []),
     ):
         if candidate.is_file():
             return candidate
@@ -277,14 +292,17 @@ def default_timings(project_root: Path) -> Path | None:
 
 def _load(timings_path: str | os.PathLike | None, project_root: Path, problems: list[str]) -> Timings | None:
     """The step times (``--timings``, else the default files), or None with a problem line saying why."""
-    path = Path(timings_path) if timings_path is not None else default_timings(project_root)
+    path = Path(timings_path) if timings_path is not None else default_timings(project_root, reference=True)
     if path is None:
         problems.append(
-            "no step times: neither outputs/gpu_check/gpu_check.json nor outputs/bench/bench.json exists; " + MEASURE
+            "no step times: neither outputs/gpu_check/gpu_check.json nor outputs/bench/bench.json exists, nor the "
+            f"shipped {REFERENCE_TIMINGS}; " + MEASURE
         )
         return None
     try:
-        return load_timings(path)
+        timings = load_timings(path)
+        timings.reference = timings_path is None and path == project_root / REFERENCE_TIMINGS
+        return timings
     except ValueError as exc:
         problems.append(f"--timings {exc}")
         return None
@@ -295,7 +313,8 @@ def _timing_text(row: dict, batch: int, how: str) -> str:
     return (
         f"{row['where']}: {row['backbone']}{' on ' + row['input'] if row.get('input') else ''} "
         f"{row['regularizer']} {row['precision']}"
-        f"{' compiled' if row['compile'] else ''} batch {row['batch']}: {row['step_s'] * 1000:.1f} ms/step"
+        f"{' compiled' if row['compile'] else ''}{' cuda-graph' if row.get('cuda_graph') else ''} batch "
+        f"{row['batch']}: {row['step_s'] * 1000:.1f} ms/step"
         + (f", scaled to batch {batch}" if batch != row["batch"] else "")
         + (f" ({how})" if how else "")
     )
@@ -389,7 +408,14 @@ def _dataset_lines(d: DatasetCost, gpus: int) -> list[str]:
 def format_estimate(est: Estimate, profile: str, seeds: list[int]) -> str:
     """The planner's printout."""
     lines = [f"Plan for profile {profile}: {len(seeds)} seed(s) {','.join(map(str, seeds))}, {est.gpus} GPU(s)"]
-    if est.timings is not None:
+    if est.timings is not None and est.timings.reference:
+        lines.append(
+            f"Step times: no measurement of your own (outputs/gpu_check/gpu_check.json, outputs/bench/bench.json), "
+            f"so the shipped reference measurement {REFERENCE_TIMINGS}, made on an {est.timings.device}: "
+            "your GPU will differ; measure it with `make gpu-check` for your own figures. The rows used are named "
+            "below."
+        )
+    elif est.timings is not None:
         lines.append(
             f"Step times: {est.timings.path} ({est.timings.kind}, device {est.timings.device}); "
             "the rows used are named below."

@@ -34,6 +34,8 @@ RESUMABLE_CHANGES = (
     "logger",
     "paths",
 )
+# keys added to the config after checkpoints were written without them: an absent key is read as its default
+ADDED_KEYS = {"trainer.cuda_graph": False}
 
 
 class CheckpointError(RuntimeError):
@@ -142,7 +144,7 @@ def _flat(d: dict, prefix: str = "") -> dict:
 
 def check_resumable(saved: dict, now: dict, path: Path) -> None:
     """Stop with one line if the checkpoint's config differs from this run's in anything but RESUMABLE_CHANGES."""
-    a, b = _flat(saved), _flat(now)
+    a, b = {**ADDED_KEYS, **_flat(saved)}, {**ADDED_KEYS, **_flat(now)}
     differ = sorted(
         k
         for k in set(a) | set(b)

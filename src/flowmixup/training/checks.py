@@ -18,6 +18,7 @@ DEVICES = ("auto", "cpu", "cuda")
 CORRUPTION_KINDS = ("resample", "flip", "class_conditional")  # flowmixup.data.corruption.KINDS (kept import-free here)
 NOISE_PROFILES = ("chestxray14",)  # flowmixup.data.corruption.PACKAGED_PROFILES
 ON_BAD_RECORD = ("error", "skip")
+CAPTURABLE_REGULARIZERS = ("erm", "mixup", "manifold_mixup", "flowmixup")  # trainer.cuda_graph
 SEED_MAX = 2**32 - 1  # numpy's seeds
 
 
@@ -244,8 +245,9 @@ def _check_trainer(c: "_Checker", cfg: DictConfig, local: bool) -> None:
         f"{dev!r} is unknown",
         ", ".join(DEVICES) + ", cuda:N",
     )
-    for key in ("channels_last", "compile", "deterministic", "skip_finished", "progress"):
+    for key in ("channels_last", "compile", "cuda_graph", "deterministic", "skip_finished", "progress"):
         c.boolean(t + key)
+    _check_cuda_graph(c, dev)
     c.need(
         str(c.get(t + "resume")).lower() in ("auto", "true", "false"),
         t + "resume",
@@ -254,6 +256,28 @@ def _check_trainer(c: "_Checker", cfg: DictConfig, local: bool) -> None:
     )
     if local and isinstance(dev, str) and dev.startswith("cuda"):
         check_cuda(dev)
+
+
+def _check_cuda_graph(c: "_Checker", dev) -> None:
+    """``trainer.cuda_graph=true`` (:mod:`flowmixup.training.graph`): a CUDA device, no ``trainer.compile``, and a
+    regularizer whose draws go through the static buffers (checked again on the built objects)."""
+    if c.get("trainer.cuda_graph") is not True:
+        return
+    key, off = "trainer.cuda_graph", "false"
+    c.need(dev != "cpu", key, "true needs a CUDA device, got trainer.device=cpu", f"{off}, or trainer.device=cuda")
+    c.need(
+        c.get("trainer.compile") is not True,
+        key,
+        "true cannot be combined with trainer.compile=true (a graph captures eager kernels)",
+        f"{off}, or trainer.compile=false",
+    )
+    reg = c.get("regularizer.name")
+    c.need(
+        reg in CAPTURABLE_REGULARIZERS,
+        key,
+        f"true cannot capture regularizer={reg} (its draws may not go through the static buffers)",
+        f"{off}, or regularizer=" + ", ".join(CAPTURABLE_REGULARIZERS),
+    )
 
 
 def _check_dataset(c: "_Checker", cfg: DictConfig, local: bool) -> None:

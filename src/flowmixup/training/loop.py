@@ -1,4 +1,4 @@
-"""One optimisation step, one training epoch, one evaluation."""
+"""One training epoch (its step: :func:`.step.train_step`, re-exported here), one evaluation."""
 
 from __future__ import annotations
 
@@ -14,24 +14,11 @@ from ..progress import progress
 from .build import Built, to_input
 from .records import RunState
 from .signals import SignalWatch, StopRequested
+from .step import train_step
 
 
 class NonFiniteLoss(RuntimeError):
     pass
-
-
-def train_step(
-    reg, criterion, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, bf16: bool = False
-) -> torch.Tensor:
-    """One optimisation step on a batch already on its device: the regularizer's forward (under bf16 autocast if
-    asked), the criterion over every returned row, backward, optimiser step. Returns the loss (not synchronised)."""
-    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
-        logits, targets = reg(x, y)
-    loss = criterion(logits.float(), targets)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
-    return loss.detach()
 
 
 class _LossWatch:
@@ -80,7 +67,10 @@ def train_epoch(b: Built, state: RunState, cfg: DictConfig, watch: SignalWatch, 
         speed.data_wait_s += time.perf_counter() - asked  # the loader kept up if this stays near zero
         x = to_input(x, b.device, cfg.trainer.channels_last)
         y = y.to(b.device, non_blocking=True)
-        losses.add(train_step(b.reg, b.criterion, b.optimizer, x, y, cfg.trainer.precision == "bf16"))
+        if b.graph_step is not None:  # trainer.cuda_graph: the captured step, replayed
+            losses.add(b.graph_step(x, y))
+        else:
+            losses.add(train_step(b.reg, b.criterion, b.optimizer, x, y, cfg.trainer.precision == "bf16"))
         state.step += 1
         speed.steps, speed.samples = speed.steps + 1, speed.samples + len(y)
         faults.after_step(epoch, state.step)

@@ -194,7 +194,7 @@ def run_epoch(cfg: DictConfig, b: Built, state: RunState, watch: SignalWatch, sa
         raise NonFiniteLoss(f"non-finite validation loss at epoch {epoch}")
     vs = score(yv, pv, b.names, cfg.metrics.threshold)
     ts = score(state.y_test, probs, b.names, cfg.metrics.threshold)
-    lr = b.optimizer.param_groups[0]["lr"]
+    lr = float(b.optimizer.param_groups[0]["lr"])  # a device tensor under trainer.cuda_graph
     b.scheduler.step(val_loss)
     row = {
         "epoch": epoch,
