@@ -164,10 +164,14 @@ def test_a_ready_cache_stands_in_for_the_root(tmp_path, monkeypatch):
     [
         (
             ["synth_ecg:trainer.bogus=1"],
-            "error: synth_ecg: trainer.bogus is not a config key (from --set synth_ecg:trainer.bogus=1)",
+            "error: synth_ecg, synth_ecg_missed: trainer.bogus is not a config key "
+            "(from --set synth_ecg:trainer.bogus=1)",
         ),
-        (["synth_ecg:trainer.epochs=0"], "error: synth_ecg: trainer.epochs"),
-        (["synth_ecg:trainr.epochs=3"], "error: synth_ecg: trainr is not a config key; did you mean trainer?"),
+        (["synth_ecg:trainer.epochs=0"], "error: synth_ecg, synth_ecg_missed: trainer.epochs"),
+        (
+            ["synth_ecg:trainr.epochs=3"],
+            "error: synth_ecg, synth_ecg_missed: trainr is not a config key; did you mean trainer?",
+        ),
         (["synth_ecg"], "error: --set synth_ecg: expected DATASET:KEY=VALUE"),
         (["synth_ecg:trainer.epochs=[1"], "error: --set synth_ecg:trainer.epochs=[1: not a valid override"),
         (
@@ -177,6 +181,8 @@ def test_a_ready_cache_stands_in_for_the_root(tmp_path, monkeypatch):
     ],
 )
 def test_a_bad_set_is_one_line_and_nothing_runs(tmp_path, capsys, sets, expected):
+    """One line for a bad --set; ``synth_ecg:`` reaches both blocks built on the synth_ecg dataset (the uniform
+    one and the missed-findings one), and the line names both."""
     main = runpy.run_path(str(SCRIPT), run_name="reproduce_tables")["main"]
     args = ["--profile", "mini", "--sweep-dir", str(tmp_path / "sweep")]
     for item in sets:
