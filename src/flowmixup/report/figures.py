@@ -21,6 +21,7 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from .fig6 import COUNT_TEXT, FLOW, GLOSS, MIXUP, Fig6, figure_note, norm_text
 from .output import Content, csv_text
@@ -257,6 +258,7 @@ def _forest_panel(ax: Axes, part: pd.DataFrame, title: str, unit: str) -> None:
             markersize=5,
         )
     ax.axvline(0.0, color="#333333", lw=0.8, ls="--")
+    ax.xaxis.set_major_locator(MaxNLocator(5))  # wide labels (-0.125) must not run into each other
     ax.set_yticks(y)
     ax.set_yticklabels([f"{r['setting'].label}, {r['noise'] * 100:g}%" for r in part.to_dict("records")], fontsize=7)
     ax.set_xlabel(f"Δ vs ERM ({unit})")
