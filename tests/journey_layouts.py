@@ -10,6 +10,16 @@ from pathlib import Path
 
 import numpy as np
 
+# as conf/experiment/nih1000_cpu.yaml (no stride-2 stem convolutions for small images, lr 1e-3), smaller still
+TINY_DENSENET = [
+    "backbone=densenet_small",
+    "backbone.stem_convs=0",
+    "backbone.growth_rate=4",
+    "backbone.block_config=[1,1,1,1]",
+    "backbone.num_init_features=8",
+    "trainer.lr=1e-3",
+    "trainer.batch_size=64",
+]
 TIANCHI_HEADER = b"I II V1 V2 V3 V4 V5 V6\n"
 TIANCHI_ROWS = 5000
 

@@ -12,18 +12,18 @@ from flowmixup import perf
 from project_config import PROJECT_ROOT
 
 
+def gpu_check_cpu(tmp_path, *args: str) -> tuple[dict, str]:
+    """``gpu_check.py --device cpu --quick`` with ``args``, as a user runs it; its JSON and what it printed."""
+    out = tmp_path / "gpu_check.json"
+    command = [sys.executable, "scripts/gpu_check.py", "--device", "cpu", "--quick", *args, "--out", str(out)]
+    proc = subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return json.loads(out.read_text()), proc.stdout
+
+
 @pytest.mark.slow
 def test_gpu_check_quick_on_cpu_writes_every_section(tmp_path):
-    out = tmp_path / "gpu_check.json"
-    proc = subprocess.run(
-        [sys.executable, "scripts/gpu_check.py", "--device", "cpu", "--quick", "--threads", "1", "--out", str(out)],
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    d = json.loads(out.read_text())
+    d, stdout = gpu_check_cpu(tmp_path, "--threads", "1")
     assert d["device"]["device"] == "cpu" and d["quick"] is True
     steps = d["steps"]
     # every backbone x regularizer of the paper's rows x precision, plus the compiled rows, each measured
@@ -54,7 +54,7 @@ def test_gpu_check_quick_on_cpu_writes_every_section(tmp_path):
     assert "test_macro_f1" in d["deterministic"]["compared_columns"]
     # the printed tables
     for title in ("Training step", "Loader during a real ChestX-ray14 training", "Several ECG runs on one GPU"):
-        assert title in proc.stdout
+        assert title in stdout
 
 
 @pytest.mark.slow
@@ -79,17 +79,7 @@ def test_gpu_check_without_cuda_says_so_in_one_line(tmp_path):
 def test_gpu_check_peak_and_steps_have_the_ceiling_fraction_and_busy_fields(tmp_path):
     """``--sections steps,peak`` (run peak first whatever the order asked): the device's own ceiling, and per step
     row its counted FLOPs, achieved TFLOP/s, fraction of that ceiling and busy share (CPU: the stand-in, so named)."""
-    out = tmp_path / "gpu_check.json"
-    proc = subprocess.run(
-        [sys.executable, "scripts/gpu_check.py", "--device", "cpu", "--quick", "--sections", "steps,peak"]
-        + ["--layouts", "--out", str(out)],
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    d = json.loads(out.read_text())
+    d, stdout = gpu_check_cpu(tmp_path, "--sections", "steps,peak", "--layouts")
     assert d["sections"] == ["peak", "steps"]
     peak = d["peak"]
     assert set(peak["matmul"]) == {"fp32"} and peak["matmul"]["fp32"]["tflop_per_s"] > 0
@@ -101,7 +91,7 @@ def test_gpu_check_peak_and_steps_have_the_ceiling_fraction_and_busy_fields(tmp_
         assert 0 < r["fraction_of_peak"] <= 1.5
         assert r["fraction_of_peak"] == pytest.approx(r["achieved_tflop_per_s"] / r["peak_tflop_per_s"])
         assert 0 < r["busy_share"] <= 1.5 and r["busy_source"].startswith("cpu stand-in")
-    assert "Device ceiling: matmul peak TFLOP/s fp32" in proc.stdout and "busy = cpu stand-in" in proc.stdout
+    assert "Device ceiling: matmul peak TFLOP/s fp32" in stdout and "busy = cpu stand-in" in stdout
     # --layouts: the image model's ERM also in NCHW, at each precision (the {fp32, bf16} x {NCHW, NHWC} grid)
     nchw = [(r["backbone_name"], r["regularizer"], r["precision"]) for r in d["steps"] if not r["channels_last"]]
     assert nchw == [("densenet_small", "erm", "fp32"), ("densenet_small", "erm", "bf16")]

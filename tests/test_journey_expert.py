@@ -20,19 +20,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from journey_layouts import TINY_DENSENET
 from project_config import PROJECT_ROOT
 
 N_TRAIN_VAL = 300
 RUN = ["trainer.epochs=1", "trainer.progress=false", "trainer.device=cpu", "trainer.num_threads=1"]
-MODEL = [
-    "backbone=densenet_small",
-    "backbone.stem_convs=0",
-    "backbone.growth_rate=4",
-    "backbone.block_config=[1,1,1,1]",
-    "backbone.num_init_features=8",
-    "trainer.lr=1e-3",
-    "trainer.batch_size=64",
-]
+MODEL = TINY_DENSENET
 
 
 def cli(*args: str) -> str:

@@ -38,7 +38,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from journey_layouts import build_tianchi_root, expected_tianchi_selection
+from journey_layouts import TINY_DENSENET, build_tianchi_root, expected_tianchi_selection
 from project_config import CONF_DIR, PROJECT_ROOT
 
 TIMEOUT = 300
@@ -222,16 +222,7 @@ def test_journey_chestxray14_nih1000(tmp_path, shared_data):
     cache = prepare(dataset, tmp_path / "data")
     assert cache.name == "chestxray14_32.h5"
     built = cache.stat().st_mtime_ns
-    # as conf/experiment/nih1000_cpu.yaml: no stride-2 stem convolutions for small images, lr 1e-3; smaller still
-    model = [
-        "backbone=densenet_small",
-        "backbone.stem_convs=0",
-        "backbone.growth_rate=4",
-        "backbone.block_config=[1,1,1,1]",
-        "backbone.num_init_features=8",
-        "trainer.lr=1e-3",
-        "trainer.batch_size=64",
-    ]
+    model = TINY_DENSENET
     journey(tmp_path, "chestxray14", [*dataset, *model], n_classes=14, classes=CHESTXRAY14_CLASSES, n_records=1000)
     assert cache.stat().st_mtime_ns == built, "training rebuilt the prepared cache"
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ..data.expert_labels import MIN_POSITIVES, ExpertSplit
-from .metrics import Scores
+from .metrics import Scores, class_at_epochs
 
 EXPERT_METRICS = ["expert_auc", "expert_macro_f1", "expert_auc_all", "expert_macro_f1_all"]
 EXPERT_COLUMNS = [f"test_{m}" for m in EXPERT_METRICS]
@@ -94,18 +94,12 @@ def expert_per_class_rows(
 ) -> list[dict]:
     """expert_per_class.csv's rows: best = the epoch of the best ``test_expert_auc`` (AUC) / ``_macro_f1`` (F1)."""
     auc_e, f1_e = _epoch_of(history, "test_expert_auc"), _epoch_of(history, "test_expert_macro_f1")
-    bv = per_epoch[best_val_epoch - 1] if best_val_epoch >= 1 else per_epoch[-1]
     return [
         {
             "class": name,
             "expert_positive": int(expert.positives[c]),
             "in_mean": bool(expert.in_mean[c]),
-            "test_expert_auc_best": per_epoch[auc_e].per_class_auc[c],
-            "test_expert_f1_best": per_epoch[f1_e].per_class_f1[c],
-            "test_expert_auc_last": per_epoch[-1].per_class_auc[c],
-            "test_expert_f1_last": per_epoch[-1].per_class_f1[c],
-            "test_expert_auc_at_best_val": bv.per_class_auc[c],
-            "test_expert_f1_at_best_val": bv.per_class_f1[c],
+            **class_at_epochs(per_epoch, c, auc_e, f1_e, best_val_epoch, prefix="test_expert"),
         }
         for c, name in enumerate(names)
     ]

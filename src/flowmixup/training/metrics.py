@@ -63,3 +63,20 @@ def normalized_variance(values, n: int) -> tuple[float, int]:
         return 0.0, len(v)
     normed = (v - v.min()) / span
     return float(np.mean((normed - normed.mean()) ** 2)), len(v)
+
+
+def class_at_epochs(
+    per_epoch: list[Scores], c: int, auc_epoch: int, f1_epoch: int, best_val_epoch: int, prefix: str = "test"
+) -> dict:
+    """Class ``c``'s AUC and F1 at the epochs a table reports, keyed ``<prefix>_{auc,f1}_{best,last,at_best_val}``:
+    ``best`` at ``auc_epoch`` / ``f1_epoch`` (0-based), ``at_best_val`` at the 1-based ``best_val_epoch`` (the last
+    epoch when there is none)."""
+    at_val = per_epoch[best_val_epoch - 1] if best_val_epoch >= 1 else per_epoch[-1]
+    return {
+        f"{prefix}_auc_best": per_epoch[auc_epoch].per_class_auc[c],
+        f"{prefix}_f1_best": per_epoch[f1_epoch].per_class_f1[c],
+        f"{prefix}_auc_last": per_epoch[-1].per_class_auc[c],
+        f"{prefix}_f1_last": per_epoch[-1].per_class_f1[c],
+        f"{prefix}_auc_at_best_val": at_val.per_class_auc[c],
+        f"{prefix}_f1_at_best_val": at_val.per_class_f1[c],
+    }

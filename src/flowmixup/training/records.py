@@ -17,7 +17,7 @@ import torch
 
 from .. import stats
 from ..io import atomic_path, write_text
-from .metrics import Scores, normalized_variance
+from .metrics import Scores, class_at_epochs, normalized_variance
 
 METRIC_COLUMNS = ["epoch", "lr", "train_loss", "val_loss", "val_auc", "val_macro_f1", "test_auc", "test_macro_f1"]
 PER_CLASS_COLUMNS = [
@@ -213,19 +213,13 @@ def per_class_rows(names, y_train, y_test, per_epoch: list[Scores], best_val_epo
     single = y_train.sum(axis=1) == 1
     auc_epoch = _best_epoch([s.auc for s in per_epoch])
     f1_epoch = _best_epoch([s.macro_f1 for s in per_epoch])
-    bv = per_epoch[best_val_epoch - 1] if best_val_epoch >= 1 else per_epoch[-1]
     return [
         {
             "class": name,
             "train_count": int(y_train[:, c].sum()),
             "train_single_count": int((y_train[:, c] & single).sum()),
             "test_count": int((np.asarray(y_test)[:, c] >= 0.5).sum()),
-            "test_auc_best": per_epoch[auc_epoch].per_class_auc[c],
-            "test_f1_best": per_epoch[f1_epoch].per_class_f1[c],
-            "test_auc_last": per_epoch[-1].per_class_auc[c],
-            "test_f1_last": per_epoch[-1].per_class_f1[c],
-            "test_auc_at_best_val": bv.per_class_auc[c],
-            "test_f1_at_best_val": bv.per_class_f1[c],
+            **class_at_epochs(per_epoch, c, auc_epoch, f1_epoch, best_val_epoch),
         }
         for c, name in enumerate(names)
     ]
