@@ -37,7 +37,8 @@ from ..stats import (
     seed_interval,
 )
 from ..training.metrics import score
-from .runs import METRICS_COLUMNS, is_missing
+from .output import markdown_table
+from .runs import METRICS_COLUMNS, Setting, is_missing
 
 PREDICTION_FILES = {
     "best": "predictions_test_best.npz",
@@ -240,8 +241,6 @@ def comparisons(
 ) -> pd.DataFrame:
     """Every paired comparison of the ok runs (:data:`COMPARISON_COLUMNS`), Holm-adjusted per family: per table
     (I for AUC datasets, II for macro-F1 ones), protocol and kind (vs ERM; Flow-Mixup vs Mixup / Manifold Mixup)."""
-    from .runs import Setting
-
     rows = []
     for dataset, metric in metric_of.items():
         if metric not in METRICS_COLUMNS:
@@ -292,8 +291,6 @@ def comparisons_csv_frame(frame: pd.DataFrame) -> pd.DataFrame:
 
 def comparisons_markdown(frame: pd.DataFrame, labels: Mapping[str, str], confidence: float = CONFIDENCE) -> str:
     """report.md's section: per table, protocol and family, Δ [interval] and the Holm-adjusted p per noise level."""
-    from .output import markdown_table
-
     if frame.empty:
         return ""
     level = f"{confidence * 100:g}%"
